@@ -1,0 +1,200 @@
+//! The bpftrace output parser: one line in, one [`Line`] out, by hand with
+//! `memchr` and without allocating. The accepted format is documented in
+//! README ("自定义 bpftrace 脚本") so that users can write their own scripts:
+//!
+//! ```text
+//! @tx0[198.51.100.7]: 20992712       bytes sent to an IP since the last report
+//! @rx[2001:db8::2]: 10506212         bytes received from it (any map named tx*/rx*)
+//! @proc[198.51.100.7]: (2135, iperf3) the local process talking to it
+//! @end                               the report is complete
+//! ```
+//!
+//! Blank lines and bpftrace's own `Attaching N probes...` are expected;
+//! anything else is malformed and is counted, never guessed at.
+
+use std::net::IpAddr;
+
+use memchr::memchr;
+
+use crate::filter::canonical;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    Tx(IpAddr, u64),
+    Rx(IpAddr, u64),
+    Owner(IpAddr, u32, &'a [u8]),
+    End,
+    /// bpftrace attached its probes: counting has started.
+    Attached,
+    Blank,
+    Malformed,
+}
+
+pub fn parse_line(line: &[u8]) -> Line<'_> {
+    let line = trim_end(line);
+    if line.is_empty() {
+        return Line::Blank;
+    }
+    if line.starts_with(b"@end") {
+        return Line::End;
+    }
+    if line.starts_with(b"Attaching ") {
+        return Line::Attached;
+    }
+    parse_map_entry(line).unwrap_or(Line::Malformed)
+}
+
+/// `@NAME[KEY]: VALUE`
+fn parse_map_entry(line: &[u8]) -> Option<Line<'_>> {
+    let rest = line.strip_prefix(b"@")?;
+    let open = memchr(b'[', rest)?;
+    let (name, rest) = (&rest[..open], &rest[open + 1..]);
+    let close = memchr(b']', rest)?;
+    let ip = parse_ip(&rest[..close])?;
+    let value = rest[close + 1..].strip_prefix(b": ")?;
+    if name.starts_with(b"tx") {
+        Some(Line::Tx(ip, parse_u64(value)?))
+    } else if name.starts_with(b"rx") {
+        Some(Line::Rx(ip, parse_u64(value)?))
+    } else if name.starts_with(b"proc") {
+        let (pid, comm) = parse_owner(value)?;
+        Some(Line::Owner(ip, pid, comm))
+    } else {
+        None
+    }
+}
+
+/// `(PID, COMM)`; COMM may itself contain commas, spaces or parentheses.
+fn parse_owner(value: &[u8]) -> Option<(u32, &[u8])> {
+    let inner = value.strip_prefix(b"(")?.strip_suffix(b")")?;
+    let comma = memchr(b',', inner)?;
+    let pid = u32::try_from(parse_u64(&inner[..comma])?).ok()?;
+    let comm = inner[comma + 1..].strip_prefix(b" ")?;
+    Some((pid, comm))
+}
+
+fn parse_ip(text: &[u8]) -> Option<IpAddr> {
+    // Addresses are short ASCII; the std parser handles every IPv6 spelling.
+    let text = std::str::from_utf8(text).ok()?;
+    text.parse().ok().map(canonical)
+}
+
+/// Decimal digits only, no sign, no overflow.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
+
+fn trim_end(mut line: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = line {
+        line = rest;
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Recorded from bpftrace 0.17 running bpftrace/traffic.bt in the lab.
+    const RECORDED: &str = "Attaching 4 probes...\n\
+        @end\n\
+        \n\
+        @tx1[198.51.100.7]: 21125110\n\
+        @tx1[2001:db8::2]: 72\n\
+        \n\
+        @rx1[198.51.100.7]: 21698\n\
+        @rx1[fe80::834:ecff:fec0:9e39]: 72\n\
+        \n\
+        @proc[198.51.100.7]: (3105, iperf3)\n\
+        @proc[2001:db8::2]: (3110, iperf3)\n\
+        \n\
+        @end\n";
+
+    #[test]
+    fn recorded_output_parses_line_by_line() {
+        let lines: Vec<Line> = RECORDED.lines().map(|l| parse_line(l.as_bytes())).collect();
+        assert_eq!(
+            lines,
+            vec![
+                Line::Attached,
+                Line::End,
+                Line::Blank,
+                Line::Tx(ip("198.51.100.7"), 21125110),
+                Line::Tx(ip("2001:db8::2"), 72),
+                Line::Blank,
+                Line::Rx(ip("198.51.100.7"), 21698),
+                Line::Rx(ip("fe80::834:ecff:fec0:9e39"), 72),
+                Line::Blank,
+                Line::Owner(ip("198.51.100.7"), 3105, b"iperf3"),
+                Line::Owner(ip("2001:db8::2"), 3110, b"iperf3"),
+                Line::Blank,
+                Line::End,
+            ]
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_becomes_ipv4_and_crlf_is_tolerated() {
+        assert_eq!(parse_line(b"@rx0[::ffff:198.51.100.7]: 5\r\n"), Line::Rx(ip("198.51.100.7"), 5));
+        assert_eq!(parse_line(b"@tx[203.0.113.9]: 0"), Line::Tx(ip("203.0.113.9"), 0));
+    }
+
+    #[test]
+    fn odd_process_names_keep_their_punctuation() {
+        assert_eq!(
+            parse_line(b"@proc[203.0.113.9]: (7, a, b (x))"),
+            Line::Owner(ip("203.0.113.9"), 7, b"a, b (x)")
+        );
+        assert_eq!(parse_line(b"@proc[203.0.113.9]: (7, )"), Line::Owner(ip("203.0.113.9"), 7, b""));
+    }
+
+    #[test]
+    fn malformed_and_truncated_lines_are_rejected() {
+        for bad in [
+            "@tx0[198.51.100.7]: ",
+            "@tx0[198.51.100.7]: 12x",
+            "@tx0[198.51.100.7]: -5",
+            "@tx0[198.51.100.7]: 99999999999999999999999",
+            "@tx0[198.51.100.7]:5",
+            "@tx0[198.51.100.7] 5",
+            "@tx0[198.51.100.7",
+            "@tx0[198.51.100.",
+            "@tx0[]: 5",
+            "@tx0[hello]: 5",
+            "@tx0[1.2.3.4.5]: 5",
+            "@other[198.51.100.7]: 5",
+            "@proc[198.51.100.7]: (x, curl)",
+            "@proc[198.51.100.7]: (12, curl",
+            "@proc[198.51.100.7]: 12",
+            "@proc[198.51.100.7]: (99999999999, curl)",
+            "tx0[198.51.100.7]: 5",
+            "ERROR: something",
+            "@",
+            "@tx",
+            "\u{0}\u{ff}",
+        ] {
+            assert_eq!(parse_line(bad.as_bytes()), Line::Malformed, "{bad:?}");
+        }
+        assert_eq!(parse_line(b"@tx0[198.51.100.7]: \xff"), Line::Malformed);
+    }
+
+    #[test]
+    fn largest_counter_value_is_exact() {
+        assert_eq!(parse_line(b"@tx[8.8.8.8]: 18446744073709551615"), Line::Tx(ip("8.8.8.8"), u64::MAX));
+        assert_eq!(parse_line(b"@tx[8.8.8.8]: 18446744073709551616"), Line::Malformed);
+    }
+}

@@ -1,0 +1,156 @@
+//! The resolved configuration the rest of the program reads: defaults
+//! applied, `-b auto` decided, the interface turned into the kernel's index,
+//! the network namespace identified, and flags whose feature is not built
+//! yet refused rather than silently ignored.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::flags::{DEFAULT_DURATION, DEFAULT_SAMPLE_INTERVAL, DEFAULT_TOP};
+use super::lowargs::{Backend, LowArgs};
+use crate::error::Error;
+use crate::filter::AddressFilter;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Bpftrace,
+}
+
+/// The interface `-i` named, resolved in this network namespace.
+#[derive(Clone, Debug)]
+pub struct Iface {
+    pub name: String,
+    pub ifindex: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub backend: BackendKind,
+    pub iface: Option<Iface>,
+    /// Inode of this process's network namespace: the host being measured.
+    pub netns_inode: u64,
+    /// `None`: run until stopped.
+    pub duration: Option<Duration>,
+    pub sample_interval: Duration,
+    pub bpftrace_script: Option<PathBuf>,
+    pub top: usize,
+    pub quiet: bool,
+    pub color: bool,
+    pub filter: AddressFilter,
+}
+
+impl Config {
+    pub fn resolve(low: LowArgs) -> Result<Config, Error> {
+        refuse_unbuilt_features(&low)?;
+        let backend = match low.backend.unwrap_or(Backend::Auto) {
+            // Until the iftop backend exists, auto means bpftrace.
+            Backend::Auto | Backend::Bpftrace => BackendKind::Bpftrace,
+            Backend::Iftop => return Err(not_yet("-b iftop")),
+        };
+        let iface = low.iface.map(resolve_iface).transpose()?;
+        let duration = low.duration.unwrap_or(DEFAULT_DURATION);
+        Ok(Config {
+            backend,
+            iface,
+            netns_inode: own_netns_inode()?,
+            duration: (duration > 0).then(|| Duration::from_secs(duration)),
+            sample_interval: Duration::from_secs(low.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL)),
+            bpftrace_script: low.bpftrace_script,
+            top: low.top.unwrap_or(DEFAULT_TOP),
+            quiet: low.quiet,
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
+        })
+    }
+}
+
+fn not_yet(flag: &str) -> Error {
+    Error::usage(format!("{flag} is not supported yet"))
+}
+
+fn refuse_unbuilt_features(low: &LowArgs) -> Result<(), Error> {
+    let given = [
+        (low.prometheus_port.is_some(), "-p/--prometheus-port"),
+        (low.listen.is_some(), "--listen"),
+        (low.threshold.is_some(), "-t/--prometheus-export-threshold"),
+        (low.max_ips.is_some(), "--max-ips"),
+        (low.geoip_db.is_some(), "-g/--geoip-db"),
+        (low.isp_db.is_some(), "--isp-db"),
+        (low.qqwry.is_some(), "--qqwry"),
+        (low.lang.is_some(), "--lang"),
+        (!low.lookup.is_empty(), "--lookup"),
+    ];
+    match given.iter().find(|(is_given, _)| *is_given) {
+        Some((_, flag)) => Err(not_yet(flag)),
+        None => Ok(()),
+    }
+}
+
+fn resolve_iface(name: String) -> Result<Iface, Error> {
+    let path = format!("/sys/class/net/{name}/ifindex");
+    let ifindex = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .ok_or_else(|| {
+            Error::usage(format!("--iface: no interface '{name}' here (see `ip link`)"))
+        })?;
+    Ok(Iface { name, ifindex })
+}
+
+fn own_netns_inode() -> Result<u64, Error> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .map_err(|e| Error::fatal(format!("cannot read /proc/self/ns/net: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::lowargs;
+    use std::ffi::OsString;
+
+    fn resolve(args: &[&str]) -> Result<Config, Error> {
+        Config::resolve(lowargs::parse(args.iter().map(OsString::from))?)
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.backend, BackendKind::Bpftrace);
+        assert_eq!(config.duration, Some(Duration::from_secs(30)));
+        assert_eq!(config.sample_interval, Duration::from_secs(2));
+        assert_eq!(config.top, 10);
+        assert!(config.iface.is_none() && !config.quiet && !config.filter.include_private);
+        assert!(resolve(&["-d", "0"]).unwrap().duration.is_none());
+    }
+
+    #[test]
+    fn loopback_resolves_and_a_missing_interface_is_a_usage_error() {
+        assert_eq!(resolve(&["-i", "lo"]).unwrap().iface.unwrap().ifindex, 1);
+        let err = resolve(&["-i", "nosuchif0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("nosuchif0"));
+    }
+
+    #[test]
+    fn later_features_say_not_supported_yet() {
+        for args in [
+            &["-p", "9090"][..],
+            &["--listen", "127.0.0.1:9464"],
+            &["-t", "5"],
+            &["--max-ips", "5"],
+            &["-g", "x.mmdb"],
+            &["--isp-db", "x.mmdb"],
+            &["--qqwry", "q.dat"],
+            &["--lang", "en"],
+            &["--lookup", "8.8.8.8"],
+            &["-b", "iftop"],
+        ] {
+            let err = resolve(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().ends_with("is not supported yet"), "{args:?}: {err}");
+        }
+    }
+}

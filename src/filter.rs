@@ -1,0 +1,181 @@
+//! Which remote addresses are counted. Owns the SPEC's default exclusions
+//! (loopback, link-local, multicast, broadcast, unspecified and, unless
+//! `--include-private`, the private ranges), the user's `--exclude` CIDRs,
+//! and the folding of IPv4-mapped IPv6 addresses into plain IPv4 so one host
+//! is one key. Documentation and benchmarking ranges count like public ones.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An address block such as `203.0.113.0/24` or `2001:db8::/32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(ip) as u128, 32, self.prefix) == u32::from(net) as u128
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(ip), 128, self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
+    let host_bits = u32::from(width - prefix);
+    bits.checked_shr(host_bits).unwrap_or(0).checked_shl(host_bits).unwrap_or(0)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    /// `ADDR/PREFIX`, or a bare address meaning that one host. Host bits must
+    /// be zero, so a typo such as `10.0.0.1/8` is caught rather than guessed.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| format!("'{text}' is not a CIDR"))?;
+        let width = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= width => p,
+                _ => return Err(format!("'{text}': prefix must be 0..={width}")),
+            },
+        };
+        if masked_differs(network, prefix) {
+            return Err(format!("'{text}' has host bits set"));
+        }
+        Ok(Cidr { network, prefix })
+    }
+}
+
+fn masked_differs(ip: IpAddr, prefix: u8) -> bool {
+    match ip {
+        IpAddr::V4(v4) => masked(u32::from(v4) as u128, 32, prefix) != u32::from(v4) as u128,
+        IpAddr::V6(v6) => masked(u128::from(v6), 128, prefix) != u128::from(v6),
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a dual-stack socket reports)
+/// becomes the IPv4 address it carries.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}
+
+/// Decides, per remote address, whether it is counted.
+#[derive(Clone, Debug, Default)]
+pub struct AddressFilter {
+    pub include_private: bool,
+    pub exclude: Vec<Cidr>,
+}
+
+impl AddressFilter {
+    /// `ip` must already be [`canonical`].
+    pub fn counts(&self, ip: IpAddr) -> bool {
+        let special = match ip {
+            IpAddr::V4(v4) => never_counted_v4(v4) || (!self.include_private && private_v4(v4)),
+            IpAddr::V6(v6) => never_counted_v6(v6) || (!self.include_private && private_v6(v6)),
+        };
+        !special && !self.exclude.iter().any(|cidr| cidr.contains(ip))
+    }
+}
+
+fn never_counted_v4(ip: Ipv4Addr) -> bool {
+    ip.octets()[0] == 0 // "this network", including 0.0.0.0
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+}
+
+fn private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_private() || (a == 100 && (64..128).contains(&b)) // RFC 6598 shared space
+}
+
+fn never_counted_v6(ip: Ipv6Addr) -> bool {
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (ip.segments()[0] & 0xffc0) == 0xfe80 // link-local
+}
+
+fn private_v6(ip: Ipv6Addr) -> bool {
+    (ip.segments()[0] & 0xfe00) == 0xfc00 // unique local, fc00::/7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        canonical(s.parse().unwrap())
+    }
+
+    #[test]
+    fn default_filter_counts_public_and_documentation_ranges_only() {
+        let f = AddressFilter::default();
+        for counted in ["8.8.8.8", "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "2001:db8::2", "2606:4700::1111"] {
+            assert!(f.counts(ip(counted)), "{counted} should count");
+        }
+        for skipped in [
+            "0.0.0.0", "127.0.0.1", "169.254.1.1", "224.0.0.251", "255.255.255.255", "10.1.2.3",
+            "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "100.127.255.255", "::",
+            "::1", "fe80::1", "ff02::1", "fd00::1", "fc00::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1",
+        ] {
+            assert!(!f.counts(ip(skipped)), "{skipped} should not count");
+        }
+        assert!(f.counts(ip("100.128.0.1")) && f.counts(ip("172.32.0.1")));
+    }
+
+    #[test]
+    fn include_private_admits_private_but_not_special_ranges() {
+        let f = AddressFilter { include_private: true, exclude: vec![] };
+        for counted in ["10.1.2.3", "192.168.1.1", "100.64.0.1", "fd00::1"] {
+            assert!(f.counts(ip(counted)), "{counted}");
+        }
+        for skipped in ["127.0.0.1", "fe80::1", "ff02::1", "224.0.0.1"] {
+            assert!(!f.counts(ip(skipped)), "{skipped}");
+        }
+    }
+
+    #[test]
+    fn exclude_cidrs_apply_to_both_families() {
+        let f = AddressFilter {
+            include_private: false,
+            exclude: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()],
+        };
+        assert!(!f.counts(ip("203.0.113.200")));
+        assert!(f.counts(ip("203.0.114.1")));
+        assert!(!f.counts(ip("2001:db8:1:ffff::1")));
+        assert!(f.counts(ip("2001:db8:2::1")));
+        assert!(!f.counts(ip("::ffff:203.0.113.5")), "mapped addresses are IPv4");
+    }
+
+    #[test]
+    fn cidr_parsing_rejects_nonsense() {
+        assert_eq!("198.51.100.7".parse::<Cidr>().unwrap().prefix, 32);
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix, 0);
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+        assert!("::/0".parse::<Cidr>().unwrap().contains(ip("2001:db8::1")));
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "foo", "10.0.0.0/", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The main thread's job: check privileges, start the backend, wait for it
+//! to attach, print a table per report, and end the run (duration reached,
+//! SIGINT or SIGTERM) by stopping the backend, reading its last report and
+//! printing the summary. A backend that dies is an error, never "no traffic".
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::backend::{self, Event, Running, bpftrace};
+use crate::cli::{BackendKind, Config};
+use crate::error::Error;
+use crate::report;
+use crate::store::Store;
+use crate::sys;
+
+/// How long bpftrace may take to compile and attach (slow routers).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the backend may take to print its final report when stopped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub fn run(config: &Config) -> Result<i32, Error> {
+    if !sys::is_root() {
+        return Err(Error::fatal(
+            "must run as root: bpftrace needs CAP_BPF and CAP_PERFMON (try: sudo ip_traffic_monitor_cli ...)",
+        ));
+    }
+    let store = Arc::new(Store::default());
+    let (events_tx, events) = mpsc::channel();
+    watch_signals(events_tx.clone())?;
+    let mut backend = start_backend(config, &store, events_tx)?;
+    let started = Instant::now();
+    let outcome = match wait_attached(&events, &mut backend) {
+        Ok(true) => {
+            announce(config, &backend);
+            count_until_stopped(config, &store, &events, &mut backend, started)
+        }
+        Ok(false) => Ok(()), // stopped by a signal before counting began
+        Err(err) => {
+            backend.stop(STOP_GRACE);
+            return Err(err);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = report::summary(&mut out, &store.totals_by_volume(), config.top, started.elapsed(), config.color);
+    let _ = out.flush();
+    outcome.map(|()| 0)
+}
+
+fn start_backend(config: &Config, store: &Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
+    match config.backend {
+        BackendKind::Bpftrace => {
+            let bin = bpftrace::find()?;
+            bpftrace::check_kernel()?;
+            let child = bpftrace::command(&bin, config)?
+                .spawn()
+                .map_err(|e| Error::fatal(format!("cannot run {}: {e}", bin.display())))?;
+            Ok(backend::supervise(child, "bpftrace", config.filter.clone(), Arc::clone(store), events))
+        }
+    }
+}
+
+fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::fatal(format!("cannot install signal handlers: {e}")))?;
+    thread::spawn(move || {
+        for _ in signals.forever() {
+            if events.send(Event::Signal).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `Ok(true)` once the backend attached, `Ok(false)` if a signal came first.
+fn wait_attached(events: &Receiver<Event>, backend: &mut Running) -> Result<bool, Error> {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Attached) => return Ok(true),
+            Ok(Event::Signal) => {
+                backend.stop(STOP_GRACE);
+                return Ok(false);
+            }
+            Ok(Event::Exited) => {
+                backend.wait();
+                return Err(Error::fatal(bpftrace::explain_start_failure(&backend.stderr.lines())));
+            }
+            Ok(Event::Report) => {}
+            Err(_) => {
+                return Err(Error::fatal(format!(
+                    "{} did not attach its probes within {} s",
+                    backend.name,
+                    ATTACH_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+fn announce(config: &Config, backend: &Running) {
+    backend.stderr.start_echo();
+    let script = match &config.bpftrace_script {
+        Some(path) => path.display().to_string(),
+        None => "built-in traffic.bt".into(),
+    };
+    let scope = match &config.iface {
+        Some(iface) => format!("interface {} (ifindex {})", iface.name, iface.ifindex),
+        None => "every interface but loopback".into(),
+    };
+    let until = match config.duration {
+        Some(d) => format!("for {} s", d.as_secs()),
+        None => "until stopped".into(),
+    };
+    eprintln!(
+        "counting with {} ({script}, process from the sending socket) on {scope}, \
+         a report every {} s, {until}; Ctrl-C to stop",
+        backend.name,
+        config.sample_interval.as_secs()
+    );
+}
+
+fn count_until_stopped(
+    config: &Config,
+    store: &Store,
+    events: &Receiver<Event>,
+    backend: &mut Running,
+    started: Instant,
+) -> Result<(), Error> {
+    let deadline = config.duration.map(|d| started + d);
+    loop {
+        let event = match deadline {
+            Some(deadline) => {
+                match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(event) => event,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => Event::Exited,
+                }
+            }
+            None => events.recv().unwrap_or(Event::Exited),
+        };
+        match event {
+            Event::Report => on_report(config, store, backend, started),
+            Event::Signal => break,
+            Event::Attached => {}
+            Event::Exited => {
+                let status = backend.wait();
+                let last = backend.stderr.lines().pop().unwrap_or_default();
+                let status = status.map_or_else(|| "unknown status".into(), |s| s.to_string());
+                return Err(Error::fatal(format!(
+                    "{} exited unexpectedly ({status}){}{last}",
+                    backend.name,
+                    if last.is_empty() { "" } else { ": " }
+                )));
+            }
+        }
+    }
+    backend.stop(STOP_GRACE);
+    Ok(())
+}
+
+fn on_report(config: &Config, store: &Store, backend: &Running, started: Instant) {
+    warn_about_missed_events(store, backend);
+    let rows = store.take_interval();
+    if config.quiet {
+        return;
+    }
+    let tracked = store.lock().ips.len();
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (piped into `head`) must not stop the counting.
+    let _ = report::interval_table(&mut out, &rows, config.top, started.elapsed(), tracked, config.color);
+    let _ = out.flush();
+}
+
+fn warn_about_missed_events(store: &Store, backend: &Running) {
+    let misses = bpftrace::recursion_misses(backend.pid());
+    let mut totals = store.lock();
+    if misses > totals.missed_events {
+        let new = misses - totals.missed_events;
+        totals.missed_events = misses;
+        drop(totals);
+        eprintln!(
+            "warning: the kernel skipped {new} probe runs ({misses} in all) because another BPF \
+             tracing program was running on the same CPU; up to that many packets were not counted"
+        );
+    }
+}

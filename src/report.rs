@@ -1,0 +1,179 @@
+//! The console: one table per report with the busiest remote IPs of that
+//! interval, and the summary of totals at the end. Sizes in binary units
+//! (KiB, MiB, ...); the summary also gives exact byte counts, since
+//! precision is the point. Bold headers only on a terminal.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::store::Row;
+
+const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+
+/// `1536` → `1.5 KiB`; whole bytes below 1 KiB.
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn owner_cells(row: &Row) -> (String, String) {
+    match row.traffic.owner {
+        Some(owner) => (owner.pid.to_string(), owner.comm.as_str()),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+fn header(out: &mut impl Write, color: bool, text: &str) -> std::io::Result<()> {
+    if color {
+        writeln!(out, "\x1b[1m{text}\x1b[0m")
+    } else {
+        writeln!(out, "{text}")
+    }
+}
+
+/// The table printed after every report.
+pub fn interval_table(
+    out: &mut impl Write,
+    rows: &[Row],
+    top: usize,
+    elapsed: Duration,
+    tracked: usize,
+    color: bool,
+) -> std::io::Result<()> {
+    let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| {
+        (tx + r.traffic.interval_tx, rx + r.traffic.interval_rx)
+    });
+    writeln!(
+        out,
+        "\n[{:>6.1}s] {} active / {tracked} tracked remote IPs, this interval TX {} RX {}",
+        elapsed.as_secs_f64(),
+        rows.len(),
+        human_bytes(tx),
+        human_bytes(rx)
+    )?;
+    if rows.is_empty() {
+        return writeln!(out, "(no traffic to counted remote IPs in this interval)");
+    }
+    header(
+        out,
+        color,
+        &format!(
+            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+            "REMOTE IP", "TX", "RX", "TX TOTAL", "RX TOTAL", "PID", "PROCESS"
+        ),
+    )?;
+    for row in rows.iter().take(top) {
+        let (pid, process) = owner_cells(row);
+        let t = &row.traffic;
+        writeln!(
+            out,
+            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+            row.ip.to_string(),
+            human_bytes(t.interval_tx),
+            human_bytes(t.interval_rx),
+            human_bytes(t.tx),
+            human_bytes(t.rx),
+            pid,
+            process
+        )?;
+    }
+    if rows.len() > top {
+        writeln!(out, "... and {} more (--top to show more)", rows.len() - top)?;
+    }
+    Ok(())
+}
+
+/// The final summary: totals per remote IP with exact byte counts.
+pub fn summary(out: &mut impl Write, rows: &[Row], top: usize, elapsed: Duration, color: bool) -> std::io::Result<()> {
+    let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.tx, rx + r.traffic.rx));
+    writeln!(
+        out,
+        "\n== Summary: {:.1} s, {} remote IPs, TX {} ({tx} bytes), RX {} ({rx} bytes) ==",
+        elapsed.as_secs_f64(),
+        rows.len(),
+        human_bytes(tx),
+        human_bytes(rx)
+    )?;
+    if rows.is_empty() {
+        return writeln!(out, "(no traffic to counted remote IPs)");
+    }
+    header(
+        out,
+        color,
+        &format!(
+            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {}",
+            "REMOTE IP", "TX", "RX", "TX BYTES", "RX BYTES", "PID", "PROCESS"
+        ),
+    )?;
+    for row in rows.iter().take(top) {
+        let (pid, process) = owner_cells(row);
+        let t = &row.traffic;
+        writeln!(
+            out,
+            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {}",
+            row.ip.to_string(),
+            human_bytes(t.tx),
+            human_bytes(t.rx),
+            t.tx,
+            t.rx,
+            pid,
+            process
+        )?;
+    }
+    if rows.len() > top {
+        writeln!(out, "... and {} more (--top to show more)", rows.len() - top)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Comm, Owner, Traffic};
+
+    #[test]
+    fn human_units_are_binary_with_one_decimal() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(20 * 1024 * 1024), "20.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
+    }
+
+    fn row(ip: &str, tx: u64, rx: u64) -> Row {
+        Row {
+            ip: ip.parse().unwrap(),
+            traffic: Traffic {
+                tx,
+                rx,
+                interval_tx: tx,
+                interval_rx: rx,
+                owner: Some(Owner { pid: 7, comm: Comm::new(b"curl") }),
+            },
+        }
+    }
+
+    #[test]
+    fn tables_show_top_rows_owner_and_exact_totals() {
+        let rows = vec![row("198.51.100.7", 3_000_000, 10), row("2001:db8::2", 5, 5)];
+        let mut out = Vec::new();
+        interval_table(&mut out, &rows, 1, Duration::from_secs(2), 2, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("198.51.100.7") && text.contains("2.9 MiB") && text.contains("curl"), "{text}");
+        assert!(!text.contains("2001:db8::2") && text.contains("1 more"), "{text}");
+        assert!(!text.contains('\x1b'), "no colour off a terminal");
+
+        let mut out = Vec::new();
+        summary(&mut out, &rows, 10, Duration::from_secs(30), false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("3000000") && text.contains("2001:db8::2") && text.contains("(3000005 bytes)"), "{text}");
+    }
+}

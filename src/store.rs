@@ -1,0 +1,201 @@
+//! The in-memory totals: per remote IP, the cumulative TX and RX bytes, the
+//! bytes since the console last looked, and the local process that last
+//! talked to it. One `Mutex` guards everything; the backend's reader thread
+//! applies a whole report under one lock, so readers never see half a report.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+/// A process command name as the kernel keeps it (at most 15 bytes), stored
+/// inline so that recording an owner never allocates.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Comm {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl Comm {
+    pub fn new(name: &[u8]) -> Self {
+        let mut comm = Comm::default();
+        let len = name.len().min(comm.bytes.len());
+        comm.bytes[..len].copy_from_slice(&name[..len]);
+        comm.len = len as u8;
+        comm
+    }
+
+    pub fn as_str(&self) -> String {
+        String::from_utf8_lossy(&self.bytes[..usize::from(self.len)]).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// The local process last seen talking to a remote IP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Comm,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub tx: u64,
+    pub rx: u64,
+    pub interval_tx: u64,
+    pub interval_rx: u64,
+    pub owner: Option<Owner>,
+}
+
+/// One fact from a backend report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Tx(IpAddr, u64),
+    Rx(IpAddr, u64),
+    Owner(IpAddr, Owner),
+}
+
+#[derive(Default)]
+pub struct Totals {
+    pub ips: HashMap<IpAddr, Traffic>,
+    /// Complete reports received from the backend.
+    pub reports: u64,
+    pub last_report: Option<SystemTime>,
+    /// Backend lines that could not be read.
+    pub parse_errors: u64,
+    /// Packets the kernel did not hand to the counting probes.
+    pub missed_events: u64,
+}
+
+#[derive(Default)]
+pub struct Store {
+    totals: Mutex<Totals>,
+}
+
+/// A row for the console: a remote IP with its counters at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub ip: IpAddr,
+    pub traffic: Traffic,
+}
+
+impl Store {
+    pub fn lock(&self) -> MutexGuard<'_, Totals> {
+        // A panic while holding the lock cannot leave the counters half
+        // updated in a way worse than losing them, so keep serving them.
+        self.totals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds one complete report. Owners of IPs that carried no counted bytes
+    /// are only kept for IPs already tracked, so filtered addresses never
+    /// enter the map through the process table.
+    pub fn apply_report(&self, records: &[Record], parse_errors: u64) {
+        let mut totals = self.lock();
+        for record in records {
+            match *record {
+                Record::Tx(ip, bytes) => {
+                    let t = totals.ips.entry(ip).or_default();
+                    t.tx += bytes;
+                    t.interval_tx += bytes;
+                }
+                Record::Rx(ip, bytes) => {
+                    let t = totals.ips.entry(ip).or_default();
+                    t.rx += bytes;
+                    t.interval_rx += bytes;
+                }
+                Record::Owner(..) => {}
+            }
+        }
+        // Owners after bytes: a report may list @proc before the IP's bytes.
+        for record in records {
+            if let Record::Owner(ip, owner) = *record {
+                if let Some(t) = totals.ips.get_mut(&ip) {
+                    t.owner = Some(owner);
+                }
+            }
+        }
+        totals.reports += 1;
+        totals.last_report = Some(SystemTime::now());
+        totals.parse_errors += parse_errors;
+    }
+
+    /// The IPs with traffic since the previous call, busiest first, and
+    /// resets their interval counters.
+    pub fn take_interval(&self) -> Vec<Row> {
+        let mut totals = self.lock();
+        let mut rows = Vec::new();
+        for (ip, t) in totals.ips.iter_mut() {
+            if t.interval_tx + t.interval_rx > 0 {
+                rows.push(Row { ip: *ip, traffic: *t });
+                t.interval_tx = 0;
+                t.interval_rx = 0;
+            }
+        }
+        drop(totals);
+        rows.sort_by(|a, b| {
+            let key = |r: &Row| r.traffic.interval_tx + r.traffic.interval_rx;
+            key(b).cmp(&key(a)).then(a.ip.cmp(&b.ip))
+        });
+        rows
+    }
+
+    /// Every tracked IP, by total traffic, busiest first.
+    pub fn totals_by_volume(&self) -> Vec<Row> {
+        let totals = self.lock();
+        let mut rows: Vec<Row> =
+            totals.ips.iter().map(|(ip, t)| Row { ip: *ip, traffic: *t }).collect();
+        drop(totals);
+        rows.sort_by(|a, b| {
+            let key = |r: &Row| r.traffic.tx + r.traffic.rx;
+            key(b).cmp(&key(a)).then(a.ip.cmp(&b.ip))
+        });
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reports_accumulate_and_interval_resets() {
+        let store = Store::default();
+        let owner = Owner { pid: 42, comm: Comm::new(b"curl") };
+        store.apply_report(
+            &[Record::Tx(ip("198.51.100.7"), 100), Record::Owner(ip("198.51.100.7"), owner), Record::Rx(ip("198.51.100.7"), 7)],
+            1,
+        );
+        store.apply_report(&[Record::Tx(ip("198.51.100.7"), 50), Record::Rx(ip("2001:db8::2"), 900)], 0);
+        let rows = store.take_interval();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].ip, ip("2001:db8::2"), "busiest first");
+        assert_eq!((rows[1].traffic.tx, rows[1].traffic.rx, rows[1].traffic.interval_tx), (150, 7, 150));
+        assert_eq!(rows[1].traffic.owner, Some(owner));
+        assert!(store.take_interval().is_empty(), "interval counters reset");
+        let totals = store.totals_by_volume();
+        assert_eq!(totals[1].traffic.tx, 150, "totals survive the interval reset");
+        let t = store.lock();
+        assert_eq!((t.reports, t.parse_errors), (2, 1));
+    }
+
+    #[test]
+    fn owner_alone_does_not_create_an_entry() {
+        let store = Store::default();
+        store.apply_report(&[Record::Owner(ip("10.0.0.1"), Owner::default())], 0);
+        assert!(store.lock().ips.is_empty());
+    }
+
+    #[test]
+    fn comm_is_truncated_to_the_kernel_limit() {
+        assert_eq!(Comm::new(b"a-very-long-process-name").as_str(), "a-very-long-proc");
+    }
+}
