@@ -91,9 +91,10 @@ impl Store {
         self.totals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds one complete report. Owners of IPs that carried no counted bytes
-    /// are only kept for IPs already tracked, so filtered addresses never
-    /// enter the map through the process table.
+    /// Adds one complete report. An owner may arrive a report before its
+    /// IP's bytes (the script prints owners at once, bytes half an interval
+    /// later), so it creates the entry; the reader only passes owners of
+    /// addresses the filter counts.
     pub fn apply_report(&self, records: &[Record], parse_errors: u64) {
         let mut totals = self.lock();
         for record in records {
@@ -108,15 +109,7 @@ impl Store {
                     t.rx += bytes;
                     t.interval_rx += bytes;
                 }
-                Record::Owner(..) => {}
-            }
-        }
-        // Owners after bytes: a report may list @proc before the IP's bytes.
-        for record in records {
-            if let Record::Owner(ip, owner) = *record {
-                if let Some(t) = totals.ips.get_mut(&ip) {
-                    t.owner = Some(owner);
-                }
+                Record::Owner(ip, owner) => totals.ips.entry(ip).or_default().owner = Some(owner),
             }
         }
         totals.reports += 1;
@@ -144,11 +137,15 @@ impl Store {
         rows
     }
 
-    /// Every tracked IP, by total traffic, busiest first.
+    /// Every IP with counted bytes, by total traffic, busiest first.
     pub fn totals_by_volume(&self) -> Vec<Row> {
         let totals = self.lock();
-        let mut rows: Vec<Row> =
-            totals.ips.iter().map(|(ip, t)| Row { ip: *ip, traffic: *t }).collect();
+        let mut rows: Vec<Row> = totals
+            .ips
+            .iter()
+            .filter(|(_, t)| t.tx + t.rx > 0)
+            .map(|(ip, t)| Row { ip: *ip, traffic: *t })
+            .collect();
         drop(totals);
         rows.sort_by(|a, b| {
             let key = |r: &Row| r.traffic.tx + r.traffic.rx;
@@ -188,10 +185,13 @@ mod tests {
     }
 
     #[test]
-    fn owner_alone_does_not_create_an_entry() {
+    fn an_owner_reported_before_the_bytes_is_kept() {
         let store = Store::default();
-        store.apply_report(&[Record::Owner(ip("10.0.0.1"), Owner::default())], 0);
-        assert!(store.lock().ips.is_empty());
+        let owner = Owner { pid: 9, comm: Comm::new(b"iperf3") };
+        store.apply_report(&[Record::Owner(ip("198.51.100.7"), owner)], 0);
+        assert!(store.totals_by_volume().is_empty(), "no bytes yet, no summary row");
+        store.apply_report(&[Record::Tx(ip("198.51.100.7"), 10)], 0);
+        assert_eq!(store.totals_by_volume()[0].traffic.owner, Some(owner));
     }
 
     #[test]

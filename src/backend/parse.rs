@@ -7,9 +7,12 @@
 //! @rx[2001:db8::2]: 10506212         bytes received from it (any map named tx*/rx*)
 //! @proc[198.51.100.7]: (2135, iperf3) the local process talking to it
 //! @end                               the report is complete
+//! @attached                          printed once from BEGIN: counting has begun
 //! ```
 //!
-//! Blank lines and bpftrace's own `Attaching N probes...` are expected;
+//! Blank lines and bpftrace's own `Attaching N probes...` (printed before
+//! the probes are attached, so it does not mean counting has begun) are
+//! expected;
 //! anything else is malformed and is counted, never guessed at.
 
 use std::net::IpAddr;
@@ -24,7 +27,7 @@ pub enum Line<'a> {
     Rx(IpAddr, u64),
     Owner(IpAddr, u32, &'a [u8]),
     End,
-    /// bpftrace attached its probes: counting has started.
+    /// The script's BEGIN ran: every probe is attached, counting has begun.
     Attached,
     Blank,
     Malformed,
@@ -38,8 +41,11 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     if line.starts_with(b"@end") {
         return Line::End;
     }
-    if line.starts_with(b"Attaching ") {
+    if line.starts_with(b"@attached") {
         return Line::Attached;
+    }
+    if line.starts_with(b"Attaching ") {
+        return Line::Blank;
     }
     parse_map_entry(line).unwrap_or(Line::Malformed)
 }
@@ -111,6 +117,7 @@ mod tests {
 
     /// Recorded from bpftrace 0.17 running bpftrace/traffic.bt in the lab.
     const RECORDED: &str = "Attaching 4 probes...\n\
+        @attached\n\
         @end\n\
         \n\
         @tx1[198.51.100.7]: 21125110\n\
@@ -130,6 +137,7 @@ mod tests {
         assert_eq!(
             lines,
             vec![
+                Line::Blank,
                 Line::Attached,
                 Line::End,
                 Line::Blank,

@@ -1,0 +1,103 @@
+//! End to end: the real binary with the bpftrace backend counts real traffic
+//! between network namespaces, and every remote IP and direction must match
+//! the nftables counters in the host namespace.
+
+mod lab;
+
+use std::time::Duration;
+
+use lab::{Lab, BIN, OTHER_IFACE_REMOTE, REMOTE_V4, REMOTE_V6};
+
+/// The accounting bound: counted bytes within 0.1 % of nftables'.
+const BOUND: f64 = 0.001;
+
+#[test]
+fn every_remote_ip_and_direction_matches_nftables() {
+    if !lab::require_lab("every_remote_ip_and_direction_matches_nftables") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "--top", "1000"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+
+    // TCP upload and download, UDP both ways, IPv4 and IPv6.
+    lab.iperf(&["-c", "198.51.100.7", "-n", "15M"]);
+    lab.iperf(&["-c", "198.51.100.8", "-n", "15M", "-R"]);
+    lab.udp_flow(true, "203.0.113.9", 4_000_000);
+    lab.udp_flow(false, "203.0.113.9", 4_000_000);
+    lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "10M"]);
+    lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "10M", "-R"]);
+    // A sustained flow over many sample intervals: nothing lost between reports.
+    lab.iperf(&["-c", "192.0.2.2", "-t", "16", "-b", "10M"]);
+    // Traffic on the interface -i did not name.
+    lab.iperf(&["-c", OTHER_IFACE_REMOTE, "-n", "2M"]);
+
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let summary_at = finished.stdout.iter().position(|l| l.starts_with("== Summary")).unwrap_or(0);
+    println!("{}", finished.stdout[summary_at..].join("\n"));
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth();
+
+    println!("{:<16} {:<3} {:>12} {:>12} {:>8}", "remote", "dir", "nftables", "counted", "diff");
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for ip in REMOTE_V4.iter().chain(REMOTE_V6.iter()) {
+        let row = counted.get(*ip);
+        for (dir, got) in [("tx", row.map_or(0, |r| r.0)), ("rx", row.map_or(0, |r| r.1))] {
+            let want = truth[&(ip.to_string(), dir)];
+            total += want;
+            let diff = got as i64 - want as i64;
+            println!("{ip:<16} {dir:<3} {want:>12} {got:>12} {diff:>8}");
+            if want == 0 || (diff.unsigned_abs() as f64) > BOUND * want as f64 {
+                failures.push(format!("{ip} {dir}: nftables {want}, counted {got}"));
+            }
+        }
+    }
+    println!("total bytes through nftables on vh: {total}");
+    assert!(failures.is_empty(), "outside the {BOUND} bound: {failures:?}");
+    assert!(total > 50_000_000, "the lab must move at least 50 MB, moved {total}");
+
+    let other = lab.truth()[&(OTHER_IFACE_REMOTE.to_string(), "tx")];
+    assert!(other > 2_000_000, "traffic did cross vx ({other} bytes)");
+    assert!(!counted.contains_key(OTHER_IFACE_REMOTE), "-i vh must not count vx: {counted:?}");
+
+    for ip in ["198.51.100.7", "198.51.100.8", "2001:db8:2::7", "192.0.2.2"] {
+        assert_eq!(counted[ip].2, "iperf3", "process of the TCP flow to {ip}: {:?}", counted[ip]);
+    }
+}
+
+#[test]
+fn a_dead_backend_is_an_error_not_silence() {
+    if !lab::require_lab("a_dead_backend_is_an_error_not_silence") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let script = std::env::temp_dir().join(format!("itm-exit-{}.bt", std::process::id()));
+    std::fs::write(&script, "interval:s:2 { exit(); }\n").expect("write script");
+    let script_arg = script.to_string_lossy().into_owned();
+    let monitor = lab.spawn_in_host(&[BIN, "-d", "0", "--bpftrace-script", &script_arg]);
+    let finished = monitor.finish();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(finished.code, Some(1), "{:?}", finished.stderr);
+    let last = finished.stderr.last().cloned().unwrap_or_default();
+    assert!(last.contains("bpftrace exited unexpectedly"), "{:?}", finished.stderr);
+    assert!(finished.stdout.iter().any(|l| l.starts_with("== Summary")), "totals still printed");
+}
+
+#[test]
+fn a_script_that_cannot_load_names_the_cause() {
+    if !lab::require_lab("a_script_that_cannot_load_names_the_cause") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let script = std::env::temp_dir().join(format!("itm-bad-{}.bt", std::process::id()));
+    std::fs::write(&script, "tracepoint:net:no_such_tracepoint { @x = count(); }\n").expect("write");
+    let script_arg = script.to_string_lossy().into_owned();
+    let finished = lab.spawn_in_host(&[BIN, "--bpftrace-script", &script_arg]).finish();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(finished.code, Some(1));
+    assert_eq!(finished.stderr.len(), 1, "one line: {:?}", finished.stderr);
+    assert!(finished.stderr[0].contains("bpftrace failed to start"), "{:?}", finished.stderr);
+}

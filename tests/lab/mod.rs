@@ -1,0 +1,347 @@
+//! The end-to-end test lab: a "host" network namespace joined by veth pairs
+//! to a "remote" namespace that holds several public-looking addresses
+//! (documentation and benchmarking ranges, IPv4 and IPv6), nftables counters
+//! in the host as ground truth, iperf3 for traffic, and the real monitor
+//! binary running inside the host namespace. Everything it creates is named
+//! after the test process and removed on drop, even when a test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ip_traffic_monitor_cli");
+
+/// Remote addresses reached over the counted veth (`vh`).
+pub const REMOTE_V4: [&str; 4] = ["192.0.2.2", "198.51.100.7", "198.51.100.8", "203.0.113.9"];
+pub const REMOTE_V6: [&str; 2] = ["2001:db8::2", "2001:db8:2::7"];
+/// A remote reached over a second veth (`vx`) that tests leave out with -i.
+pub const OTHER_IFACE_REMOTE: &str = "198.18.0.2";
+
+/// Lab tests share bpftrace, CPU and names: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Whether the lab can run here; outside CI a missing tool skips the test
+/// with a printed reason, under CI=true it fails.
+pub fn require_lab(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !is_root() {
+        missing.push("root".to_string());
+    }
+    for tool in ["bpftrace", "nft", "iperf3", "socat", "ip"] {
+        if !on_path(tool) {
+            missing.push(tool.to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("{test}: needs {}", missing.join(", "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason} (CI is set, so this is a failure, not a skip)");
+    }
+    eprintln!("SKIPPED {reason}");
+    false
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+}
+
+fn run(args: &[&str]) -> Output {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub struct Lab {
+    pub host: String,
+    pub remote: String,
+    children: Vec<Child>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let id = std::process::id();
+        let lab = Lab {
+            host: format!("itm-h-{id}"),
+            remote: format!("itm-r-{id}"),
+            children: Vec::new(),
+            _serial: serial,
+        };
+        lab.build();
+        lab
+    }
+
+    fn build(&self) {
+        let (h, r) = (self.host.as_str(), self.remote.as_str());
+        run(&["ip", "netns", "add", h]);
+        run(&["ip", "netns", "add", r]);
+        run(&["ip", "link", "add", "vh", "netns", h, "type", "veth", "peer", "name", "vr", "netns", r]);
+        run(&["ip", "link", "add", "vx", "netns", h, "type", "veth", "peer", "name", "vxr", "netns", r]);
+        for (ns, dev) in [(h, "lo"), (h, "vh"), (h, "vx"), (r, "lo"), (r, "vr"), (r, "vxr")] {
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        run(&["ip", "-n", h, "addr", "add", "192.0.2.1/24", "dev", "vh"]);
+        run(&["ip", "-n", r, "addr", "add", "192.0.2.2/24", "dev", "vr"]);
+        run(&["ip", "-n", h, "addr", "add", "198.18.0.1/24", "dev", "vx"]);
+        run(&["ip", "-n", r, "addr", "add", "198.18.0.2/24", "dev", "vxr"]);
+        for addr in ["198.51.100.7/32", "198.51.100.8/32", "203.0.113.9/32"] {
+            run(&["ip", "-n", r, "addr", "add", addr, "dev", "lo"]);
+        }
+        run(&["ip", "-n", h, "route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+        run(&["ip", "-n", h, "route", "add", "203.0.113.0/24", "via", "192.0.2.2"]);
+        run(&["ip", "-n", h, "addr", "add", "2001:db8::1/64", "dev", "vh", "nodad"]);
+        run(&["ip", "-n", r, "addr", "add", "2001:db8::2/64", "dev", "vr", "nodad"]);
+        run(&["ip", "-n", r, "addr", "add", "2001:db8:2::7/128", "dev", "lo"]);
+        run(&["ip", "-n", h, "route", "add", "2001:db8:2::/64", "via", "2001:db8::2"]);
+        self.install_counters();
+    }
+
+    /// One nftables counter per remote IP and direction, in the host's
+    /// input and output hooks: exactly the bytes the monitor must count.
+    fn install_counters(&self) {
+        let mut rules = String::from("table inet itm_truth {\n chain input { type filter hook input priority 0;\n");
+        let all: Vec<&str> = REMOTE_V4.iter().chain(REMOTE_V6.iter()).copied().chain([OTHER_IFACE_REMOTE]).collect();
+        for ip in &all {
+            let family = if ip.contains(':') { "ip6" } else { "ip" };
+            rules.push_str(&format!("  {family} saddr {ip} counter\n"));
+        }
+        rules.push_str(" }\n chain output { type filter hook output priority 0;\n");
+        for ip in &all {
+            let family = if ip.contains(':') { "ip6" } else { "ip" };
+            rules.push_str(&format!("  {family} daddr {ip} counter\n"));
+        }
+        rules.push_str(" }\n}\n");
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &self.host, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        nft.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("write rules");
+        assert!(nft.wait().expect("nft").success(), "nft rejected the counters");
+    }
+
+    /// (remote IP, "tx"|"rx") → bytes, read from the nftables counters.
+    pub fn truth(&self) -> BTreeMap<(String, &'static str), u64> {
+        let out = run(&["ip", "netns", "exec", &self.host, "nft", "list", "table", "inet", "itm_truth"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut truth = BTreeMap::new();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [_, dir, ip, "counter", "packets", _, "bytes", bytes] = words[..] {
+                let dir = if dir == "saddr" { "rx" } else { "tx" };
+                truth.insert((ip.to_string(), dir), bytes.parse().expect("byte count"));
+            }
+        }
+        truth
+    }
+
+    /// Runs `cmd` in the host namespace with tracefs mounted (ip netns exec
+    /// gives a fresh /sys without it), as a child killed on drop.
+    pub fn spawn_in_host(&mut self, cmd: &[&str]) -> Monitor {
+        let mut script = String::from("mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; exec");
+        for arg in cmd {
+            script.push_str(&format!(" '{}'", arg.replace('\'', "'\\''")));
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.host, "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn monitor");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        let tx2 = tx.clone();
+        let out = thread::spawn(move || {
+            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        });
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        });
+        drop(tx);
+        Monitor { child: Some(child), stderr_lines: lines, stderr: Vec::new(), stdout: Some(out) }
+    }
+
+    pub fn start_iperf_server(&mut self) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.remote, "iperf3", "-s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 -s");
+        self.children.push(child);
+        // Wait until it listens (control port 5201).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ss = run(&["ip", "netns", "exec", &self.remote, "ss", "-Hltn", "sport = :5201"]);
+            if !ss.stdout.is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("iperf3 server did not start");
+    }
+
+    /// A UDP flow of `bytes` in 1200-byte datagrams with socat (iperf3
+    /// 3.12's UDP mode hangs between namespaces), to `to:port` from the
+    /// `from` namespace, bound to `source`; a receiver in the other
+    /// namespace swallows it so no ICMP errors come back.
+    pub fn udp_flow(&mut self, upload: bool, remote_ip: &str, bytes: u64) {
+        let (sender_ns, receiver_ns) =
+            if upload { (self.host.clone(), self.remote.clone()) } else { (self.remote.clone(), self.host.clone()) };
+        let (dest, source) = if upload { (remote_ip, "192.0.2.1") } else { ("192.0.2.1", remote_ip) };
+        let port = if upload { "9999" } else { "9998" };
+        let receiver = Command::new("ip")
+            .args(["netns", "exec", &receiver_ns, "socat", "-u"])
+            .arg(format!("UDP-RECV:{port},bind={dest}"))
+            .arg("/dev/null")
+            .spawn()
+            .expect("socat receiver");
+        self.children.push(receiver);
+        thread::sleep(Duration::from_millis(300));
+        run(&[
+            "ip", "netns", "exec", &sender_ns, "socat", "-u", "-b", "1200",
+            &format!("OPEN:/dev/zero,readbytes={bytes}"),
+            &format!("UDP-SENDTO:{dest}:{port},bind={source}"),
+        ]);
+    }
+
+    /// An iperf3 client in the host namespace; panics if it keeps failing.
+    /// iperf3 3.12's server sometimes refuses a test that follows another
+    /// too closely ("Resource temporarily unavailable"), so it is retried;
+    /// the byte counts do not care, nftables counts whatever was sent.
+    pub fn iperf(&self, args: &[&str]) {
+        let mut cmd = vec!["ip", "netns", "exec", &self.host, "iperf3"];
+        cmd.extend_from_slice(args);
+        let mut last = String::new();
+        for _ in 0..5 {
+            let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("iperf3");
+            if out.status.success() {
+                return;
+            }
+            last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            thread::sleep(Duration::from_millis(500));
+        }
+        panic!("iperf3 {args:?}: {last}");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Deleting the namespaces removes their veths and nft tables.
+        for ns in [&self.host, &self.remote] {
+            let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|out| {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The monitor running in the lab.
+pub struct Monitor {
+    child: Option<Child>,
+    stderr_lines: Receiver<String>,
+    pub stderr: Vec<String>,
+    stdout: Option<thread::JoinHandle<Vec<String>>>,
+}
+
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Monitor {
+    /// Waits for a stderr line containing `needle`; panics after `timeout`.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while let Ok(line) = self.stderr_lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let found = line.contains(needle);
+            self.stderr.push(line);
+            if found {
+                return;
+            }
+        }
+        panic!("no '{needle}' on the monitor's stderr within {timeout:?}: {:?}", self.stderr);
+    }
+
+    /// Stops the monitor with SIGINT (as Ctrl-C would) and collects its output.
+    pub fn interrupt(mut self) -> Finished {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        }
+        self.finish()
+    }
+
+    /// Waits for the monitor to exit on its own.
+    pub fn finish(mut self) -> Finished {
+        let mut child = self.child.take().expect("child");
+        let code = child.wait().expect("wait").code();
+        let stdout = self.stdout.take().expect("stdout").join().expect("stdout thread");
+        let mut stderr = std::mem::take(&mut self.stderr);
+        stderr.extend(self.stderr_lines.try_iter());
+        Finished { code, stdout, stderr }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The final summary's rows: remote IP → (tx bytes, rx bytes, process).
+pub fn summary_rows(stdout: &[String]) -> BTreeMap<String, (u64, u64, String)> {
+    let start = stdout.iter().position(|l| l.starts_with("== Summary")).expect("a summary");
+    let mut rows = BTreeMap::new();
+    for line in &stdout[start + 1..] {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        // IP, TX value, unit, RX value, unit, TX bytes, RX bytes, PID, PROCESS
+        if w.len() >= 9 && w[0] != "REMOTE" {
+            let process = w[8..].join(" ");
+            rows.insert(w[0].to_string(), (w[5].parse().expect("tx"), w[6].parse().expect("rx"), process));
+        }
+    }
+    rows
+}
