@@ -1,21 +1,7 @@
-//! ip_traffic_monitor_cli: precise per-remote-IP traffic accounting for Linux.
-//!
-//! The command line is parsed and resolved by [`cli`] into one configuration;
-//! [`monitor`] starts a [`backend`] child (bpftrace) whose output one reader
-//! thread parses into the [`store`], keeps only the addresses [`filter`]
-//! admits, and prints interval tables and the final summary through
-//! [`report`]. The main thread owns signals and the run's duration.
+//! The `ip_traffic_monitor_cli` binary: parse the command line, run the
+//! monitor, and turn any error into one line on stderr and an exit code.
 
-mod backend;
-mod cli;
-mod error;
-mod filter;
-mod monitor;
-mod report;
-mod store;
-mod sys;
-
-use error::Error;
+use ip_traffic_monitor_cli::{cli, monitor};
 
 fn main() {
     let code = match run() {
@@ -28,7 +14,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run() -> Result<i32, Error> {
+fn run() -> Result<i32, ip_traffic_monitor_cli::error::Error> {
     match cli::parse(std::env::args_os().skip(1))? {
         cli::Parsed::Run(config) => monitor::run(&config),
         cli::Parsed::Done => Ok(0),

@@ -6,7 +6,7 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::{Lab, BIN, OTHER_IFACE_REMOTE, REMOTE_V4, REMOTE_V6};
+use lab::{Lab, BIN, MANY_IPS_RANGE, OTHER_IFACE_REMOTE, REMOTE_V4, REMOTE_V6};
 
 /// The accounting bound: counted bytes within 0.1 % of nftables'.
 const BOUND: f64 = 0.001;
@@ -75,7 +75,7 @@ fn a_dead_backend_is_an_error_not_silence() {
     }
     let mut lab = Lab::new();
     let script = std::env::temp_dir().join(format!("itm-exit-{}.bt", std::process::id()));
-    std::fs::write(&script, "interval:s:2 { exit(); }\n").expect("write script");
+    std::fs::write(&script, "BEGIN { printf(\"@attached\\n\"); }\ninterval:s:2 { exit(); }\n").expect("write script");
     let script_arg = script.to_string_lossy().into_owned();
     let monitor = lab.spawn_in_host(&[BIN, "-d", "0", "--bpftrace-script", &script_arg]);
     let finished = monitor.finish();
@@ -100,4 +100,33 @@ fn a_script_that_cannot_load_names_the_cause() {
     assert_eq!(finished.code, Some(1));
     assert_eq!(finished.stderr.len(), 1, "one line: {:?}", finished.stderr);
     assert!(finished.stderr[0].contains("bpftrace failed to start"), "{:?}", finished.stderr);
+}
+
+#[test]
+fn a_hundred_thousand_remote_ips_in_one_interval_are_all_reported() {
+    if !lab::require_lab("a_hundred_thousand_remote_ips_in_one_interval_are_all_reported") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // One interval longer than the whole run: every IP lands in one report.
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "600", "--top", "200000"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    // One 2-byte UDP datagram (30 bytes of IP) to each of 100,096 addresses:
+    // 198.18.0.0-198.18.255.255 and 198.19.0.0-198.19.134.255. bash's
+    // /dev/udp redirection sends without forking a process per packet.
+    lab.host_shell(
+        "for b in {0..255}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done; \
+         for b in {0..134}; do for c in {0..255}; do echo x > /dev/udp/198.19.$b.$c/9; done; done",
+    );
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let many: Vec<_> = counted.iter().filter(|(ip, _)| ip.starts_with("198.18.") || ip.starts_with("198.19.")).collect();
+    let truth = lab.truth()[&(MANY_IPS_RANGE.to_string(), "tx")];
+    let sum: u64 = many.iter().map(|(_, row)| row.0).sum();
+    println!("distinct remote IPs: expected 100096, counted {}; bytes: nftables {truth}, counted {sum}", many.len());
+    assert_eq!(many.len(), 100_096, "every remote IP reported");
+    assert!(many.iter().all(|(_, row)| row.0 == 30), "30 bytes each (IPv4 20 + UDP 8 + 2)");
+    assert_eq!(truth, 100_096 * 30);
+    assert_eq!(sum, truth);
 }

@@ -88,7 +88,7 @@ pub fn explain_start_failure(stderr: &[String]) -> String {
         .find(|line| line.contains("ERROR"))
         .or_else(|| stderr.iter().rev().find(|line| !line.trim().is_empty()))
         .map(|line| line.trim().to_string())
-        .unwrap_or_else(|| "it exited without saying why".into());
+        .unwrap_or_else(|| "it exited before printing @attached, without an error (a script must print @attached from BEGIN)".into());
     let hint = if error.contains("Operation not permitted") || error.contains("ermission") {
         " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
     } else if error.contains("BTF") || error.contains("struct sk_buff") {
@@ -129,7 +129,7 @@ mod tests {
         ];
         let msg = explain_start_failure(&stderr);
         assert!(msg.contains("Operation not permitted") && msg.contains("run as root"), "{msg}");
-        assert!(explain_start_failure(&[]).contains("without saying why"));
+        assert!(explain_start_failure(&[]).contains("@attached from BEGIN"));
     }
 
     #[test]

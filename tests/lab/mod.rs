@@ -21,7 +21,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ip_traffic_monitor_cli");
 pub const REMOTE_V4: [&str; 4] = ["192.0.2.2", "198.51.100.7", "198.51.100.8", "203.0.113.9"];
 pub const REMOTE_V6: [&str; 2] = ["2001:db8::2", "2001:db8:2::7"];
 /// A remote reached over a second veth (`vx`) that tests leave out with -i.
-pub const OTHER_IFACE_REMOTE: &str = "198.18.0.2";
+pub const OTHER_IFACE_REMOTE: &str = "198.51.100.130";
+/// Routed to the remote namespace, which drops it: room for 131,072
+/// distinct remote IPs (the benchmarking range counts like a public one).
+pub const MANY_IPS_RANGE: &str = "198.18.0.0/15";
 
 /// Lab tests share bpftrace, CPU and names: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -110,13 +113,14 @@ impl Lab {
         }
         run(&["ip", "-n", h, "addr", "add", "192.0.2.1/24", "dev", "vh"]);
         run(&["ip", "-n", r, "addr", "add", "192.0.2.2/24", "dev", "vr"]);
-        run(&["ip", "-n", h, "addr", "add", "198.18.0.1/24", "dev", "vx"]);
-        run(&["ip", "-n", r, "addr", "add", "198.18.0.2/24", "dev", "vxr"]);
+        run(&["ip", "-n", h, "addr", "add", "198.51.100.129/25", "dev", "vx"]);
+        run(&["ip", "-n", r, "addr", "add", "198.51.100.130/25", "dev", "vxr"]);
         for addr in ["198.51.100.7/32", "198.51.100.8/32", "203.0.113.9/32"] {
             run(&["ip", "-n", r, "addr", "add", addr, "dev", "lo"]);
         }
         run(&["ip", "-n", h, "route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
         run(&["ip", "-n", h, "route", "add", "203.0.113.0/24", "via", "192.0.2.2"]);
+        run(&["ip", "-n", h, "route", "add", MANY_IPS_RANGE, "via", "192.0.2.2"]);
         run(&["ip", "-n", h, "addr", "add", "2001:db8::1/64", "dev", "vh", "nodad"]);
         run(&["ip", "-n", r, "addr", "add", "2001:db8::2/64", "dev", "vr", "nodad"]);
         run(&["ip", "-n", r, "addr", "add", "2001:db8:2::7/128", "dev", "lo"]);
@@ -128,7 +132,12 @@ impl Lab {
     /// input and output hooks: exactly the bytes the monitor must count.
     fn install_counters(&self) {
         let mut rules = String::from("table inet itm_truth {\n chain input { type filter hook input priority 0;\n");
-        let all: Vec<&str> = REMOTE_V4.iter().chain(REMOTE_V6.iter()).copied().chain([OTHER_IFACE_REMOTE]).collect();
+        let all: Vec<&str> = REMOTE_V4
+            .iter()
+            .chain(REMOTE_V6.iter())
+            .copied()
+            .chain([OTHER_IFACE_REMOTE, MANY_IPS_RANGE])
+            .collect();
         for ip in &all {
             let family = if ip.contains(':') { "ip6" } else { "ip" };
             rules.push_str(&format!("  {family} saddr {ip} counter\n"));
@@ -241,6 +250,11 @@ impl Lab {
     /// iperf3 3.12's server sometimes refuses a test that follows another
     /// too closely ("Resource temporarily unavailable"), so it is retried;
     /// the byte counts do not care, nftables counts whatever was sent.
+    /// Runs a shell command in the host namespace and waits for it.
+    pub fn host_shell(&self, script: &str) {
+        run(&["ip", "netns", "exec", &self.host, "bash", "-c", script]);
+    }
+
     pub fn iperf(&self, args: &[&str]) {
         let mut cmd = vec!["ip", "netns", "exec", &self.host, "iperf3"];
         cmd.extend_from_slice(args);
@@ -304,7 +318,7 @@ impl Monitor {
     }
 
     /// Stops the monitor with SIGINT (as Ctrl-C would) and collects its output.
-    pub fn interrupt(mut self) -> Finished {
+    pub fn interrupt(self) -> Finished {
         if let Some(child) = &self.child {
             let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
         }

@@ -1,0 +1,18 @@
+//! ip_traffic_monitor_cli: precise per-remote-IP traffic accounting for Linux.
+//! (The binary is `src/main.rs`; this library lets benchmarks and tests reach
+//! the parser, store and renderer directly.)
+//!
+//! The command line is parsed and resolved by [`cli`] into one configuration;
+//! [`monitor`] starts a [`backend`] child (bpftrace) whose output one reader
+//! thread parses into the [`store`], keeps only the addresses [`filter`]
+//! admits, and prints interval tables and the final summary through
+//! [`report`]. The main thread owns signals and the run's duration.
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod filter;
+pub mod monitor;
+pub mod report;
+pub mod store;
+mod sys;
