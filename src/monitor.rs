@@ -34,9 +34,11 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
     let mut backend = start_backend(config, &store, events_tx)?;
-    let started = Instant::now();
+    // The run's clock (-d, elapsed times) starts when counting does.
+    let mut started = Instant::now();
     let outcome = match wait_attached(&events, &mut backend) {
         Ok(true) => {
+            started = Instant::now();
             announce(config, &backend);
             count_until_stopped(config, &store, &events, &mut backend, started)
         }
