@@ -137,6 +137,7 @@ fn count_until_stopped(
     started: Instant,
 ) -> Result<(), Error> {
     let deadline = config.duration.map(|d| started + d);
+    let mut seen_errors = 0;
     loop {
         let event = match deadline {
             Some(deadline) => {
@@ -149,7 +150,7 @@ fn count_until_stopped(
             None => events.recv().unwrap_or(Event::Exited),
         };
         match event {
-            Event::Report => on_report(config, store, backend, started),
+            Event::Report => on_report(config, store, backend, started, &mut seen_errors),
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
@@ -168,8 +169,9 @@ fn count_until_stopped(
     Ok(())
 }
 
-fn on_report(config: &Config, store: &Store, backend: &Running, started: Instant) {
+fn on_report(config: &Config, store: &Store, backend: &Running, started: Instant, seen_errors: &mut u64) {
     warn_about_missed_events(store, backend);
+    warn_about_unreadable_lines(store, backend.name, seen_errors);
     let rows = store.take_interval();
     if config.quiet {
         return;
@@ -192,5 +194,13 @@ fn warn_about_missed_events(store: &Store, backend: &Running) {
             "warning: the kernel skipped {new} probe runs ({misses} in all) because another BPF \
              tracing program was running on the same CPU; up to that many packets were not counted"
         );
+    }
+}
+
+fn warn_about_unreadable_lines(store: &Store, backend: &str, seen: &mut u64) {
+    let errors = store.lock().parse_errors;
+    if errors > *seen {
+        eprintln!("warning: skipped {} unreadable lines from {backend} ({errors} in all)", errors - *seen);
+        *seen = errors;
     }
 }

@@ -133,3 +133,59 @@ fn a_hundred_thousand_remote_ips_in_one_interval_are_all_reported() {
     assert_eq!(truth, 100_096 * 30);
     assert_eq!(sum, truth);
 }
+
+#[test]
+fn a_router_counts_forwarded_traffic_on_all_interfaces_by_default() {
+    if !lab::require_lab("a_router_counts_forwarded_traffic_on_all_interfaces_by_default") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_lan();
+    lab.start_iperf_server();
+    // No -i: every interface but loopback, as a router would run it.
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-s", "1", "--top", "1000"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.iperf_from_lan(&["-c", "198.51.100.8", "-n", "10M"]);
+    lab.iperf_from_lan(&["-6", "-c", "2001:db8:2::7", "-n", "10M", "-R"]);
+    let finished = monitor.terminate();
+    assert_eq!(finished.code, Some(0), "SIGTERM ends cleanly: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let (forwarded, local) = (lab.forwarded(), lab.truth());
+    println!("{:<16} {:<3} {:>10} {:>8} {:>10} {:>6}", "remote", "dir", "forwarded", "local", "counted", "diff");
+    for ip in ["198.51.100.8", "2001:db8:2::7"] {
+        for (dir, got) in [("tx", counted[ip].0), ("rx", counted[ip].1)] {
+            let key = (ip.to_string(), dir);
+            let (fwd, own) = (forwarded[&key], local[&key]);
+            let diff = got as i64 - (fwd + own) as i64;
+            println!("{ip:<16} {dir:<3} {fwd:>10} {own:>8} {got:>10} {diff:>6}");
+            assert!(fwd > 0, "{ip} {dir}: traffic was forwarded");
+            assert!(diff.unsigned_abs() as f64 <= BOUND * (fwd + own) as f64, "{ip} {dir}: counted {got}, nftables {fwd} + {own}");
+        }
+    }
+    assert!(!counted.keys().any(|ip| ip.starts_with("10.") || ip.starts_with("fd00:")), "the LAN is private: {counted:?}");
+}
+
+#[test]
+fn a_custom_script_is_read_and_unreadable_lines_are_counted() {
+    if !lab::require_lab("a_custom_script_is_read_and_unreadable_lines_are_counted") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let script = std::env::temp_dir().join(format!("itm-custom-{}.bt", std::process::id()));
+    std::fs::write(
+        &script,
+        "BEGIN { printf(\"@attached\\n\"); }\n\
+         interval:ms:500 { printf(\"@tx[198.51.100.7]: 5\\nnot a report line\\n@end\\n\"); }\n",
+    )
+    .expect("write script");
+    let script_arg = script.to_string_lossy().into_owned();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "--bpftrace-script", &script_arg]);
+    monitor.wait_for_stderr("warning: skipped 1 unreadable lines from bpftrace", Duration::from_secs(60));
+    let finished = monitor.interrupt();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let tx = counted["198.51.100.7"].0;
+    assert!(tx >= 5 && tx % 5 == 0, "5 bytes per report: {tx}");
+    assert!(!finished.stdout.iter().any(|l| l.starts_with('[')), "-q prints no interval tables");
+}

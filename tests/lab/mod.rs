@@ -84,6 +84,8 @@ fn run(args: &[&str]) -> Output {
 pub struct Lab {
     pub host: String,
     pub remote: String,
+    /// A LAN behind the host, which then routes (see `add_lan`).
+    pub lan: Option<String>,
     children: Vec<Child>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -95,6 +97,7 @@ impl Lab {
         let lab = Lab {
             host: format!("itm-h-{id}"),
             remote: format!("itm-r-{id}"),
+            lan: None,
             children: Vec::new(),
             _serial: serial,
         };
@@ -148,6 +151,10 @@ impl Lab {
             rules.push_str(&format!("  {family} daddr {ip} counter\n"));
         }
         rules.push_str(" }\n}\n");
+        self.nft_load(&rules);
+    }
+
+    fn nft_load(&self, rules: &str) {
         let mut nft = Command::new("ip")
             .args(["netns", "exec", &self.host, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -158,9 +165,53 @@ impl Lab {
         assert!(nft.wait().expect("nft").success(), "nft rejected the counters");
     }
 
+    /// Makes the host a router: a LAN namespace (10.0.0.2, fd00::2) behind
+    /// the host's `vl`, forwarding on, the remote routing the LAN back via
+    /// the host, and forward-hook counters in table `itm_fwd`.
+    pub fn add_lan(&mut self) -> String {
+        let lan = format!("itm-l-{}", std::process::id());
+        let (h, r, l) = (self.host.as_str(), self.remote.as_str(), lan.as_str());
+        run(&["ip", "netns", "add", l]);
+        self.lan = Some(lan.clone());
+        run(&["ip", "link", "add", "vl", "netns", h, "type", "veth", "peer", "name", "vlr", "netns", l]);
+        for (ns, dev) in [(h, "vl"), (l, "vlr"), (l, "lo")] {
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        run(&["ip", "-n", h, "addr", "add", "10.0.0.1/24", "dev", "vl"]);
+        run(&["ip", "-n", l, "addr", "add", "10.0.0.2/24", "dev", "vlr"]);
+        run(&["ip", "-n", h, "addr", "add", "fd00::1/64", "dev", "vl", "nodad"]);
+        run(&["ip", "-n", l, "addr", "add", "fd00::2/64", "dev", "vlr", "nodad"]);
+        run(&["ip", "-n", l, "route", "add", "default", "via", "10.0.0.1"]);
+        run(&["ip", "-n", l, "-6", "route", "add", "default", "via", "fd00::1"]);
+        run(&["ip", "-n", r, "route", "add", "10.0.0.0/24", "via", "192.0.2.1"]);
+        run(&["ip", "-n", r, "-6", "route", "add", "fd00::/64", "via", "2001:db8::1"]);
+        run(&["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(&["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        let rules = "table inet itm_fwd {\n chain forward { type filter hook forward priority 0;\n\
+            ip daddr 198.51.100.8 counter\n ip saddr 198.51.100.8 counter\n\
+            ip6 daddr 2001:db8:2::7 counter\n ip6 saddr 2001:db8:2::7 counter\n }\n}\n";
+        self.nft_load(rules);
+        lan
+    }
+
+    /// (remote IP, "tx"|"rx") → bytes the host forwarded, from `itm_fwd`.
+    pub fn forwarded(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.counters("itm_fwd")
+    }
+
+    /// An iperf3 client in the LAN namespace.
+    pub fn iperf_from_lan(&self, args: &[&str]) {
+        let lan = self.lan.as_deref().expect("add_lan first");
+        self.iperf_in(lan, args);
+    }
+
     /// (remote IP, "tx"|"rx") → bytes, read from the nftables counters.
     pub fn truth(&self) -> BTreeMap<(String, &'static str), u64> {
-        let out = run(&["ip", "netns", "exec", &self.host, "nft", "list", "table", "inet", "itm_truth"]);
+        self.counters("itm_truth")
+    }
+
+    fn counters(&self, table: &str) -> BTreeMap<(String, &'static str), u64> {
+        let out = run(&["ip", "netns", "exec", &self.host, "nft", "list", "table", "inet", table]);
         let text = String::from_utf8_lossy(&out.stdout);
         let mut truth = BTreeMap::new();
         for line in text.lines() {
@@ -256,7 +307,11 @@ impl Lab {
     }
 
     pub fn iperf(&self, args: &[&str]) {
-        let mut cmd = vec!["ip", "netns", "exec", &self.host, "iperf3"];
+        self.iperf_in(&self.host, args);
+    }
+
+    fn iperf_in(&self, ns: &str, args: &[&str]) {
+        let mut cmd = vec!["ip", "netns", "exec", ns, "iperf3"];
         cmd.extend_from_slice(args);
         let mut last = String::new();
         for _ in 0..5 {
@@ -278,7 +333,7 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         // Deleting the namespaces removes their veths and nft tables.
-        for ns in [&self.host, &self.remote] {
+        for ns in [Some(&self.host), Some(&self.remote), self.lan.as_ref()].into_iter().flatten() {
             let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|out| {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                     let _ = Command::new("kill").args(["-9", pid]).status();
@@ -319,8 +374,17 @@ impl Monitor {
 
     /// Stops the monitor with SIGINT (as Ctrl-C would) and collects its output.
     pub fn interrupt(self) -> Finished {
+        self.signal("-INT")
+    }
+
+    /// Stops the monitor with SIGTERM (as systemd would).
+    pub fn terminate(self) -> Finished {
+        self.signal("-TERM")
+    }
+
+    fn signal(self, signal: &str) -> Finished {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
         }
         self.finish()
     }
