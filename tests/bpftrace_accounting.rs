@@ -6,7 +6,7 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::{Lab, BIN, MANY_IPS_RANGE, OTHER_IFACE_REMOTE, REMOTE_V4, REMOTE_V6};
+use lab::{Lab, Script, BIN, MANY_IPS_RANGE, OTHER_IFACE_REMOTE, REMOTE_V4, REMOTE_V6};
 
 /// The accounting bound: counted bytes within 0.1 % of nftables'.
 const BOUND: f64 = 0.001;
@@ -74,12 +74,8 @@ fn a_dead_backend_is_an_error_not_silence() {
         return;
     }
     let mut lab = Lab::new();
-    let script = std::env::temp_dir().join(format!("itm-exit-{}.bt", std::process::id()));
-    std::fs::write(&script, "BEGIN { printf(\"@attached\\n\"); }\ninterval:s:2 { exit(); }\n").expect("write script");
-    let script_arg = script.to_string_lossy().into_owned();
-    let monitor = lab.spawn_in_host(&[BIN, "-d", "0", "--bpftrace-script", &script_arg]);
-    let finished = monitor.finish();
-    let _ = std::fs::remove_file(&script);
+    let script = Script::new("exit", "BEGIN { printf(\"@attached\\n\"); }\ninterval:s:2 { exit(); }\n");
+    let finished = lab.spawn_in_host(&[BIN, "-d", "0", "--bpftrace-script", script.path()]).finish();
     assert_eq!(finished.code, Some(1), "{:?}", finished.stderr);
     let last = finished.stderr.last().cloned().unwrap_or_default();
     assert!(last.contains("bpftrace exited unexpectedly"), "{:?}", finished.stderr);
@@ -92,11 +88,8 @@ fn a_script_that_cannot_load_names_the_cause() {
         return;
     }
     let mut lab = Lab::new();
-    let script = std::env::temp_dir().join(format!("itm-bad-{}.bt", std::process::id()));
-    std::fs::write(&script, "tracepoint:net:no_such_tracepoint { @x = count(); }\n").expect("write");
-    let script_arg = script.to_string_lossy().into_owned();
-    let finished = lab.spawn_in_host(&[BIN, "--bpftrace-script", &script_arg]).finish();
-    let _ = std::fs::remove_file(&script);
+    let script = Script::new("bad", "tracepoint:net:no_such_tracepoint { @x = count(); }\n");
+    let finished = lab.spawn_in_host(&[BIN, "--bpftrace-script", script.path()]).finish();
     assert_eq!(finished.code, Some(1));
     assert_eq!(finished.stderr.len(), 1, "one line: {:?}", finished.stderr);
     assert!(finished.stderr[0].contains("bpftrace failed to start"), "{:?}", finished.stderr);
@@ -171,18 +164,14 @@ fn a_custom_script_is_read_and_unreadable_lines_are_counted() {
         return;
     }
     let mut lab = Lab::new();
-    let script = std::env::temp_dir().join(format!("itm-custom-{}.bt", std::process::id()));
-    std::fs::write(
-        &script,
+    let script = Script::new(
+        "custom",
         "BEGIN { printf(\"@attached\\n\"); }\n\
          interval:ms:500 { printf(\"@tx[198.51.100.7]: 5\\nnot a report line\\n@end\\n\"); }\n",
-    )
-    .expect("write script");
-    let script_arg = script.to_string_lossy().into_owned();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "--bpftrace-script", &script_arg]);
+    );
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "--bpftrace-script", script.path()]);
     monitor.wait_for_stderr("warning: skipped 1 unreadable lines from bpftrace", Duration::from_secs(60));
     let finished = monitor.interrupt();
-    let _ = std::fs::remove_file(&script);
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let counted = lab::summary_rows(&finished.stdout);
     let tx = counted["198.51.100.7"].0;

@@ -24,13 +24,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Error> 
     let low = lowargs::parse(args)?;
     match low.special {
         Some(lowargs::Special::Help) => {
-            print!("{}", flags::help_text());
+            print_quietly(&flags::help_text());
             Ok(Parsed::Done)
         }
         Some(lowargs::Special::Version) => {
-            println!("ip_traffic_monitor_cli {}", env!("CARGO_PKG_VERSION"));
+            print_quietly(&format!("ip_traffic_monitor_cli {}\n", env!("CARGO_PKG_VERSION")));
             Ok(Parsed::Done)
         }
         None => Ok(Parsed::Run(Config::resolve(low)?)),
     }
+}
+
+/// Writes to stdout, ignoring a closed pipe (`--help | head -3`), where
+/// `print!` would panic.
+fn print_quietly(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

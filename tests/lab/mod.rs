@@ -423,3 +423,24 @@ pub fn summary_rows(stdout: &[String]) -> BTreeMap<String, (u64, u64, String)> {
     }
     rows
 }
+
+/// A bpftrace script written for one test and removed when dropped.
+pub struct Script(std::path::PathBuf);
+
+impl Script {
+    pub fn new(name: &str, body: &str) -> Script {
+        let path = std::env::temp_dir().join(format!("itm-{name}-{}.bt", std::process::id()));
+        std::fs::write(&path, body).expect("write the test script");
+        Script(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
