@@ -6,11 +6,13 @@
 //! [`monitor`] starts a [`backend`] child (bpftrace) whose output one reader
 //! thread parses into the [`store`], keeps only the addresses [`filter`]
 //! admits, and prints interval tables and the final summary through
-//! [`report`]. The main thread owns signals and the run's duration.
+//! [`report`]; the [`exporter`] serves the store to Prometheus from its own
+//! threads. The main thread owns signals and the run's duration.
 
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod exporter;
 pub mod filter;
 pub mod monitor;
 pub mod report;

@@ -15,6 +15,7 @@ use signal_hook::iterator::Signals;
 use crate::backend::{self, Event, Running, bpftrace};
 use crate::cli::{BackendKind, Config};
 use crate::error::Error;
+use crate::exporter;
 use crate::report;
 use crate::store::Store;
 use crate::sys;
@@ -30,15 +31,22 @@ pub fn run(config: &Config) -> Result<i32, Error> {
             "must run as root: bpftrace needs CAP_BPF and CAP_PERFMON (try: sudo ip_traffic_monitor_cli ...)",
         ));
     }
-    let store = Arc::new(Store::default());
+    let store = Arc::new(Store::new(config.export_threshold));
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
+    // Bind before starting the backend: a port in use fails fast.
+    if let Some(addr) = config.listen {
+        let shared = Arc::new(exporter::Shared { store: Arc::clone(&store), backend: backend_name(config) });
+        let bound = exporter::start(addr, shared)?;
+        eprintln!("serving Prometheus metrics on http://{bound}/metrics");
+    }
     let mut backend = start_backend(config, &store, events_tx)?;
     // The run's clock (-d, elapsed times) starts when counting does.
     let mut started = Instant::now();
     let outcome = match wait_attached(&events, &mut backend) {
         Ok(true) => {
             started = Instant::now();
+            store.lock().backend_up = true;
             announce(config, &backend);
             count_until_stopped(config, &store, &events, &mut backend, started)
         }
@@ -48,10 +56,17 @@ pub fn run(config: &Config) -> Result<i32, Error> {
             return Err(err);
         }
     };
+    store.lock().backend_up = false;
     let mut out = std::io::stdout().lock();
     let _ = report::summary(&mut out, &store.totals_by_volume(), config.top, started.elapsed(), config.color);
     let _ = out.flush();
     outcome.map(|()| 0)
+}
+
+fn backend_name(config: &Config) -> &'static str {
+    match config.backend {
+        BackendKind::Bpftrace => "bpftrace",
+    }
 }
 
 fn start_backend(config: &Config, store: &Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
@@ -154,6 +169,7 @@ fn count_until_stopped(
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
+                store.lock().backend_up = false;
                 let status = backend.wait();
                 let last = backend.stderr.lines().pop().unwrap_or_default();
                 let status = status.map_or_else(|| "unknown status".into(), |s| s.to_string());

@@ -157,6 +157,7 @@ mod tests {
                 interval_tx: tx,
                 interval_rx: rx,
                 owner: Some(Owner { pid: 7, comm: Comm::new(b"curl") }),
+                export_base: None,
             },
         }
     }

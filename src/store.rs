@@ -1,7 +1,14 @@
 //! The in-memory totals: per remote IP, the cumulative TX and RX bytes, the
-//! bytes since the console last looked, and the local process that last
-//! talked to it. One `Mutex` guards everything; the backend's reader thread
-//! applies a whole report under one lock, so readers never see half a report.
+//! bytes since the console last looked, the local process that last talked
+//! to it, and whether it has its own Prometheus series yet. One `Mutex`
+//! guards everything; the backend's reader thread applies a whole report
+//! under one lock, so readers never see half a report.
+//!
+//! Export rule (`-t`): an IP gets its own series in the report where its
+//! traffic first exceeds the threshold, and keeps it for good. Its series
+//! counts from that report on (bytes of that report included); the bytes it
+//! had before stay in the `unexported` sums. So every counter only grows,
+//! and the per-IP series plus the unexported sums equal all counted bytes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,6 +57,15 @@ pub struct Traffic {
     pub interval_tx: u64,
     pub interval_rx: u64,
     pub owner: Option<Owner>,
+    /// `Some((tx, rx))`: exported, with the totals it had before its series began.
+    pub export_base: Option<(u64, u64)>,
+}
+
+impl Traffic {
+    /// The values of its Prometheus series, if it has them.
+    pub fn exported(&self) -> Option<(u64, u64)> {
+        self.export_base.map(|(tx, rx)| (self.tx - tx, self.rx - rx))
+    }
 }
 
 /// One fact from a backend report.
@@ -70,11 +86,19 @@ pub struct Totals {
     pub parse_errors: u64,
     /// Packets the kernel did not hand to the counting probes.
     pub missed_events: u64,
+    /// Bytes of IPs while they had no series of their own.
+    pub unexported_tx: u64,
+    pub unexported_rx: u64,
+    /// Whether the backend is running and reporting.
+    pub backend_up: bool,
+    pub backend_restarts: u64,
 }
 
 #[derive(Default)]
 pub struct Store {
     totals: Mutex<Totals>,
+    /// `-t`: an IP is exported once tx + rx exceeds this many bytes.
+    export_threshold: u64,
 }
 
 /// A row for the console: a remote IP with its counters at one moment.
@@ -85,6 +109,10 @@ pub struct Row {
 }
 
 impl Store {
+    pub fn new(export_threshold: u64) -> Store {
+        Store { totals: Mutex::default(), export_threshold }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Totals> {
         // A panic while holding the lock cannot leave the counters half
         // updated in a way worse than losing them, so keep serving them.
@@ -96,18 +124,27 @@ impl Store {
     /// later), so it creates the entry; the reader only passes owners of
     /// addresses the filter counts.
     pub fn apply_report(&self, records: &[Record], parse_errors: u64) {
-        let mut totals = self.lock();
+        let mut guard = self.lock();
+        let totals = &mut *guard;
         for record in records {
             match *record {
                 Record::Tx(ip, bytes) => {
                     let t = totals.ips.entry(ip).or_default();
+                    let (tx_before, rx_before) = (t.tx, t.rx);
                     t.tx += bytes;
                     t.interval_tx += bytes;
+                    if !self.promote(t, tx_before, rx_before) {
+                        totals.unexported_tx += bytes;
+                    }
                 }
                 Record::Rx(ip, bytes) => {
                     let t = totals.ips.entry(ip).or_default();
+                    let (tx_before, rx_before) = (t.tx, t.rx);
                     t.rx += bytes;
                     t.interval_rx += bytes;
+                    if !self.promote(t, tx_before, rx_before) {
+                        totals.unexported_rx += bytes;
+                    }
                 }
                 Record::Owner(ip, owner) => totals.ips.entry(ip).or_default().owner = Some(owner),
             }
@@ -115,6 +152,16 @@ impl Store {
         totals.reports += 1;
         totals.last_report = Some(SystemTime::now());
         totals.parse_errors += parse_errors;
+    }
+
+    /// Whether `t`'s new bytes belong to its own series: it was exported
+    /// already, or these bytes take it past the threshold (then its series
+    /// starts from the totals it had before them).
+    fn promote(&self, t: &mut Traffic, tx_before: u64, rx_before: u64) -> bool {
+        if t.export_base.is_none() && t.tx + t.rx > self.export_threshold {
+            t.export_base = Some((tx_before, rx_before));
+        }
+        t.export_base.is_some()
     }
 
     /// The IPs with traffic since the previous call, busiest first, and
@@ -165,7 +212,7 @@ mod tests {
 
     #[test]
     fn reports_accumulate_and_interval_resets() {
-        let store = Store::default();
+        let store = Store::new(1 << 20);
         let owner = Owner { pid: 42, comm: Comm::new(b"curl") };
         store.apply_report(
             &[Record::Tx(ip("198.51.100.7"), 100), Record::Owner(ip("198.51.100.7"), owner), Record::Rx(ip("198.51.100.7"), 7)],
@@ -185,8 +232,37 @@ mod tests {
     }
 
     #[test]
+    fn an_ip_is_exported_from_the_report_that_passes_the_threshold() {
+        let store = Store::new(1000);
+        let a = ip("198.51.100.7");
+        store.apply_report(&[Record::Tx(a, 600), Record::Rx(a, 400)], 0);
+        {
+            let t = store.lock();
+            assert_eq!(t.ips[&a].exported(), None, "1000 bytes do not exceed 1000");
+            assert_eq!((t.unexported_tx, t.unexported_rx), (600, 400));
+        }
+        store.apply_report(&[Record::Tx(a, 5), Record::Rx(a, 7)], 0);
+        store.apply_report(&[Record::Tx(a, 100)], 0);
+        let t = store.lock();
+        assert_eq!(t.ips[&a].exported(), Some((105, 7)), "series from the crossing report on");
+        assert_eq!((t.unexported_tx, t.unexported_rx), (600, 400), "earlier bytes stay unexported");
+        let (tx, rx) = (t.ips[&a].tx, t.ips[&a].rx);
+        assert_eq!((tx, rx), (705, 407), "series + unexported = everything counted");
+    }
+
+    #[test]
+    fn threshold_zero_exports_everything_from_the_first_byte() {
+        let store = Store::new(0);
+        let a = ip("2001:db8::2");
+        store.apply_report(&[Record::Rx(a, 1), Record::Tx(a, 2)], 0);
+        let t = store.lock();
+        assert_eq!(t.ips[&a].exported(), Some((2, 1)));
+        assert_eq!((t.unexported_tx, t.unexported_rx), (0, 0));
+    }
+
+    #[test]
     fn an_owner_reported_before_the_bytes_is_kept() {
-        let store = Store::default();
+        let store = Store::new(0);
         let owner = Owner { pid: 9, comm: Comm::new(b"iperf3") };
         store.apply_report(&[Record::Owner(ip("198.51.100.7"), owner)], 0);
         assert!(store.totals_by_volume().is_empty(), "no bytes yet, no summary row");

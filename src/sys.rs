@@ -1,11 +1,16 @@
-//! The few libc calls std does not offer: the effective user id and sending a
-//! signal to a child's process group. Declared here rather than pulling in
-//! the libc crate for two functions.
+//! The few libc calls std does not offer: the effective user id, sending a
+//! signal to a child's process group, and two sysconf values for /proc.
+//! Declared here rather than pulling in the libc crate for four functions.
 
 unsafe extern "C" {
     fn geteuid() -> u32;
     fn kill(pid: i32, sig: i32) -> i32;
+    fn sysconf(name: i32) -> i64;
 }
+
+// sysconf names on Linux (glibc and musl agree).
+const SC_CLK_TCK: i32 = 2;
+const SC_PAGESIZE: i32 = 30;
 
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
@@ -23,4 +28,17 @@ pub fn signal_group(pid: u32, sig: i32) {
     unsafe {
         kill(-pid, sig);
     }
+}
+
+/// Units of the CPU times in /proc (USER_HZ), normally 100.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads its integer argument.
+    let v = unsafe { sysconf(SC_CLK_TCK) };
+    if v > 0 { v as u64 } else { 100 }
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: as above.
+    let v = unsafe { sysconf(SC_PAGESIZE) };
+    if v > 0 { v as u64 } else { 4096 }
 }

@@ -63,7 +63,7 @@ fn bad_values_give_one_line_and_exit_2() {
         &["--unknown"],
         &["extra"],
         &["-s"],
-        &["-p", "9090"],
+        &["-p", "9090", "--listen", "127.0.0.1:9090"],
         &["-g", "GeoLite2-City.mmdb"],
         &["-b", "iftop"],
     ] {

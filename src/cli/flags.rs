@@ -46,6 +46,7 @@ impl Group {
 
 pub const DEFAULT_DURATION: u64 = 30;
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 2;
+pub const DEFAULT_THRESHOLD: u64 = 1_048_576;
 pub const DEFAULT_TOP: usize = 10;
 
 pub const FLAGS: &[Flag] = &[
@@ -255,6 +256,7 @@ mod tests {
         assert_eq!(default_of("duration"), Some(DEFAULT_DURATION.to_string().leak() as &str));
         assert_eq!(default_of("sample-interval"), Some(DEFAULT_SAMPLE_INTERVAL.to_string().leak() as &str));
         assert_eq!(default_of("top"), Some(DEFAULT_TOP.to_string().leak() as &str));
+        assert_eq!(default_of("prometheus-export-threshold"), Some(DEFAULT_THRESHOLD.to_string().leak() as &str));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! yet refused rather than silently ignored.
 
 use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::flags::{DEFAULT_DURATION, DEFAULT_SAMPLE_INTERVAL, DEFAULT_TOP};
+use super::flags::{DEFAULT_DURATION, DEFAULT_SAMPLE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
 use super::lowargs::{Backend, LowArgs};
 use crate::error::Error;
 use crate::filter::AddressFilter;
@@ -38,6 +39,10 @@ pub struct Config {
     pub quiet: bool,
     pub color: bool,
     pub filter: AddressFilter,
+    /// Where to serve /metrics, if anywhere.
+    pub listen: Option<SocketAddr>,
+    /// `-t`: bytes (TX + RX) after which an IP gets its own series.
+    pub export_threshold: u64,
 }
 
 impl Config {
@@ -50,6 +55,13 @@ impl Config {
         };
         let iface = low.iface.map(resolve_iface).transpose()?;
         let duration = low.duration.unwrap_or(DEFAULT_DURATION);
+        let listen = match (low.prometheus_port, low.listen) {
+            (Some(_), Some(_)) => {
+                return Err(Error::usage("-p/--prometheus-port and --listen are alternatives: give one"))
+            }
+            (Some(port), None) => Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
+            (None, listen) => listen,
+        };
         Ok(Config {
             backend,
             iface,
@@ -61,6 +73,8 @@ impl Config {
             quiet: low.quiet,
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
+            listen,
+            export_threshold: low.threshold.unwrap_or(DEFAULT_THRESHOLD),
         })
     }
 }
@@ -71,9 +85,6 @@ fn not_yet(flag: &str) -> Error {
 
 fn refuse_unbuilt_features(low: &LowArgs) -> Result<(), Error> {
     let given = [
-        (low.prometheus_port.is_some(), "-p/--prometheus-port"),
-        (low.listen.is_some(), "--listen"),
-        (low.threshold.is_some(), "-t/--prometheus-export-threshold"),
         (low.max_ips.is_some(), "--max-ips"),
         (low.geoip_db.is_some(), "-g/--geoip-db"),
         (low.isp_db.is_some(), "--isp-db"),
@@ -124,6 +135,15 @@ mod tests {
         assert_eq!(config.top, 10);
         assert!(config.iface.is_none() && !config.quiet && !config.filter.include_private);
         assert!(resolve(&["-d", "0"]).unwrap().duration.is_none());
+        assert_eq!((config.listen, config.export_threshold), (None, 1_048_576));
+    }
+
+    #[test]
+    fn listen_address_comes_from_either_flag_but_not_both() {
+        assert_eq!(resolve(&["-p", "9090"]).unwrap().listen, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(resolve(&["--listen", "[::1]:9464"]).unwrap().listen, Some("[::1]:9464".parse().unwrap()));
+        assert_eq!(resolve(&["-p", "1", "--listen", "127.0.0.1:2"]).unwrap_err().exit_code(), 2);
+        assert_eq!(resolve(&["-t", "0"]).unwrap().export_threshold, 0);
     }
 
     #[test]
@@ -137,10 +157,7 @@ mod tests {
     #[test]
     fn later_features_say_not_supported_yet() {
         for args in [
-            &["-p", "9090"][..],
-            &["--listen", "127.0.0.1:9464"],
-            &["-t", "5"],
-            &["--max-ips", "5"],
+            &["--max-ips", "5"][..],
             &["-g", "x.mmdb"],
             &["--isp-db", "x.mmdb"],
             &["--qqwry", "q.dat"],

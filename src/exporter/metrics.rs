@@ -1,0 +1,258 @@
+//! Every metric the exporter writes, defined once with its type and help
+//! text (the byte counters keep the seed's names and texts, which its
+//! dashboard and users' queries depend on), and the renderer that turns a
+//! copy of the store into the Prometheus text exposition format 0.0.4.
+//! The store's lock is held only while copying, never while formatting or
+//! writing to a socket.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::UNIX_EPOCH;
+
+use super::procfs;
+use crate::store::{Owner, Store};
+
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub help: &'static str,
+}
+
+pub const TX_BYTES: Metric = Metric {
+    name: "ip_traffic_tx_bytes_total",
+    kind: "counter",
+    help: "Total transmitted bytes to remote IP address (egress/upload traffic)",
+};
+pub const RX_BYTES: Metric = Metric {
+    name: "ip_traffic_rx_bytes_total",
+    kind: "counter",
+    help: "Total received bytes from remote IP address (ingress/download traffic)",
+};
+pub const UNEXPORTED_TX: Metric = Metric {
+    name: "ip_traffic_unexported_tx_bytes_total",
+    kind: "counter",
+    help: "Transmitted bytes to remote IPs while they had no series of their own (below the export threshold)",
+};
+pub const UNEXPORTED_RX: Metric = Metric {
+    name: "ip_traffic_unexported_rx_bytes_total",
+    kind: "counter",
+    help: "Received bytes from remote IPs while they had no series of their own (below the export threshold)",
+};
+pub const PROCESS_INFO: Metric = Metric {
+    name: "ip_traffic_remote_process_info",
+    kind: "gauge",
+    help: "Local process that last sent to the remote IP (join on remote_ip)",
+};
+pub const BUILD_INFO: Metric = Metric {
+    name: "ip_traffic_monitor_build_info",
+    kind: "gauge",
+    help: "Version of ip_traffic_monitor_cli and the backend counting the bytes",
+};
+pub const BACKEND_UP: Metric = Metric {
+    name: "ip_traffic_monitor_backend_up",
+    kind: "gauge",
+    help: "1 while the backend is running and reporting, else 0",
+};
+pub const BACKEND_RESTARTS: Metric = Metric {
+    name: "ip_traffic_monitor_backend_restarts_total",
+    kind: "counter",
+    help: "Times the backend was restarted after exiting unexpectedly",
+};
+pub const PARSE_ERRORS: Metric = Metric {
+    name: "ip_traffic_monitor_parse_errors_total",
+    kind: "counter",
+    help: "Backend output lines that could not be read and were skipped",
+};
+pub const MISSED_PROBE_RUNS: Metric = Metric {
+    name: "ip_traffic_monitor_missed_probe_runs_total",
+    kind: "counter",
+    help: "Probe runs the kernel skipped because another BPF tracing program was running (packets possibly not counted)",
+};
+pub const TRACKED_IPS: Metric = Metric {
+    name: "ip_traffic_monitor_tracked_ips",
+    kind: "gauge",
+    help: "Remote IPs held in memory",
+};
+pub const FOLDED_IPS: Metric = Metric {
+    name: "ip_traffic_monitor_folded_ips_total",
+    kind: "counter",
+    help: "Remote IPs dropped from memory by the --max-ips cap, their bytes kept in the unexported counters",
+};
+pub const LAST_REPORT: Metric = Metric {
+    name: "ip_traffic_monitor_last_report_timestamp_seconds",
+    kind: "gauge",
+    help: "Unix time of the last complete backend report",
+};
+
+/// Labels every byte counter carries besides `remote_ip`; filled by the
+/// location lookup once it exists.
+const UNKNOWN_LOCATION: [(&str, &str); 4] =
+    [("country", "Unknown"), ("province", "Unknown"), ("city", "Unknown"), ("isp", "Unknown")];
+
+/// One exported IP, copied out of the store.
+struct Series {
+    ip: IpAddr,
+    tx: u64,
+    rx: u64,
+    owner: Option<Owner>,
+}
+
+/// What one scrape shows, copied under the store's lock.
+struct Snapshot {
+    series: Vec<Series>,
+    unexported_tx: u64,
+    unexported_rx: u64,
+    tracked: usize,
+    parse_errors: u64,
+    missed: u64,
+    last_report: Option<f64>,
+    backend_up: bool,
+    restarts: u64,
+}
+
+fn snapshot(store: &Store) -> Snapshot {
+    let totals = store.lock();
+    let series = totals
+        .ips
+        .iter()
+        .filter_map(|(ip, t)| t.exported().map(|(tx, rx)| Series { ip: *ip, tx, rx, owner: t.owner }))
+        .collect();
+    Snapshot {
+        series,
+        unexported_tx: totals.unexported_tx,
+        unexported_rx: totals.unexported_rx,
+        tracked: totals.ips.len(),
+        parse_errors: totals.parse_errors,
+        missed: totals.missed_events,
+        last_report: totals.last_report.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
+        backend_up: totals.backend_up,
+        restarts: totals.backend_restarts,
+    }
+}
+
+/// The whole /metrics body.
+pub fn render(store: &Store, backend: &str) -> String {
+    let mut snap = snapshot(store);
+    // Stable order: easier to read and to diff between scrapes.
+    snap.series.sort_unstable_by(|a, b| a.ip.cmp(&b.ip));
+    let mut out = String::with_capacity(4096 + snap.series.len() * 330);
+    byte_counters(&mut out, &snap);
+    process_info(&mut out, &snap.series);
+    self_description(&mut out, &snap, backend);
+    procfs::write_process_metrics(&mut out);
+    out
+}
+
+fn byte_counters(out: &mut String, snap: &Snapshot) {
+    let values: [(&Metric, fn(&Series) -> u64); 2] = [(&TX_BYTES, |s| s.tx), (&RX_BYTES, |s| s.rx)];
+    for (metric, value) in values {
+        header(out, metric);
+        for s in &snap.series {
+            let _ = write!(out, "{}{{remote_ip=\"{}\"", metric.name, s.ip);
+            for (name, val) in UNKNOWN_LOCATION {
+                out.push(',');
+                label(out, name, val);
+            }
+            let _ = writeln!(out, "}} {}", value(s));
+        }
+    }
+    sample(out, &UNEXPORTED_TX, snap.unexported_tx);
+    sample(out, &UNEXPORTED_RX, snap.unexported_rx);
+}
+
+fn process_info(out: &mut String, series: &[Series]) {
+    header(out, &PROCESS_INFO);
+    for s in series {
+        if let Some(owner) = &s.owner {
+            let _ = write!(out, "{}{{remote_ip=\"{}\",pid=\"{}\",", PROCESS_INFO.name, s.ip, owner.pid);
+            label(out, "process", &owner.comm.as_str());
+            out.push_str("} 1\n");
+        }
+    }
+}
+
+fn self_description(out: &mut String, snap: &Snapshot, backend: &str) {
+    header(out, &BUILD_INFO);
+    let _ = write!(out, "{}{{", BUILD_INFO.name);
+    label(out, "version", env!("CARGO_PKG_VERSION"));
+    out.push(',');
+    label(out, "backend", backend);
+    out.push_str("} 1\n");
+    sample(out, &BACKEND_UP, u64::from(snap.backend_up));
+    sample(out, &BACKEND_RESTARTS, snap.restarts);
+    sample(out, &PARSE_ERRORS, snap.parse_errors);
+    sample(out, &MISSED_PROBE_RUNS, snap.missed);
+    sample(out, &TRACKED_IPS, snap.tracked as u64);
+    sample(out, &FOLDED_IPS, 0);
+    header(out, &LAST_REPORT);
+    // No report yet: the metric is absent rather than a misleading 0.
+    if let Some(t) = snap.last_report {
+        let _ = writeln!(out, "{} {t:.3}", LAST_REPORT.name);
+    }
+}
+
+pub fn header(out: &mut String, metric: &Metric) {
+    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", metric.name, metric.help, metric.name, metric.kind);
+}
+
+pub fn sample(out: &mut String, metric: &Metric, value: u64) {
+    header(out, metric);
+    let _ = writeln!(out, "{} {value}", metric.name);
+}
+
+/// `name="value"` with the value escaped as the exposition format requires:
+/// backslash, double quote and newline.
+pub fn label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Comm, Record};
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        label(&mut out, "process", "a\\b\"c\nd 中国");
+        assert_eq!(out, r#"process="a\\b\"c\nd 中国""#);
+    }
+
+    #[test]
+    fn exported_ips_have_series_and_the_rest_is_summed() {
+        let store = Store::new(100);
+        let big: IpAddr = "198.51.100.7".parse().unwrap();
+        let small: IpAddr = "2001:db8::2".parse().unwrap();
+        let owner = Owner { pid: 42, comm: Comm::new(b"we\"ird\\") };
+        store.apply_report(
+            &[Record::Tx(big, 150), Record::Rx(big, 10), Record::Tx(small, 5), Record::Owner(big, owner)],
+            0,
+        );
+        store.lock().backend_up = true;
+        let text = render(&store, "bpftrace");
+        assert!(text.contains(
+            "ip_traffic_tx_bytes_total{remote_ip=\"198.51.100.7\",country=\"Unknown\",province=\"Unknown\",city=\"Unknown\",isp=\"Unknown\"} 150\n"
+        ), "{text}");
+        assert!(text.contains("ip_traffic_rx_bytes_total{remote_ip=\"198.51.100.7\",country=\"Unknown\",province=\"Unknown\",city=\"Unknown\",isp=\"Unknown\"} 10\n"));
+        assert!(!text.contains("remote_ip=\"2001:db8::2\""), "below the threshold");
+        assert!(text.contains("ip_traffic_unexported_tx_bytes_total 5\n"));
+        assert!(text.contains("ip_traffic_unexported_rx_bytes_total 0\n"));
+        assert!(text.contains("ip_traffic_remote_process_info{remote_ip=\"198.51.100.7\",pid=\"42\",process=\"we\\\"ird\\\\\"} 1\n"), "{text}");
+        assert!(text.contains(&format!("ip_traffic_monitor_build_info{{version=\"{}\",backend=\"bpftrace\"}} 1\n", env!("CARGO_PKG_VERSION"))));
+        assert!(text.contains("ip_traffic_monitor_backend_up 1\n"));
+        assert!(text.contains("ip_traffic_monitor_tracked_ips 2\n"));
+        assert!(text.contains("# HELP ip_traffic_tx_bytes_total Total transmitted bytes to remote IP address (egress/upload traffic)\n# TYPE ip_traffic_tx_bytes_total counter\n"));
+        assert!(text.contains("ip_traffic_monitor_last_report_timestamp_seconds 1"));
+        assert!(text.contains("process_resident_memory_bytes "));
+    }
+}
