@@ -34,7 +34,7 @@ test: deps tracefs
 	$(CARGO) test
 
 bench:
-	$(CARGO) bench --bench parser
+	$(CARGO) bench
 
 # Installs the missing tools with apt-get (Debian/Ubuntu, as root).
 deps:

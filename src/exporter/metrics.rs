@@ -144,16 +144,18 @@ pub fn render(store: &Store, backend: &str) -> String {
 }
 
 fn byte_counters(out: &mut String, snap: &Snapshot) {
+    // The location labels are the same for every series until lookups
+    // exist: escape them once, not per line.
+    let mut location = String::new();
+    for (name, val) in UNKNOWN_LOCATION {
+        location.push(',');
+        label(&mut location, name, val);
+    }
     let values: [(&Metric, fn(&Series) -> u64); 2] = [(&TX_BYTES, |s| s.tx), (&RX_BYTES, |s| s.rx)];
     for (metric, value) in values {
         header(out, metric);
         for s in &snap.series {
-            let _ = write!(out, "{}{{remote_ip=\"{}\"", metric.name, s.ip);
-            for (name, val) in UNKNOWN_LOCATION {
-                out.push(',');
-                label(out, name, val);
-            }
-            let _ = writeln!(out, "}} {}", value(s));
+            let _ = writeln!(out, "{}{{remote_ip=\"{}\"{location}}} {}", metric.name, s.ip, value(s));
         }
     }
     sample(out, &UNEXPORTED_TX, snap.unexported_tx);

@@ -32,11 +32,16 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Whether the lab can run here; outside CI a missing tool skips the test
 /// with a printed reason, under CI=true it fails.
 pub fn require_lab(test: &str) -> bool {
+    require(test, &[])
+}
+
+/// Like [`require_lab`], with further tools.
+pub fn require(test: &str, extra_tools: &[&str]) -> bool {
     let mut missing = Vec::new();
     if !is_root() {
         missing.push("root".to_string());
     }
-    for tool in ["bpftrace", "nft", "iperf3", "socat", "ip"] {
+    for tool in ["bpftrace", "nft", "iperf3", "socat", "ip", "unshare"].iter().chain(extra_tools) {
         if !on_path(tool) {
             missing.push(tool.to_string());
         }
@@ -81,12 +86,18 @@ fn run(args: &[&str]) -> Output {
     output
 }
 
+/// Holds the lab lock: for tests that run the monitor outside a `Lab`.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub struct Lab {
     pub host: String,
     pub remote: String,
     /// A LAN behind the host, which then routes (see `add_lan`).
     pub lan: Option<String>,
     children: Vec<Child>,
+    temp_dirs: Vec<std::path::PathBuf>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -99,6 +110,7 @@ impl Lab {
             remote: format!("itm-r-{id}"),
             lan: None,
             children: Vec::new(),
+            temp_dirs: Vec::new(),
             _serial: serial,
         };
         lab.build();
@@ -310,6 +322,72 @@ impl Lab {
         self.iperf_in(&self.host, args);
     }
 
+    /// The body of `GET path` from a server in the host namespace (bash's
+    /// /dev/tcp: the test process itself cannot enter the namespace).
+    pub fn http_get_in_host(&self, port: u16, path: &str) -> String {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; \
+             printf 'GET {path} HTTP/1.1\\r\\nHost: lab\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3"
+        );
+        let out = run(&["ip", "netns", "exec", &self.host, "bash", "-c", &script]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+        body.to_string()
+    }
+
+    /// Starts Prometheus in the host namespace, scraping `target` every
+    /// second; its API listens on 127.0.0.1:9090 there. Killed on drop.
+    pub fn start_prometheus(&mut self, target: &str) {
+        let dir = std::env::temp_dir().join(format!("itm-prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: ip_traffic\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("prometheus.yml");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host, "prometheus"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .args(["--web.listen-address=127.0.0.1:9090", "--log.level=warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus");
+        self.children.push(child);
+        self.temp_dirs.push(dir);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.promql("up").iter().any(|(_, v)| *v == 1.0) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        panic!("Prometheus did not scrape {target} with up == 1 within 60 s");
+    }
+
+    /// An instant PromQL query against the lab's Prometheus: (labels, value) per series.
+    pub fn promql(&self, expr: &str) -> Vec<(String, f64)> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.host, "promtool", "query", "instant", "http://127.0.0.1:9090", expr])
+            .output()
+            .expect("promtool query");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let (labels, rest) = line.split_once(" => ")?;
+                let value = rest.split_whitespace().next()?.parse().ok()?;
+                Some((labels.to_string(), value))
+            })
+            .collect()
+    }
+
     fn iperf_in(&self, ns: &str, args: &[&str]) {
         let mut cmd = vec!["ip", "netns", "exec", ns, "iperf3"];
         cmd.extend_from_slice(args);
@@ -331,6 +409,9 @@ impl Drop for Lab {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for dir in &self.temp_dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
         // Deleting the namespaces removes their veths and nft tables.
         for ns in [Some(&self.host), Some(&self.remote), self.lan.as_ref()].into_iter().flatten() {
@@ -443,4 +524,39 @@ impl Drop for Script {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// The value of the sample `name{...labels}` (or bare `name`) in an exposition.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The byte-counter series name for `ip` with unknown location labels.
+pub fn byte_series(direction: &str, ip: &str) -> String {
+    format!(
+        "ip_traffic_{direction}_bytes_total{{remote_ip=\"{ip}\",country=\"Unknown\",province=\"Unknown\",city=\"Unknown\",isp=\"Unknown\"}}"
+    )
+}
+
+/// A TCP port free on this machine's loopback at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Runs `promtool check metrics` on an exposition: (passed, what it said).
+pub fn promtool_check(exposition: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
 }

@@ -1,0 +1,278 @@
+//! The Prometheus exporter end to end: a real Prometheus scrapes the binary
+//! in the lab and agrees with nftables; promtool accepts the exposition; the
+//! export threshold; and the hand-written HTTP server under normal, odd and
+//! hostile clients.
+
+mod lab;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lab::{BIN, Lab, byte_series, metric_value};
+
+const PORT: &str = "9464";
+
+#[test]
+fn prometheus_scrapes_what_nftables_counted() {
+    if !lab::require("prometheus_scrapes_what_nftables_counted", &["prometheus", "promtool"]) {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", PORT]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.start_prometheus(&format!("127.0.0.1:{PORT}"));
+
+    lab.iperf(&["-c", "198.51.100.7", "-n", "8M"]);
+    lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "8M", "-R"]);
+    // A process whose name needs escaping in a label value.
+    let odd = std::env::temp_dir().join("q\"x\\y");
+    std::fs::copy("/usr/bin/socat", &odd).expect("copy socat");
+    let odd_path = odd.to_string_lossy().into_owned();
+    lab.host_shell(&format!(
+        "'{odd_path}' -u -b 1200 OPEN:/dev/zero,readbytes=1200000 UDP-SENDTO:203.0.113.9:9,bind=192.0.2.1"
+    ));
+    let _ = std::fs::remove_file(&odd);
+    // Reports lag up to 1.5 intervals; then one more scrape.
+    thread::sleep(Duration::from_secs(4));
+
+    let exposition = lab.http_get_in_host(9464, "/metrics");
+    let check = lab::promtool_check(&exposition);
+    assert!(check.0, "promtool check metrics: {}", check.1);
+    assert!(exposition.contains("process=\"q\\\"x\\\\y\""), "escaped process label:\n{exposition}");
+
+    let truth = lab.truth();
+    println!("{:<14} {:<3} {:>10} {:>10}", "remote", "dir", "nftables", "prometheus");
+    for ip in ["198.51.100.7", "2001:db8::2", "203.0.113.9"] {
+        for dir in ["tx", "rx"] {
+            let want = truth[&(ip.to_string(), dir)] as f64;
+            let got = lab.promql(&format!("ip_traffic_{dir}_bytes_total{{remote_ip=\"{ip}\"}}"));
+            let got = got.first().map_or(0.0, |(_, v)| *v);
+            println!("{ip:<14} {dir:<3} {want:>10} {got:>10}");
+            if want > 0.0 {
+                assert!((got - want).abs() <= 0.001 * want, "{ip} {dir}: Prometheus {got}, nftables {want}");
+            }
+        }
+    }
+    let up = lab.promql("up{job=\"ip_traffic\"}");
+    assert_eq!(up.first().map(|(_, v)| *v), Some(1.0), "{up:?}");
+    let backend_up = lab.promql("ip_traffic_monitor_backend_up");
+    assert_eq!(backend_up.first().map(|(_, v)| *v), Some(1.0));
+    drop(monitor);
+}
+
+#[test]
+fn threshold_hides_small_ips_until_they_pass_it_and_never_again() {
+    if !lab::require_lab("threshold_hides_small_ips_until_they_pass_it_and_never_again") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let threshold = 5_000_000u64;
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", &threshold.to_string(), "-p", PORT]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let ip = "198.51.100.7";
+    let tx_series = byte_series("tx", ip);
+
+    lab.iperf(&["-c", ip, "-n", "1M"]);
+    thread::sleep(Duration::from_secs(3));
+    let before = lab.http_get_in_host(9464, "/metrics");
+    let sent = lab.truth()[&(ip.to_string(), "tx")];
+    assert!(sent < threshold, "{sent}");
+    assert_eq!(metric_value(&before, &tx_series), None, "below -t: no series");
+    assert_eq!(metric_value(&before, "ip_traffic_unexported_tx_bytes_total"), Some(sent as f64), "its bytes are in the unexported family");
+
+    lab.iperf(&["-c", ip, "-n", "8M"]);
+    thread::sleep(Duration::from_secs(3));
+    let after = lab.http_get_in_host(9464, "/metrics");
+    let series = metric_value(&after, &tx_series).expect("past -t: a series");
+    let unexported = metric_value(&after, "ip_traffic_unexported_tx_bytes_total").expect("unexported");
+    let total = lab.truth()[&(ip.to_string(), "tx")] as f64;
+    println!("nftables {total}, series {series} + unexported {unexported}");
+    assert_eq!(series + unexported, total, "all families together equal what was counted");
+    assert!(unexported >= sent as f64, "counters never go down");
+
+    // Quiet from now on: the series stays.
+    for _ in 0..3 {
+        thread::sleep(Duration::from_secs(1));
+        let later = lab.http_get_in_host(9464, "/metrics");
+        assert_eq!(metric_value(&later, &tx_series), Some(series), "the series never disappears");
+    }
+}
+
+/// The monitor in the root network namespace, serving on loopback, with
+/// tracefs mounted in a private mount namespace.
+struct Served {
+    child: Child,
+    port: u16,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Served {
+    fn start() -> Served {
+        let serial = lab::serial();
+        let port = lab::free_port();
+        let mut child = Command::new("unshare")
+            .args(["-m", "sh", "-c", "mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; exec \"$0\" \"$@\""])
+            .args([BIN, "-d", "0", "-q", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the monitor");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("counting with"));
+        assert!(ready, "the monitor did not start");
+        thread::spawn(move || lines.for_each(drop));
+        Served { child, port, _serial: serial }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).expect("fds").count()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one response: (status line, headers in lower case, body).
+fn read_response(stream: &mut TcpStream, head_request: bool) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("read"), 1, "connection closed mid-head: {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8(head).expect("ASCII head");
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    let length: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().expect("length"));
+    let mut body = vec![0u8; if head_request { 0 } else { length }];
+    stream.read_exact(&mut body).expect("body");
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn scrape_within(served: &Served, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut s = served.connect();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("write");
+    let (status, _, body) = read_response(&mut s, false);
+    let took = start.elapsed();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("ip_traffic_monitor_build_info"));
+    assert!(took < limit, "scrape took {took:?}");
+    took
+}
+
+#[test]
+fn http_server_handles_normal_odd_and_hostile_clients() {
+    if !lab::require_lab("http_server_handles_normal_odd_and_hostile_clients") {
+        return;
+    }
+    let served = Served::start();
+    thread::sleep(Duration::from_millis(300));
+    let fds_before = served.open_fds();
+
+    // Keep-alive: two requests, one connection; HEAD has headers, no body.
+    let mut s = served.connect();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+    let (status, headers, body) = read_response(&mut s, false);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&headers, "content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(header(&headers, "connection"), Some("keep-alive"));
+    assert!(String::from_utf8_lossy(&body).contains("# TYPE ip_traffic_tx_bytes_total counter"));
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("write");
+    let (status, headers, _) = read_response(&mut s, true);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(header(&headers, "content-length").unwrap_or("0").parse::<usize>().unwrap() > 1000);
+    let (status, headers, body) = read_response(&mut s, false);
+    assert_eq!(status, "HTTP/1.1 200 OK", "pipelined request after HEAD: no stray body in between");
+    assert!(String::from_utf8_lossy(&body).contains("href=\"/metrics\""));
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    assert_eq!(s.read(&mut [0u8; 16]).expect("eof"), 0, "closed after Connection: close");
+
+    // Errors.
+    let huge = format!("GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    for (request, want) in [
+        ("GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", "HTTP/1.1 404 Not Found"),
+        ("POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
+        ("GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+        ("GET /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+        ("GET /metrics HTTP/2.0\r\nHost: t\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported"),
+        (huge.as_str(), "HTTP/1.1 431 Request Header Fields Too Large"),
+    ] {
+        let mut s = served.connect();
+        s.write_all(request.as_bytes()).expect("write");
+        let (status, headers, _) = read_response(&mut s, false);
+        assert_eq!(status, want, "{:?}", &request[..request.len().min(40)]);
+        if want.contains("405") {
+            assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
+        }
+    }
+
+    // 200 idle connections, and a client sending one byte per second.
+    let idle: Vec<TcpStream> = (0..200).map(|_| served.connect()).collect();
+    let mut slow = served.connect();
+    let slow_writer = thread::spawn(move || {
+        for &b in b"GET /metrics HTTP/1.1\r\n" {
+            if slow.write_all(&[b]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+        slow
+    });
+    thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let took = scrape_within(&served, Duration::from_secs(1));
+        println!("scrape beside 200 idle connections and a slow client: {took:?}");
+        thread::sleep(Duration::from_millis(500));
+    }
+    // Past the cap, the longest-idle connections make room.
+    let more: Vec<TcpStream> = (0..100).map(|_| served.connect()).collect();
+    scrape_within(&served, Duration::from_secs(1));
+    drop(idle);
+    drop(more);
+    drop(slow_writer.join().expect("slow client"));
+
+    // Nothing leaks: descriptors go back to where they were.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while served.open_fds() > fds_before && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(served.open_fds() <= fds_before, "fds: {} now, {fds_before} before", served.open_fds());
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    if !lab::require_lab("a_port_in_use_is_one_clear_line") {
+        return;
+    }
+    let served = Served::start();
+    let out = Command::new(BIN).args(["-d", "1", "--listen", &format!("127.0.0.1:{}", served.port)]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot serve /metrics on 127.0.0.1:") && stderr.contains("in use"), "{stderr}");
+}
