@@ -8,8 +8,8 @@
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=
 # Tools the program and its tests use, and the Debian/Ubuntu packages with them.
-TOOLS    := bpftrace nft iperf3 socat ip setpriv
-PACKAGES := bpftrace nftables iperf3 socat iproute2 util-linux
+TOOLS    := bpftrace nft iperf3 socat ip setpriv unshare prometheus promtool
+PACKAGES := bpftrace nftables iperf3 socat iproute2 util-linux prometheus
 
 # Under sudo, root usually has no cargo of its own: use the invoking user's.
 SUDO_HOME := $(if $(SUDO_USER),$(shell getent passwd $(SUDO_USER) | cut -d: -f6))
@@ -45,7 +45,7 @@ deps:
 			echo "run as root on Debian/Ubuntu (sudo make ...), or install:$$missing" >&2; exit 1; \
 		fi; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PACKAGES) >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PACKAGES) >/dev/null; \
 	fi
 	@command -v $(CARGO) >/dev/null 2>&1 || [ -x "$(CARGO)" ] || \
 		{ echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
