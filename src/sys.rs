@@ -1,12 +1,16 @@
 //! The few libc calls std does not offer: the effective user id, sending a
-//! signal to a child's process group, and two sysconf values for /proc.
-//! Declared here rather than pulling in the libc crate for four functions.
+//! signal to a child's process group, tying a child's life to ours, and two
+//! sysconf values for /proc.
+//! Declared here rather than pulling in the libc crate for five functions.
 
 unsafe extern "C" {
     fn geteuid() -> u32;
     fn kill(pid: i32, sig: i32) -> i32;
     fn sysconf(name: i32) -> i64;
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
 }
+
+const PR_SET_PDEATHSIG: i32 = 1;
 
 // sysconf names on Linux (glibc and musl agree).
 const SC_CLK_TCK: i32 = 2;
@@ -41,4 +45,16 @@ pub fn page_size() -> u64 {
     // SAFETY: as above.
     let v = unsafe { sysconf(SC_PAGESIZE) };
     if v > 0 { v as u64 } else { 4096 }
+}
+
+/// Makes the kernel kill the calling process when its parent dies. Called
+/// in a freshly forked child (it is async-signal-safe), so a monitor killed
+/// with SIGKILL leaves no bpftrace behind.
+pub fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG only reads its integer arguments.
+    if unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -178,3 +178,27 @@ fn a_custom_script_is_read_and_unreadable_lines_are_counted() {
     assert!(tx >= 5 && tx % 5 == 0, "5 bytes per report: {tx}");
     assert!(!finished.stdout.iter().any(|l| l.starts_with('[')), "-q prints no interval tables");
 }
+
+#[test]
+fn a_killed_monitor_leaves_no_bpftrace_behind() {
+    if !lab::require_lab("a_killed_monitor_leaves_no_bpftrace_behind") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let pid = monitor.pid();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
+    let bpftrace: u32 = children.split_whitespace().next().expect("a bpftrace child").parse().expect("pid");
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    let gone = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gone(bpftrace) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gone(bpftrace), "bpftrace {bpftrace} outlived its monitor");
+    drop(monitor.finish());
+}

@@ -143,6 +143,15 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        // SIGTERM lets the monitor stop its bpftrace child and reap it.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

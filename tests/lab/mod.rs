@@ -453,6 +453,10 @@ impl Monitor {
         panic!("no '{needle}' on the monitor's stderr within {timeout:?}: {:?}", self.stderr);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Stops the monitor with SIGINT (as Ctrl-C would) and collects its output.
     pub fn interrupt(self) -> Finished {
         self.signal("-INT")
