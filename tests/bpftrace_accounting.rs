@@ -185,7 +185,8 @@ fn a_killed_monitor_leaves_no_bpftrace_behind() {
         return;
     }
     let mut lab = Lab::new();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q"]);
+    // A long interval: bpftrace writes nothing, so no SIGPIPE would end it.
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "-s", "600"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let pid = monitor.pid();
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
