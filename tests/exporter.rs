@@ -29,7 +29,7 @@ fn prometheus_scrapes_what_nftables_counted() {
     lab.iperf(&["-c", "198.51.100.7", "-n", "8M"]);
     lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "8M", "-R"]);
     // A process whose name needs escaping in a label value.
-    let odd = std::env::temp_dir().join("q\"x\\y");
+    let odd = std::env::temp_dir().join("q\"x\\y中");
     std::fs::copy("/usr/bin/socat", &odd).expect("copy socat");
     let odd_path = odd.to_string_lossy().into_owned();
     lab.host_shell(&format!(
@@ -42,7 +42,7 @@ fn prometheus_scrapes_what_nftables_counted() {
     let exposition = lab.http_get_in_host(9464, "/metrics");
     let check = lab::promtool_check(&exposition);
     assert!(check.0, "promtool check metrics: {}", check.1);
-    assert!(exposition.contains("process=\"q\\\"x\\\\y\""), "escaped process label:\n{exposition}");
+    assert!(exposition.contains("process=\"q\\\"x\\\\y中\""), "escaped process label:\n{exposition}");
 
     let truth = lab.truth();
     println!("{:<14} {:<3} {:>10} {:>10}", "remote", "dir", "nftables", "prometheus");
@@ -284,4 +284,32 @@ fn a_port_in_use_is_one_clear_line() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot serve /metrics on 127.0.0.1:") && stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese() {
+    use ip_traffic_monitor_cli::exporter::metrics::render;
+    use ip_traffic_monitor_cli::store::{Comm, Owner, Record, Store};
+    if !lab::on_path("promtool") {
+        assert!(std::env::var_os("CI").is_none(), "CI installs promtool");
+        eprintln!("SKIPPED promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese: needs promtool");
+        return;
+    }
+    let store = Store::new(0);
+    let names: [&[u8]; 4] = [b"a\"b", b"back\\slash", b"new\nline", "中国电信".as_bytes()];
+    let records: Vec<Record> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, name)| {
+            let ip = format!("203.0.113.{}", i + 1).parse().unwrap();
+            [Record::Tx(ip, 10), Record::Owner(ip, Owner { pid: i as u32, comm: Comm::new(name) })]
+        })
+        .collect();
+    store.apply_report(&records, 0);
+    let text = render(&store, "bpftrace");
+    for escaped in [r#"process="a\"b""#, r#"process="back\\slash""#, r#"process="new\nline""#, r#"process="中国电信""#] {
+        assert!(text.contains(escaped), "{escaped} in\n{text}");
+    }
+    let (ok, said) = lab::promtool_check(&text);
+    assert!(ok, "promtool check metrics: {said}");
 }
