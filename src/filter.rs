@@ -15,6 +15,11 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// `network/prefix`, or `None` if the prefix is too long for the family.
+    pub fn new(network: IpAddr, prefix: u8) -> Option<Cidr> {
+        (prefix <= if network.is_ipv4() { 32 } else { 128 }).then_some(Cidr { network, prefix })
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

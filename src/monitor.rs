@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::backend::{self, Event, Running, bpftrace};
+use crate::backend::direction::Direction;
+use crate::backend::iftop_parse::IftopParser;
+use crate::backend::{self, BpftraceParser, Event, LineParser, Running, bpftrace, iftop, owners};
 use crate::cli::{BackendKind, Config};
 use crate::error::Error;
 use crate::exporter;
@@ -36,7 +38,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     watch_signals(events_tx.clone())?;
     // Bind before starting the backend: a port in use fails fast.
     if let Some(addr) = config.listen {
-        let shared = Arc::new(exporter::Shared { store: Arc::clone(&store), backend: backend_name(config) });
+        let shared = Arc::new(exporter::Shared { store: Arc::clone(&store), backend: config.backend.name() });
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }
@@ -63,23 +65,28 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     outcome.map(|()| 0)
 }
 
-fn backend_name(config: &Config) -> &'static str {
-    match config.backend {
-        BackendKind::Bpftrace => "bpftrace",
-    }
-}
-
 fn start_backend(config: &Config, store: &Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
-    match config.backend {
+    let (child, parser): (_, Box<dyn LineParser>) = match config.backend {
         BackendKind::Bpftrace => {
             let bin = bpftrace::find()?;
             bpftrace::check_kernel()?;
-            let child = bpftrace::command(&bin, config)?
-                .spawn()
-                .map_err(|e| Error::fatal(format!("cannot run {}: {e}", bin.display())))?;
-            Ok(backend::supervise(child, "bpftrace", config.filter.clone(), Arc::clone(store), events))
+            let child = spawn(bpftrace::command(&bin, config)?, &bin)?;
+            (child, Box::new(BpftraceParser { filter: config.filter.clone() }))
         }
-    }
+        BackendKind::Iftop => {
+            let iftop = iftop::find("iftop", "install it: apt-get install iftop")?;
+            let stdbuf = iftop::find("stdbuf", "it comes with coreutils and makes iftop's output arrive line by line")?;
+            let iface = config.iface.as_ref().map_or("", |i| i.name.as_str());
+            let child = spawn(iftop::command(&iftop, &stdbuf, iface), &iftop)?;
+            owners::spawn(Arc::clone(store));
+            (child, Box::new(IftopParser::new(config.filter.clone(), Direction::new(iface))))
+        }
+    };
+    Ok(backend::supervise(child, config.backend.name(), parser, Arc::clone(store), events))
+}
+
+fn spawn(mut cmd: std::process::Command, program: &std::path::Path) -> Result<std::process::Child, Error> {
+    cmd.spawn().map_err(|e| Error::fatal(format!("cannot run {}: {e}", program.display())))
 }
 
 fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
@@ -108,7 +115,11 @@ fn wait_attached(events: &Receiver<Event>, backend: &mut Running) -> Result<bool
             }
             Ok(Event::Exited) => {
                 backend.wait();
-                return Err(Error::fatal(bpftrace::explain_start_failure(&backend.stderr.lines())));
+                let stderr = backend.stderr.lines();
+                return Err(Error::fatal(match backend.name {
+                    "iftop" => iftop::explain_start_failure(&stderr),
+                    _ => bpftrace::explain_start_failure(&stderr),
+                }));
             }
             Ok(Event::Report) => {}
             Err(_) => {
@@ -124,9 +135,10 @@ fn wait_attached(events: &Receiver<Event>, backend: &mut Running) -> Result<bool
 
 fn announce(config: &Config, backend: &Running) {
     backend.stderr.start_echo();
-    let script = match &config.bpftrace_script {
-        Some(path) => path.display().to_string(),
-        None => "built-in traffic.bt".into(),
+    let how = match (config.backend, &config.bpftrace_script) {
+        (BackendKind::Bpftrace, Some(path)) => format!("script {}, process from the sending socket", path.display()),
+        (BackendKind::Bpftrace, None) => "built-in traffic.bt, process from the sending socket".into(),
+        (BackendKind::Iftop, _) => "cumulative column, 3 significant digits; process from /proc".into(),
     };
     let scope = match &config.iface {
         Some(iface) => format!("interface {} (ifindex {})", iface.name, iface.ifindex),
@@ -137,9 +149,9 @@ fn announce(config: &Config, backend: &Running) {
         None => "until stopped".into(),
     };
     eprintln!(
-        "counting with {} ({script}, process from the sending socket) on {scope}, \
-         a report every {} s, {until}; Ctrl-C to stop",
+        "counting with {} ({how}; {}) on {scope}, a report every {} s, {until}; Ctrl-C to stop",
         backend.name,
+        config.backend_reason,
         config.sample_interval.as_secs()
     );
 }
@@ -181,8 +193,32 @@ fn count_until_stopped(
             }
         }
     }
+    if config.backend == BackendKind::Iftop {
+        await_final_iftop_block(config, store, events, backend, started, &mut seen_errors);
+    }
     backend.stop(STOP_GRACE);
     Ok(())
+}
+
+/// iftop prints nothing on exit: its last block is the last word. Waits
+/// for one more (it prints every 2 s while packets arrive) so the bytes since
+/// the previous block count; on an idle interface none comes, and none is
+/// needed beyond the tail that arrived less than 2 s before it went idle.
+fn await_final_iftop_block(
+    config: &Config,
+    store: &Store,
+    events: &Receiver<Event>,
+    backend: &Running,
+    started: Instant,
+    seen_errors: &mut u64,
+) {
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while let Ok(event) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Event::Report = event {
+            on_report(config, store, backend, started, seen_errors);
+            return;
+        }
+    }
 }
 
 fn on_report(config: &Config, store: &Store, backend: &Running, started: Instant, seen_errors: &mut u64) {

@@ -164,6 +164,16 @@ impl Store {
         t.export_base.is_some()
     }
 
+    /// Sets the owner of each listed IP that is tracked already.
+    pub fn set_owners(&self, owners: &[(IpAddr, Owner)]) {
+        let mut totals = self.lock();
+        for (ip, owner) in owners {
+            if let Some(t) = totals.ips.get_mut(ip) {
+                t.owner = Some(*owner);
+            }
+        }
+    }
+
     /// The IPs with traffic since the previous call, busiest first, and
     /// resets their interval counters.
     pub fn take_interval(&self) -> Vec<Row> {

@@ -1,14 +1,42 @@
 //! The few libc calls std does not offer: the effective user id, sending a
-//! signal to a child's process group, tying a child's life to ours, and two
-//! sysconf values for /proc.
-//! Declared here rather than pulling in the libc crate for five functions.
+//! signal to a child's process group, tying a child's life to ours, this
+//! host's addresses, and two sysconf values for /proc.
+//! Declared here rather than pulling in the libc crate for a handful of functions.
 
 unsafe extern "C" {
     fn geteuid() -> u32;
     fn kill(pid: i32, sig: i32) -> i32;
     fn sysconf(name: i32) -> i64;
     fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    fn getifaddrs(ifap: *mut *mut IfAddrs) -> i32;
+    fn freeifaddrs(ifa: *mut IfAddrs);
 }
+
+/// `struct ifaddrs` (same layout in glibc and musl).
+#[repr(C)]
+struct IfAddrs {
+    next: *mut IfAddrs,
+    name: *const u8,
+    flags: u32,
+    addr: *const SockAddr,
+    netmask: *const SockAddr,
+    broadcast_or_peer: *const SockAddr,
+    data: *const u8,
+}
+
+/// The start of `struct sockaddr_in` / `sockaddr_in6`.
+#[repr(C)]
+struct SockAddr {
+    family: u16,
+    port: u16,
+    /// IPv4: the address; IPv6: the flow info.
+    v4_or_flow: [u8; 4],
+    /// IPv6 only: the address.
+    v6: [u8; 16],
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 const PR_SET_PDEATHSIG: i32 = 1;
 
@@ -57,4 +85,34 @@ pub fn die_with_parent() -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Every address of every interface, IPv4 and IPv6.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut list: *mut IfAddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below.
+    if unsafe { getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut addrs = Vec::new();
+    let mut node = list;
+    while !node.is_null() {
+        // SAFETY: `node` is an element of the list getifaddrs returned; its
+        // addr is null or points at a sockaddr of the family it names, and
+        // sockaddr_in6 is at least as long as `SockAddr` reads for IPv6.
+        unsafe {
+            let addr = (*node).addr;
+            if !addr.is_null() {
+                match (*addr).family {
+                    AF_INET => addrs.push(std::net::IpAddr::from((*addr).v4_or_flow)),
+                    AF_INET6 => addrs.push(std::net::IpAddr::from((*addr).v6)),
+                    _ => {}
+                }
+            }
+            node = (*node).next;
+        }
+    }
+    // SAFETY: the list came from getifaddrs and is freed once.
+    unsafe { freeifaddrs(list) };
+    addrs
 }

@@ -65,7 +65,6 @@ fn bad_values_give_one_line_and_exit_2() {
         &["-s"],
         &["-p", "9090", "--listen", "127.0.0.1:9090"],
         &["-g", "GeoLite2-City.mmdb"],
-        &["-b", "iftop"],
     ] {
         let out = monitor(args);
         let lines = stderr_lines(&out);

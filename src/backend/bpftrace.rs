@@ -20,11 +20,13 @@ pub const MAP_KEYS_MAX: u32 = 131_072;
 const INSTALL_HINT: &str = "install it: apt-get install bpftrace (Debian/Ubuntu), dnf install bpftrace, or use -b iftop";
 
 pub fn find() -> Result<PathBuf, Error> {
+    find_program("bpftrace").ok_or_else(|| Error::fatal(format!("bpftrace not found in PATH; {INSTALL_HINT}")))
+}
+
+/// An executable named `program` in PATH (no shell is asked).
+pub fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("bpftrace"))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| Error::fatal(format!("bpftrace not found in PATH; {INSTALL_HINT}")))
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -1,10 +1,15 @@
-//! Backends: a child process that watches the kernel and prints reports, and
-//! the one reader thread that parses its stdout into the [`Store`]. This
-//! module owns the child's lifetime (own process group, SIGINT to stop,
-//! SIGKILL if it lingers), keeps the tail of its stderr for error messages,
-//! and turns each complete report into one store update and one event.
+//! Backends: a child process that watches the traffic and prints reports
+//! (bpftrace or iftop), and the one reader thread that parses its stdout
+//! with the backend's [`LineParser`] into the [`Store`]. This module owns
+//! the child's lifetime (own process group, SIGINT to stop, SIGKILL if it
+//! lingers), keeps the tail of its stderr for error messages, and turns each
+//! complete report into one store update and one event.
 
 pub mod bpftrace;
+pub mod direction;
+pub mod iftop;
+pub mod iftop_parse;
+pub mod owners;
 pub mod parse;
 
 use std::collections::VecDeque;
@@ -19,6 +24,47 @@ use crate::filter::AddressFilter;
 use crate::store::{Comm, Owner, Record, Store};
 use crate::sys;
 use parse::{Line, parse_line};
+
+/// What one line of a backend's output meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to act on (a data line was added to the report, or a blank line).
+    Continue,
+    /// The backend is capturing: counting has begun.
+    Attached,
+    /// The report is complete: apply it.
+    ReportEnd,
+    /// The line could not be read.
+    Malformed,
+}
+
+/// Turns a backend's output, line by line, into store records.
+pub trait LineParser: Send {
+    fn feed(&mut self, line: &[u8], report: &mut Vec<Record>) -> Step;
+}
+
+/// The bpftrace script's format (see [`parse`]), with the address filter.
+pub struct BpftraceParser {
+    pub filter: AddressFilter,
+}
+
+impl LineParser for BpftraceParser {
+    fn feed(&mut self, line: &[u8], report: &mut Vec<Record>) -> Step {
+        let (ip, record) = match parse_line(line) {
+            Line::Tx(ip, bytes) if bytes > 0 => (ip, Record::Tx(ip, bytes)),
+            Line::Rx(ip, bytes) if bytes > 0 => (ip, Record::Rx(ip, bytes)),
+            Line::Owner(ip, pid, comm) => (ip, Record::Owner(ip, Owner { pid, comm: Comm::new(comm) })),
+            Line::Tx(..) | Line::Rx(..) | Line::Blank => return Step::Continue,
+            Line::End => return Step::ReportEnd,
+            Line::Attached => return Step::Attached,
+            Line::Malformed => return Step::Malformed,
+        };
+        if self.filter.counts(ip) {
+            report.push(record);
+        }
+        Step::Continue
+    }
+}
 
 /// What the reader thread tells the main thread.
 #[derive(Debug)]
@@ -102,7 +148,7 @@ impl Running {
 pub fn supervise(
     mut child: Child,
     name: &'static str,
-    filter: AddressFilter,
+    parser: Box<dyn LineParser>,
     store: Arc<Store>,
     events: Sender<Event>,
 ) -> Running {
@@ -112,14 +158,14 @@ pub fn supervise(
         thread::spawn(move || collect_stderr(pipe, name, &tail));
     }
     let reader = child.stdout.take().map(|stdout| {
-        thread::spawn(move || read_reports(stdout, &filter, &store, &events))
+        thread::spawn(move || read_reports(stdout, parser, &store, &events))
     });
     Running { child, reader, stderr, name }
 }
 
 /// The reader thread: parses every line, collects one report's records and
-/// applies them to the store at its `@end`, so each delta is added once.
-fn read_reports(stdout: ChildStdout, filter: &AddressFilter, store: &Store, events: &Sender<Event>) {
+/// applies them to the store at its end, so each delta is added once.
+fn read_reports(stdout: ChildStdout, mut parser: Box<dyn LineParser>, store: &Store, events: &Sender<Event>) {
     let mut reader = BufReader::with_capacity(1 << 16, stdout);
     let mut line = Vec::with_capacity(256);
     let mut report: Vec<Record> = Vec::new();
@@ -130,26 +176,21 @@ fn read_reports(stdout: ChildStdout, filter: &AddressFilter, store: &Store, even
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        match parse_line(&line) {
-            Line::Tx(ip, bytes) if bytes > 0 && filter.counts(ip) => report.push(Record::Tx(ip, bytes)),
-            Line::Rx(ip, bytes) if bytes > 0 && filter.counts(ip) => report.push(Record::Rx(ip, bytes)),
-            Line::Owner(ip, pid, comm) if filter.counts(ip) => {
-                report.push(Record::Owner(ip, Owner { pid, comm: Comm::new(comm) }))
+        match parser.feed(&line, &mut report) {
+            Step::Continue => {}
+            Step::Malformed => malformed += 1,
+            Step::Attached => {
+                let _ = events.send(Event::Attached);
             }
-            Line::End => {
+            Step::ReportEnd => {
                 store.apply_report(&report, malformed);
                 report.clear();
                 malformed = 0;
                 let _ = events.send(Event::Report);
             }
-            Line::Attached => {
-                let _ = events.send(Event::Attached);
-            }
-            Line::Malformed => malformed += 1,
-            Line::Tx(..) | Line::Rx(..) | Line::Owner(..) | Line::Blank => {}
         }
     }
-    // Whatever a dying child printed after its last @end still counts.
+    // Whatever a dying child printed after its last report end still counts.
     if !report.is_empty() || malformed > 0 {
         store.apply_report(&report, malformed);
     }

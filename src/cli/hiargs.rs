@@ -16,6 +16,16 @@ use crate::filter::AddressFilter;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
     Bpftrace,
+    Iftop,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Bpftrace => "bpftrace",
+            BackendKind::Iftop => "iftop",
+        }
+    }
 }
 
 /// The interface `-i` named, resolved in this network namespace.
@@ -28,6 +38,8 @@ pub struct Iface {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub backend: BackendKind,
+    /// Why this backend: printed at startup.
+    pub backend_reason: String,
     pub iface: Option<Iface>,
     /// Inode of this process's network namespace: the host being measured.
     pub netns_inode: u64,
@@ -48,12 +60,22 @@ pub struct Config {
 impl Config {
     pub fn resolve(low: LowArgs) -> Result<Config, Error> {
         refuse_unbuilt_features(&low)?;
-        let backend = match low.backend.unwrap_or(Backend::Auto) {
-            // Until the iftop backend exists, auto means bpftrace.
-            Backend::Auto | Backend::Bpftrace => BackendKind::Bpftrace,
-            Backend::Iftop => return Err(not_yet("-b iftop")),
+        let (backend, backend_reason) = match low.backend.unwrap_or(Backend::Auto) {
+            Backend::Bpftrace => (BackendKind::Bpftrace, "chosen with -b".to_string()),
+            Backend::Iftop => (BackendKind::Iftop, "chosen with -b".to_string()),
+            Backend::Auto => choose_backend(),
         };
-        let iface = low.iface.map(resolve_iface).transpose()?;
+        let iface = match (low.iface, backend) {
+            (Some(name), _) => Some(resolve_iface(name)?),
+            // iftop captures on one interface: the default route's.
+            (None, BackendKind::Iftop) => {
+                let name = crate::backend::direction::default_route_iface().ok_or_else(|| {
+                    Error::usage("iftop needs an interface and there is no default route: name one with -i")
+                })?;
+                Some(resolve_iface(name)?)
+            }
+            (None, BackendKind::Bpftrace) => None,
+        };
         let duration = low.duration.unwrap_or(DEFAULT_DURATION);
         let listen = match (low.prometheus_port, low.listen) {
             (Some(_), Some(_)) => {
@@ -64,6 +86,7 @@ impl Config {
         };
         Ok(Config {
             backend,
+            backend_reason,
             iface,
             netns_inode: own_netns_inode()?,
             duration: (duration > 0).then(|| Duration::from_secs(duration)),
@@ -76,6 +99,15 @@ impl Config {
             listen,
             export_threshold: low.threshold.unwrap_or(DEFAULT_THRESHOLD),
         })
+    }
+}
+
+/// `-b auto`: bpftrace where it can run here, else iftop; with the reason.
+fn choose_backend() -> (BackendKind, String) {
+    let bpftrace = crate::backend::bpftrace::find().and_then(|_| crate::backend::bpftrace::check_kernel());
+    match bpftrace {
+        Ok(()) => (BackendKind::Bpftrace, "auto: bpftrace is installed and the kernel has tracefs and BTF".into()),
+        Err(why) => (BackendKind::Iftop, format!("auto: not bpftrace, because {why}")),
     }
 }
 
@@ -128,7 +160,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_spec() {
-        let config = resolve(&[]).unwrap();
+        let config = resolve(&["-b", "bpftrace"]).unwrap();
         assert_eq!(config.backend, BackendKind::Bpftrace);
         assert_eq!(config.duration, Some(Duration::from_secs(30)));
         assert_eq!(config.sample_interval, Duration::from_secs(2));
@@ -163,7 +195,6 @@ mod tests {
             &["--qqwry", "q.dat"],
             &["--lang", "en"],
             &["--lookup", "8.8.8.8"],
-            &["-b", "iftop"],
         ] {
             let err = resolve(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
