@@ -49,6 +49,9 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         Ok(true) => {
             started = Instant::now();
             store.lock().backend_up = true;
+            if config.backend == BackendKind::Iftop {
+                backend.send_keys_every(iftop::REFRESH_KEY, config.sample_interval.max(iftop::RESOLUTION));
+            }
             announce(config, &backend);
             count_until_stopped(config, &store, &events, &mut backend, started)
         }
@@ -200,10 +203,9 @@ fn count_until_stopped(
     Ok(())
 }
 
-/// iftop prints nothing on exit: its last block is the last word. Waits
-/// for one more (it prints every 2 s while packets arrive) so the bytes since
-/// the previous block count; on an idle interface none comes, and none is
-/// needed beyond the tail that arrived less than 2 s before it went idle.
+/// iftop prints nothing on exit: its last block is the last word. Once its
+/// figures can be recomputed (a resolution after the last block), asks for
+/// one more block and reads it, so every byte up to now is counted.
 fn await_final_iftop_block(
     config: &Config,
     store: &Store,
@@ -212,7 +214,12 @@ fn await_final_iftop_block(
     started: Instant,
     seen_errors: &mut u64,
 ) {
-    let deadline = Instant::now() + Duration::from_millis(2500);
+    let since_last = store.lock().last_report.and_then(|t| t.elapsed().ok()).unwrap_or(iftop::RESOLUTION);
+    thread::sleep(iftop::RESOLUTION.saturating_sub(since_last));
+    if !backend.send_keys(iftop::REFRESH_KEY) {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
     while let Ok(event) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
             on_report(config, store, backend, started, seen_errors);

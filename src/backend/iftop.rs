@@ -3,11 +3,22 @@
 //! a pipe otherwise), numeric hosts, sizes in bytes, and a line limit high
 //! enough that every host pair is printed. iftop counts what libpcap sees on
 //! one interface, so `-i` defaults to the default route's interface.
+//!
+//! iftop's text mode prints a block only when a packet arrives or a key is
+//! pressed, at most once per [`RESOLUTION`]: the monitor presses [`REFRESH_KEY`]
+//! every sample interval, so blocks keep coming on a quiet link, and once more
+//! at the end so the last bytes are printed before iftop is stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::Error;
+
+/// iftop's `u` key: "update the display now".
+pub const REFRESH_KEY: &[u8] = b"u";
+
+/// iftop recomputes its figures at most this often (whole seconds of `time()`).
+pub const RESOLUTION: std::time::Duration = std::time::Duration::from_millis(2050);
 
 /// Pairs iftop may print per block (its `-L`): far above any real count, so
 /// no pair is ever left out of a block and mistaken for gone.
@@ -22,7 +33,9 @@ pub fn command(iftop: &Path, stdbuf: &Path, iface: &str) -> Command {
     cmd.arg("-oL")
         .arg(iftop)
         .args(["-t", "-n", "-N", "-B", "-L", MAX_PAIRS, "-i", iface])
-        .stdin(Stdio::null())
+        // A pipe, never /dev/null: iftop's text mode reads keys from stdin
+        // and spins at 100 % CPU on end-of-file. The key `u` makes it print.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

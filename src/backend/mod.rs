@@ -13,8 +13,8 @@ pub mod owners;
 pub mod parse;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, ExitStatus};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, ExitStatus};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -105,11 +105,28 @@ pub struct Running {
     reader: Option<JoinHandle<()>>,
     pub stderr: Arc<StderrTail>,
     pub name: &'static str,
+    /// The child's stdin, for backends driven by keys (iftop's `u`).
+    stdin: Arc<Mutex<Option<ChildStdin>>>,
 }
 
 impl Running {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes `keys` to the child's stdin; false once it is gone.
+    pub fn send_keys(&self, keys: &[u8]) -> bool {
+        send_keys(&self.stdin, keys)
+    }
+
+    /// Sends `keys` every `period` from a thread, for as long as the child reads them.
+    pub fn send_keys_every(&self, keys: &'static [u8], period: Duration) {
+        let stdin = Arc::clone(&self.stdin);
+        let _ = thread::Builder::new().name("keys".into()).spawn(move || {
+            while send_keys(&stdin, keys) {
+                thread::sleep(period);
+            }
+        });
     }
 
     /// Asks the child to finish (SIGINT lets bpftrace print what its maps
@@ -143,6 +160,14 @@ impl Running {
     }
 }
 
+fn send_keys(stdin: &Mutex<Option<ChildStdin>>, keys: &[u8]) -> bool {
+    let Ok(mut stdin) = stdin.lock() else { return false };
+    match stdin.as_mut() {
+        Some(pipe) => pipe.write_all(keys).and_then(|()| pipe.flush()).is_ok(),
+        None => false,
+    }
+}
+
 /// Takes ownership of a freshly spawned child's pipes and starts the reader
 /// thread (stdout → store) and the stderr collector.
 pub fn supervise(
@@ -160,7 +185,8 @@ pub fn supervise(
     let reader = child.stdout.take().map(|stdout| {
         thread::spawn(move || read_reports(stdout, parser, &store, &events))
     });
-    Running { child, reader, stderr, name }
+    let stdin = Arc::new(Mutex::new(child.stdin.take()));
+    Running { child, reader, stderr, name, stdin }
 }
 
 /// The reader thread: parses every line, collects one report's records and
