@@ -8,8 +8,8 @@
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=
 # Tools the program and its tests use, and the Debian/Ubuntu packages with them.
-TOOLS    := bpftrace nft iperf3 socat ip setpriv unshare prometheus promtool
-PACKAGES := bpftrace nftables iperf3 socat iproute2 util-linux prometheus
+TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool
+PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus
 
 # Under sudo, root usually has no cargo of its own: use the invoking user's.
 SUDO_HOME := $(if $(SUDO_USER),$(shell getent passwd $(SUDO_USER) | cut -d: -f6))

@@ -1,0 +1,114 @@
+//! End to end with the iftop backend: one long-lived iftop in the lab's host
+//! namespace, every remote IP and direction within 1 % of nftables (iftop
+//! prints three significant digits, so 0.5 % is its own rounding), a steady
+//! 20 s stream, process names from /proc, and the start-up failures.
+
+mod lab;
+
+use std::time::Duration;
+
+use lab::{BIN, Lab};
+
+/// iftop's cumulative column has three significant digits (±0.5 %).
+const BOUND: f64 = 0.01;
+
+fn require(test: &str) -> bool {
+    lab::require(test, &["iftop", "stdbuf"])
+}
+
+#[test]
+fn iftop_counts_every_remote_ip_within_its_resolution() {
+    if !require("iftop_counts_every_remote_ip_within_its_resolution") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-s", "2", "--top", "1000"]);
+    monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
+
+    lab.iperf(&["-c", "198.51.100.7", "-n", "15M"]);
+    lab.iperf(&["-c", "198.51.100.8", "-n", "15M", "-R"]);
+    lab.udp_flow(true, "203.0.113.9", 4_000_000);
+    lab.udp_flow(false, "203.0.113.9", 4_000_000);
+    lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "10M"]);
+    lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "10M", "-R"]);
+    // A steady 20 s stream: long enough for many blocks and for the
+    // process scan to find the connection.
+    lab.iperf(&["-c", "192.0.2.2", "-t", "20", "-b", "8M"]);
+
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth();
+    println!("{:<16} {:<3} {:>12} {:>12} {:>8} {:>7}", "remote", "dir", "nftables", "counted", "diff", "%");
+    let mut failures = Vec::new();
+    for ip in lab::REMOTE_V4.iter().chain(lab::REMOTE_V6.iter()) {
+        let row = counted.get(*ip);
+        for (dir, got) in [("tx", row.map_or(0, |r| r.0)), ("rx", row.map_or(0, |r| r.1))] {
+            let want = truth[&(ip.to_string(), dir)];
+            let diff = got as i64 - want as i64;
+            let pct = 100.0 * diff as f64 / want.max(1) as f64;
+            println!("{ip:<16} {dir:<3} {want:>12} {got:>12} {diff:>8} {pct:>6.2}%");
+            if want == 0 || diff.unsigned_abs() as f64 > BOUND * want as f64 {
+                failures.push(format!("{ip} {dir}: nftables {want}, counted {got}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "outside the 1 % bound: {failures:?}");
+    assert_eq!(counted["192.0.2.2"].2, "iperf3", "process of the 20 s TCP stream: {:?}", counted["192.0.2.2"]);
+}
+
+#[test]
+fn a_missing_iftop_is_one_clear_line() {
+    if !require("a_missing_iftop_is_one_clear_line") {
+        return;
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["-b", "iftop", "-i", "lo", "-d", "1"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("iftop not found") && stderr.contains("apt-get install iftop"), "{stderr}");
+}
+
+#[test]
+fn auto_falls_back_to_iftop_without_bpftrace_and_says_why() {
+    if !require("auto_falls_back_to_iftop_without_bpftrace_and_says_why") {
+        return;
+    }
+    // A PATH with iftop and stdbuf but no bpftrace.
+    let dir = std::env::temp_dir().join(format!("itm-path-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for tool in ["iftop", "stdbuf"] {
+        let real = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .expect("tool installed");
+        std::os::unix::fs::symlink(real, dir.join(tool)).expect("symlink");
+    }
+    let mut lab = Lab::new();
+    let path = dir.to_string_lossy().into_owned();
+    let mut monitor = lab.spawn_in_host(&["env", &format!("PATH={path}"), BIN, "-i", "vh", "-d", "0", "-q"]);
+    monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
+    let finished = monitor.interrupt();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let announce = finished.stderr.iter().find(|l| l.contains("counting with iftop")).expect("announced");
+    assert!(announce.contains("auto: not bpftrace, because bpftrace not found"), "{announce}");
+}
+
+#[test]
+fn iftop_on_a_missing_interface_fails_clearly() {
+    if !require("iftop_on_a_missing_interface_fails_clearly") {
+        return;
+    }
+    let out = std::process::Command::new(BIN).args(["-b", "iftop", "-i", "nosuch0"]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no interface 'nosuch0'"), "{stderr}");
+}
