@@ -112,3 +112,47 @@ fn iftop_on_a_missing_interface_fails_clearly() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no interface 'nosuch0'"), "{stderr}");
 }
+
+#[test]
+fn a_router_capturing_on_its_wan_side_counts_its_lans_traffic() {
+    if !require("a_router_capturing_on_its_wan_side_counts_its_lans_traffic") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_lan();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-s", "2", "--top", "1000"]);
+    monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
+    lab.iperf_from_lan(&["-c", "198.51.100.8", "-n", "10M"]);
+    lab.iperf_from_lan(&["-6", "-c", "2001:db8:2::7", "-n", "10M", "-R"]);
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let forwarded = lab.forwarded();
+    for ip in ["198.51.100.8", "2001:db8:2::7"] {
+        for (dir, got) in [("tx", counted[ip].0), ("rx", counted[ip].1)] {
+            let want = forwarded[&(ip.to_string(), dir)];
+            println!("{ip:<14} {dir} forwarded {want:>10} counted {got:>10}");
+            assert!((got as f64 - want as f64).abs() <= BOUND * want as f64, "{ip} {dir}: {got} vs {want}");
+        }
+    }
+    assert!(!counted.keys().any(|ip| ip.starts_with("10.") || ip.starts_with("fd00:")), "{counted:?}");
+}
+
+#[test]
+fn iftop_dying_is_reported_with_the_totals() {
+    if !require("iftop_dying_is_reported_with_the_totals") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-q"]);
+    monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
+    let pid = monitor.pid();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
+    let iftop = children.split_whitespace().next().expect("an iftop child");
+    std::process::Command::new("kill").args(["-KILL", iftop]).status().expect("kill");
+    let finished = monitor.finish();
+    assert_eq!(finished.code, Some(1), "{:?}", finished.stderr);
+    assert!(finished.stderr.iter().any(|l| l.contains("iftop exited unexpectedly")), "{:?}", finished.stderr);
+    assert!(finished.stdout.iter().any(|l| l.starts_with("== Summary")), "totals printed");
+}
