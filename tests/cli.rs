@@ -104,9 +104,13 @@ fn missing_bpftrace_is_a_clear_error_with_the_install_hint() {
         eprintln!("SKIPPED missing_bpftrace_is_a_clear_error_with_the_install_hint: needs root");
         return;
     }
+    for args in [&["-b", "bpftrace", "-d", "1"][..], &["-d", "1"]] {
+        let out = Command::new(BIN).args(args).env("PATH", "/nonexistent").output().expect("run");
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].contains("bpftrace not found") && lines[0].contains("apt-get install bpftrace"), "{lines:?}");
+    }
     let out = Command::new(BIN).args(["-d", "1"]).env("PATH", "/nonexistent").output().expect("run");
-    let lines = stderr_lines(&out);
-    assert_eq!(out.status.code(), Some(1), "{lines:?}");
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("bpftrace not found") && lines[0].contains("apt-get install bpftrace"), "{lines:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("iftop is not installed either"), "auto names both");
 }

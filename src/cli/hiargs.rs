@@ -63,7 +63,7 @@ impl Config {
         let (backend, backend_reason) = match low.backend.unwrap_or(Backend::Auto) {
             Backend::Bpftrace => (BackendKind::Bpftrace, "chosen with -b".to_string()),
             Backend::Iftop => (BackendKind::Iftop, "chosen with -b".to_string()),
-            Backend::Auto => choose_backend(),
+            Backend::Auto => choose_backend()?,
         };
         let iface = match (low.iface, backend) {
             (Some(name), _) => Some(resolve_iface(name)?),
@@ -103,11 +103,16 @@ impl Config {
 }
 
 /// `-b auto`: bpftrace where it can run here, else iftop; with the reason.
-fn choose_backend() -> (BackendKind, String) {
+fn choose_backend() -> Result<(BackendKind, String), Error> {
     let bpftrace = crate::backend::bpftrace::find().and_then(|_| crate::backend::bpftrace::check_kernel());
     match bpftrace {
-        Ok(()) => (BackendKind::Bpftrace, "auto: bpftrace is installed and the kernel has tracefs and BTF".into()),
-        Err(why) => (BackendKind::Iftop, format!("auto: not bpftrace, because {why}")),
+        Ok(()) => Ok((BackendKind::Bpftrace, "auto: bpftrace is installed and the kernel has tracefs and BTF".into())),
+        Err(_) if crate::backend::bpftrace::find_program("iftop").is_some() => {
+            Ok((BackendKind::Iftop, format!("auto: not bpftrace, because {}", bpftrace.unwrap_err())))
+        }
+        Err(why) => Err(Error::fatal(format!(
+            "no backend can run here: {why}; and iftop is not installed either (apt-get install iftop)"
+        ))),
     }
 }
 
