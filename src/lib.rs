@@ -14,6 +14,7 @@ pub mod cli;
 pub mod error;
 pub mod exporter;
 pub mod filter;
+pub mod location;
 pub mod monitor;
 pub mod report;
 pub mod store;

@@ -1,0 +1,198 @@
+//! Location and ISP labels for a remote IP — country, province, city, isp —
+//! from the databases users have: MaxMind GeoIP2/GeoLite2 City or Country
+//! (`-g`), GeoIP2-ISP or GeoLite2-ASN (`--isp-db`), and the 纯真 database,
+//! qqwry.dat or its ipdb edition (`--qqwry`). Owns the precedence between
+//! them and a bounded per-IP cache. Lookups run where labels are needed (a
+//! scrape, a console table), never under the store's lock and never on the
+//! backend's parsing thread, so a slow lookup cannot delay counting.
+//!
+//! Precedence, per label: for addresses in mainland China (纯真 says 中国,
+//! or MaxMind says CN) 纯真 first, because its Chinese province, city and
+//! carrier data are better; elsewhere MaxMind first. ISP: `--isp-db` first
+//! outside China, 纯真's carrier first inside. A source that has nothing
+//! for a label leaves it to the next; `Unknown` when none has it.
+
+mod china;
+mod ipdb;
+mod maxmind;
+mod qqwry;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
+
+pub const UNKNOWN: &str = "Unknown";
+
+/// Which language place names are in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lang {
+    #[default]
+    ZhCn,
+    En,
+}
+
+impl Lang {
+    /// The MaxMind `names` key.
+    fn key(self) -> &'static str {
+        match self {
+            Lang::ZhCn => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+}
+
+/// The labels of one remote IP; a missing one is `None` until shown as `Unknown`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels {
+    pub country: Option<String>,
+    pub province: Option<String>,
+    pub city: Option<String>,
+    pub isp: Option<String>,
+}
+
+impl Labels {
+    pub fn country(&self) -> &str {
+        self.country.as_deref().unwrap_or(UNKNOWN)
+    }
+    pub fn province(&self) -> &str {
+        self.province.as_deref().unwrap_or(UNKNOWN)
+    }
+    pub fn city(&self) -> &str {
+        self.city.as_deref().unwrap_or(UNKNOWN)
+    }
+    pub fn isp(&self) -> &str {
+        self.isp.as_deref().unwrap_or(UNKNOWN)
+    }
+
+    /// Each label from `self`, or from `other` where `self` has none.
+    fn or(self, other: Labels) -> Labels {
+        Labels {
+            country: self.country.or(other.country),
+            province: self.province.or(other.province),
+            city: self.city.or(other.city),
+            isp: self.isp.or(other.isp),
+        }
+    }
+}
+
+/// What a database lookup can fail with: the damaged record counts, its IP
+/// gets `Unknown`.
+#[derive(Debug)]
+pub struct LookupError;
+
+/// The configured databases.
+pub struct Sources {
+    pub city: Option<maxmind::CityDb>,
+    pub isp: Option<maxmind::IspDb>,
+    pub chinese: Option<Box<dyn ChineseDb>>,
+}
+
+/// The 纯真 database in either edition: the text it holds for an address.
+pub trait ChineseDb: Send + Sync {
+    /// (place, carrier) text, e.g. ("广东省深圳市", "电信").
+    fn lookup(&self, ip: IpAddr) -> Result<Option<(String, String)>, LookupError>;
+}
+
+const CACHE_LIMIT: usize = 100_000;
+
+pub struct Locator {
+    sources: Sources,
+    lang: Lang,
+    cache: Mutex<HashMap<IpAddr, Arc<Labels>>>,
+    failures: AtomicU64,
+}
+
+impl Locator {
+    /// Opens every database given; a missing, unreadable or corrupt file,
+    /// or one of the wrong kind, is an error naming the flag and the file.
+    pub fn open(city: Option<&Path>, isp: Option<&Path>, chinese: Option<&Path>, lang: Lang) -> Result<Locator, Error> {
+        let sources = Sources {
+            city: city.map(maxmind::CityDb::open).transpose()?,
+            isp: isp.map(maxmind::IspDb::open).transpose()?,
+            chinese: chinese.map(open_chinese).transpose()?,
+        };
+        Ok(Locator::from_sources(sources, lang))
+    }
+
+    pub fn from_sources(sources: Sources, lang: Lang) -> Locator {
+        Locator { sources, lang, cache: Mutex::new(HashMap::new()), failures: AtomicU64::new(0) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.city.is_none() && self.sources.isp.is_none() && self.sources.chinese.is_none()
+    }
+
+    /// Lookups that hit a damaged record (their labels are `Unknown`).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> Arc<Labels> {
+        if let Some(labels) = self.cache.lock().ok().and_then(|c| c.get(&ip).cloned()) {
+            return labels;
+        }
+        let labels = Arc::new(self.lookup_uncached(ip));
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear(); // simple and bounded; the busy IPs come back at once
+            }
+            cache.insert(ip, Arc::clone(&labels));
+        }
+        labels
+    }
+
+    pub fn lookup_uncached(&self, ip: IpAddr) -> Labels {
+        let maxmind = self.maxmind_labels(ip);
+        let chinese = self.chinese_labels(ip);
+        let in_china = chinese.country.as_deref() == Some(china::CHINA_ZH)
+            || self.sources.city.as_ref().and_then(|db| self.counted(db.iso_code(ip))).flatten().as_deref() == Some("CN");
+        let isp = self.sources.isp.as_ref().and_then(|db| self.counted(db.isp(ip))).flatten();
+        let isp_labels = Labels { isp, ..Labels::default() };
+        if in_china {
+            chinese.or(maxmind).or(isp_labels)
+        } else {
+            maxmind.or(isp_labels).or(chinese)
+        }
+    }
+
+    fn maxmind_labels(&self, ip: IpAddr) -> Labels {
+        match &self.sources.city {
+            Some(db) => self.counted(db.labels(ip, self.lang)).unwrap_or_default(),
+            None => Labels::default(),
+        }
+    }
+
+    fn chinese_labels(&self, ip: IpAddr) -> Labels {
+        let Some(db) = &self.sources.chinese else { return Labels::default() };
+        match self.counted(db.lookup(ip)).flatten() {
+            Some((place, carrier)) => china::labels_from_text(&place, &carrier, self.lang),
+            None => Labels::default(),
+        }
+    }
+
+    fn counted<T>(&self, result: Result<T, LookupError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(LookupError) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// qqwry.dat or the ipdb edition, told apart by content: an ipdb file
+/// starts with the length of its JSON metadata, then `{`.
+fn open_chinese(path: &Path) -> Result<Box<dyn ChineseDb>, Error> {
+    let data = std::fs::read(path).map_err(|e| Error::fatal(format!("--qqwry {}: {e}", path.display())))?;
+    let fail = |why: String| Error::fatal(format!("--qqwry {}: {why}", path.display()));
+    if data.len() > 5 && data[4] == b'{' {
+        Ok(Box::new(ipdb::Ipdb::parse(data).map_err(fail)?))
+    } else {
+        Ok(Box::new(qqwry::Qqwry::parse(data).map_err(fail)?))
+    }
+}
