@@ -18,6 +18,7 @@ use crate::backend::{self, BpftraceParser, Event, LineParser, Running, bpftrace,
 use crate::cli::{BackendKind, Config};
 use crate::error::Error;
 use crate::exporter;
+use crate::location::Locator;
 use crate::report;
 use crate::store::Store;
 use crate::sys;
@@ -28,6 +29,16 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub fn run(config: &Config) -> Result<i32, Error> {
+    let locator = Arc::new(Locator::open(
+        config.geoip_db.as_deref(),
+        config.isp_db.as_deref(),
+        config.qqwry.as_deref(),
+        config.lang,
+    )?);
+    if !config.lookup.is_empty() {
+        print_lookups(&locator, &config.lookup);
+        return Ok(0);
+    }
     if !sys::is_root() {
         return Err(Error::fatal(
             "must run as root: bpftrace needs CAP_BPF and CAP_PERFMON (try: sudo ip_traffic_monitor_cli ...)",
@@ -38,7 +49,11 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     watch_signals(events_tx.clone())?;
     // Bind before starting the backend: a port in use fails fast.
     if let Some(addr) = config.listen {
-        let shared = Arc::new(exporter::Shared { store: Arc::clone(&store), backend: config.backend.name() });
+        let shared = Arc::new(exporter::Shared {
+            store: Arc::clone(&store),
+            backend: config.backend.name(),
+            locator: Arc::clone(&locator),
+        });
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }
@@ -53,7 +68,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
                 backend.send_keys_every(iftop::REFRESH_KEY, config.sample_interval.max(iftop::RESOLUTION));
             }
             announce(config, &backend);
-            count_until_stopped(config, &store, &events, &mut backend, started)
+            count_until_stopped(config, &store, &locator, &events, &mut backend, started)
         }
         Ok(false) => Ok(()), // stopped by a signal before counting began
         Err(err) => {
@@ -63,7 +78,8 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     };
     store.lock().backend_up = false;
     let mut out = std::io::stdout().lock();
-    let _ = report::summary(&mut out, &store.totals_by_volume(), config.top, started.elapsed(), config.color);
+    let view = report::View { top: config.top, color: config.color, locator: Some(&locator) };
+    let _ = report::summary(&mut out, &store.totals_by_volume(), &view, started.elapsed());
     let _ = out.flush();
     outcome.map(|()| 0)
 }
@@ -162,6 +178,7 @@ fn announce(config: &Config, backend: &Running) {
 fn count_until_stopped(
     config: &Config,
     store: &Store,
+    locator: &Locator,
     events: &Receiver<Event>,
     backend: &mut Running,
     started: Instant,
@@ -180,7 +197,7 @@ fn count_until_stopped(
             None => events.recv().unwrap_or(Event::Exited),
         };
         match event {
-            Event::Report => on_report(config, store, backend, started, &mut seen_errors),
+            Event::Report => on_report(config, store, locator, backend, started, &mut seen_errors),
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
@@ -197,7 +214,7 @@ fn count_until_stopped(
         }
     }
     if config.backend == BackendKind::Iftop {
-        await_final_iftop_block(config, store, events, backend, started, &mut seen_errors);
+        await_final_iftop_block(config, store, locator, events, backend, started, &mut seen_errors);
     }
     backend.stop(STOP_GRACE);
     Ok(())
@@ -209,6 +226,7 @@ fn count_until_stopped(
 fn await_final_iftop_block(
     config: &Config,
     store: &Store,
+    locator: &Locator,
     events: &Receiver<Event>,
     backend: &Running,
     started: Instant,
@@ -222,13 +240,13 @@ fn await_final_iftop_block(
     let deadline = Instant::now() + Duration::from_secs(3);
     while let Ok(event) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
-            on_report(config, store, backend, started, seen_errors);
+            on_report(config, store, locator, backend, started, seen_errors);
             return;
         }
     }
 }
 
-fn on_report(config: &Config, store: &Store, backend: &Running, started: Instant, seen_errors: &mut u64) {
+fn on_report(config: &Config, store: &Store, locator: &Locator, backend: &Running, started: Instant, seen_errors: &mut u64) {
     warn_about_missed_events(store, backend);
     warn_about_unreadable_lines(store, backend.name, seen_errors);
     let rows = store.take_interval();
@@ -238,7 +256,8 @@ fn on_report(config: &Config, store: &Store, backend: &Running, started: Instant
     let tracked = store.lock().ips.len();
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the counting.
-    let _ = report::interval_table(&mut out, &rows, config.top, started.elapsed(), tracked, config.color);
+    let view = report::View { top: config.top, color: config.color, locator: Some(locator) };
+    let _ = report::interval_table(&mut out, &rows, &view, started.elapsed(), tracked);
     let _ = out.flush();
 }
 
@@ -262,4 +281,15 @@ fn warn_about_unreadable_lines(store: &Store, backend: &str, seen: &mut u64) {
         eprintln!("warning: skipped {} unreadable lines from {backend} ({errors} in all)", errors - *seen);
         *seen = errors;
     }
+}
+
+/// `--lookup`: a tab-separated table of the labels each IP would get.
+fn print_lookups(locator: &Locator, ips: &[std::net::IpAddr]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "remote_ip\tcountry\tprovince\tcity\tisp");
+    for ip in ips {
+        let l = locator.lookup_uncached(crate::filter::canonical(*ip));
+        let _ = writeln!(out, "{ip}\t{}\t{}\t{}\t{}", l.country(), l.province(), l.city(), l.isp());
+    }
+    let _ = out.flush();
 }

@@ -6,7 +6,35 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::location::{Locator, UNKNOWN};
 use crate::store::Row;
+
+/// How tables are drawn.
+pub struct View<'a> {
+    /// Rows per table.
+    pub top: usize,
+    /// Bold headers (a terminal).
+    pub color: bool,
+    /// Adds a LOCATION column when databases are configured.
+    pub locator: Option<&'a Locator>,
+}
+
+impl View<'_> {
+    /// The LOCATION cell: the known labels, country to ISP, or nothing.
+    fn location(&self, row: &Row) -> String {
+        let Some(locator) = self.locator.filter(|l| !l.is_empty()) else { return String::new() };
+        let labels = locator.lookup(row.ip);
+        let known: Vec<&str> = [labels.country(), labels.province(), labels.city(), labels.isp()]
+            .into_iter()
+            .filter(|v| *v != UNKNOWN)
+            .collect();
+        format!("  {}", if known.is_empty() { UNKNOWN.to_string() } else { known.join(" ") })
+    }
+
+    fn location_header(&self) -> &'static str {
+        if self.locator.is_some_and(|l| !l.is_empty()) { "  LOCATION" } else { "" }
+    }
+}
 
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
@@ -43,11 +71,11 @@ fn header(out: &mut impl Write, color: bool, text: &str) -> std::io::Result<()> 
 pub fn interval_table(
     out: &mut impl Write,
     rows: &[Row],
-    top: usize,
+    view: &View,
     elapsed: Duration,
     tracked: usize,
-    color: bool,
 ) -> std::io::Result<()> {
+    let (top, color) = (view.top, view.color);
     let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| {
         (tx + r.traffic.interval_tx, rx + r.traffic.interval_rx)
     });
@@ -66,8 +94,8 @@ pub fn interval_table(
         out,
         color,
         &format!(
-            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
-            "REMOTE IP", "TX", "RX", "TX TOTAL", "RX TOTAL", "PID", "PROCESS"
+            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {:<15}{}",
+            "REMOTE IP", "TX", "RX", "TX TOTAL", "RX TOTAL", "PID", "PROCESS", view.location_header()
         ),
     )?;
     for row in rows.iter().take(top) {
@@ -75,14 +103,15 @@ pub fn interval_table(
         let t = &row.traffic;
         writeln!(
             out,
-            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {:<15}{}",
             row.ip.to_string(),
             human_bytes(t.interval_tx),
             human_bytes(t.interval_rx),
             human_bytes(t.tx),
             human_bytes(t.rx),
             pid,
-            process
+            process,
+            view.location(row)
         )?;
     }
     if rows.len() > top {
@@ -92,7 +121,8 @@ pub fn interval_table(
 }
 
 /// The final summary: totals per remote IP with exact byte counts.
-pub fn summary(out: &mut impl Write, rows: &[Row], top: usize, elapsed: Duration, color: bool) -> std::io::Result<()> {
+pub fn summary(out: &mut impl Write, rows: &[Row], view: &View, elapsed: Duration) -> std::io::Result<()> {
+    let (top, color) = (view.top, view.color);
     let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.tx, rx + r.traffic.rx));
     writeln!(
         out,
@@ -109,8 +139,8 @@ pub fn summary(out: &mut impl Write, rows: &[Row], top: usize, elapsed: Duration
         out,
         color,
         &format!(
-            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {}",
-            "REMOTE IP", "TX", "RX", "TX BYTES", "RX BYTES", "PID", "PROCESS"
+            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {:<15}{}",
+            "REMOTE IP", "TX", "RX", "TX BYTES", "RX BYTES", "PID", "PROCESS", view.location_header()
         ),
     )?;
     for row in rows.iter().take(top) {
@@ -118,14 +148,15 @@ pub fn summary(out: &mut impl Write, rows: &[Row], top: usize, elapsed: Duration
         let t = &row.traffic;
         writeln!(
             out,
-            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {}",
+            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {:<15}{}",
             row.ip.to_string(),
             human_bytes(t.tx),
             human_bytes(t.rx),
             t.tx,
             t.rx,
             pid,
-            process
+            process,
+            view.location(row)
         )?;
     }
     if rows.len() > top {
@@ -166,14 +197,14 @@ mod tests {
     fn tables_show_top_rows_owner_and_exact_totals() {
         let rows = vec![row("198.51.100.7", 3_000_000, 10), row("2001:db8::2", 5, 5)];
         let mut out = Vec::new();
-        interval_table(&mut out, &rows, 1, Duration::from_secs(2), 2, false).unwrap();
+        interval_table(&mut out, &rows, &View { top: 1, color: false, locator: None }, Duration::from_secs(2), 2).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("198.51.100.7") && text.contains("2.9 MiB") && text.contains("curl"), "{text}");
         assert!(!text.contains("2001:db8::2") && text.contains("1 more"), "{text}");
         assert!(!text.contains('\x1b'), "no colour off a terminal");
 
         let mut out = Vec::new();
-        summary(&mut out, &rows, 10, Duration::from_secs(30), false).unwrap();
+        summary(&mut out, &rows, &View { top: 10, color: false, locator: None }, Duration::from_secs(30)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("3000000") && text.contains("2001:db8::2") && text.contains("(3000005 bytes)"), "{text}");
     }

@@ -306,7 +306,7 @@ fn promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese() {
         })
         .collect();
     store.apply_report(&records, 0);
-    let text = render(&store, "bpftrace");
+    let text = render(&store, "bpftrace", &ip_traffic_monitor_cli::location::Locator::from_sources(ip_traffic_monitor_cli::location::Sources::none(), Default::default()));
     for escaped in [r#"process="a\"b""#, r#"process="back\\slash""#, r#"process="new\nline""#, r#"process="中国电信""#] {
         assert!(text.contains(escaped), "{escaped} in\n{text}");
     }

@@ -4,14 +4,15 @@
 //! yet refused rather than silently ignored.
 
 use std::io::IsTerminal;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::flags::{DEFAULT_DURATION, DEFAULT_SAMPLE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
-use super::lowargs::{Backend, LowArgs};
+use super::lowargs::{self, Backend, LowArgs};
 use crate::error::Error;
 use crate::filter::AddressFilter;
+use crate::location::Lang;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
@@ -55,6 +56,12 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// `-t`: bytes (TX + RX) after which an IP gets its own series.
     pub export_threshold: u64,
+    pub geoip_db: Option<PathBuf>,
+    pub isp_db: Option<PathBuf>,
+    pub qqwry: Option<PathBuf>,
+    pub lang: Lang,
+    /// `--lookup`: print these IPs' labels and exit.
+    pub lookup: Vec<IpAddr>,
 }
 
 impl Config {
@@ -63,9 +70,12 @@ impl Config {
         let (backend, backend_reason) = match low.backend.unwrap_or(Backend::Auto) {
             Backend::Bpftrace => (BackendKind::Bpftrace, "chosen with -b".to_string()),
             Backend::Iftop => (BackendKind::Iftop, "chosen with -b".to_string()),
+            // --lookup counts nothing: no backend needs to exist.
+            Backend::Auto if !low.lookup.is_empty() => (BackendKind::Bpftrace, String::new()),
             Backend::Auto => choose_backend()?,
         };
         let iface = match (low.iface, backend) {
+            (None, BackendKind::Iftop) if !low.lookup.is_empty() => None,
             (Some(name), _) => Some(resolve_iface(name)?),
             // iftop captures on one interface: the default route's.
             (None, BackendKind::Iftop) => {
@@ -98,6 +108,14 @@ impl Config {
             filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
             listen,
             export_threshold: low.threshold.unwrap_or(DEFAULT_THRESHOLD),
+            geoip_db: low.geoip_db,
+            isp_db: low.isp_db,
+            qqwry: low.qqwry,
+            lang: match low.lang {
+                Some(lowargs::Lang::En) => Lang::En,
+                Some(lowargs::Lang::ZhCn) | None => Lang::ZhCn,
+            },
+            lookup: low.lookup,
         })
     }
 }
@@ -121,18 +139,10 @@ fn not_yet(flag: &str) -> Error {
 }
 
 fn refuse_unbuilt_features(low: &LowArgs) -> Result<(), Error> {
-    let given = [
-        (low.max_ips.is_some(), "--max-ips"),
-        (low.geoip_db.is_some(), "-g/--geoip-db"),
-        (low.isp_db.is_some(), "--isp-db"),
-        (low.qqwry.is_some(), "--qqwry"),
-        (low.lang.is_some(), "--lang"),
-        (!low.lookup.is_empty(), "--lookup"),
-    ];
-    match given.iter().find(|(is_given, _)| *is_given) {
-        Some((_, flag)) => Err(not_yet(flag)),
-        None => Ok(()),
+    if low.max_ips.is_some() {
+        return Err(not_yet("--max-ips"));
     }
+    Ok(())
 }
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {
@@ -195,11 +205,6 @@ mod tests {
     fn later_features_say_not_supported_yet() {
         for args in [
             &["--max-ips", "5"][..],
-            &["-g", "x.mmdb"],
-            &["--isp-db", "x.mmdb"],
-            &["--qqwry", "q.dat"],
-            &["--lang", "en"],
-            &["--lookup", "8.8.8.8"],
         ] {
             let err = resolve(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

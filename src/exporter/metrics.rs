@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
 use super::procfs;
+use crate::location::{Labels, Locator};
 use crate::store::{Owner, Store};
 
 pub struct Metric {
@@ -84,10 +85,11 @@ pub const LAST_REPORT: Metric = Metric {
     help: "Unix time of the last complete backend report",
 };
 
-/// Labels every byte counter carries besides `remote_ip`; filled by the
-/// location lookup once it exists.
-const UNKNOWN_LOCATION: [(&str, &str); 4] =
-    [("country", "Unknown"), ("province", "Unknown"), ("city", "Unknown"), ("isp", "Unknown")];
+pub const LOOKUP_ERRORS: Metric = Metric {
+    name: "ip_traffic_monitor_location_lookup_errors_total",
+    kind: "counter",
+    help: "Location lookups that hit a damaged database record (those IPs are labelled Unknown)",
+};
 
 /// One exported IP, copied out of the store.
 struct Series {
@@ -131,35 +133,50 @@ fn snapshot(store: &Store) -> Snapshot {
 }
 
 /// The whole /metrics body.
-pub fn render(store: &Store, backend: &str) -> String {
+pub fn render(store: &Store, backend: &str, locator: &Locator) -> String {
     let mut snap = snapshot(store);
     // Stable order: easier to read and to diff between scrapes.
     snap.series.sort_unstable_by(|a, b| a.ip.cmp(&b.ip));
     let mut out = String::with_capacity(4096 + snap.series.len() * 330);
-    byte_counters(&mut out, &snap);
+    byte_counters(&mut out, &snap, locator);
     process_info(&mut out, &snap.series);
     self_description(&mut out, &snap, backend);
+    sample(&mut out, &LOOKUP_ERRORS, locator.failures());
     procfs::write_process_metrics(&mut out);
     out
 }
 
-fn byte_counters(out: &mut String, snap: &Snapshot) {
-    // The location labels are the same for every series until lookups
-    // exist: escape them once, not per line.
-    let mut location = String::new();
-    for (name, val) in UNKNOWN_LOCATION {
-        location.push(',');
-        label(&mut location, name, val);
-    }
+fn byte_counters(out: &mut String, snap: &Snapshot, locator: &Locator) {
+    // The location labels of each series, escaped once for both families;
+    // without databases they are all Unknown: escape that once per scrape.
+    let unknown = location_labels(&Labels::default());
+    let locations: Vec<String> = if locator.is_empty() {
+        Vec::new()
+    } else {
+        snap.series.iter().map(|s| location_labels(&locator.lookup(s.ip))).collect()
+    };
     let values: [(&Metric, fn(&Series) -> u64); 2] = [(&TX_BYTES, |s| s.tx), (&RX_BYTES, |s| s.rx)];
     for (metric, value) in values {
         header(out, metric);
-        for s in &snap.series {
+        for (i, s) in snap.series.iter().enumerate() {
+            let location = locations.get(i).unwrap_or(&unknown);
             let _ = writeln!(out, "{}{{remote_ip=\"{}\"{location}}} {}", metric.name, s.ip, value(s));
         }
     }
     sample(out, &UNEXPORTED_TX, snap.unexported_tx);
     sample(out, &UNEXPORTED_RX, snap.unexported_rx);
+}
+
+/// `,country="…",province="…",city="…",isp="…"`
+fn location_labels(labels: &Labels) -> String {
+    let mut out = String::new();
+    for (name, value) in
+        [("country", labels.country()), ("province", labels.province()), ("city", labels.city()), ("isp", labels.isp())]
+    {
+        out.push(',');
+        label(&mut out, name, value);
+    }
+    out
 }
 
 fn process_info(out: &mut String, series: &[Series]) {
@@ -241,7 +258,7 @@ mod tests {
             0,
         );
         store.lock().backend_up = true;
-        let text = render(&store, "bpftrace");
+        let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()));
         assert!(text.contains(
             "ip_traffic_tx_bytes_total{remote_ip=\"198.51.100.7\",country=\"Unknown\",province=\"Unknown\",city=\"Unknown\",isp=\"Unknown\"} 150\n"
         ), "{text}");

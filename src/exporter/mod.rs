@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::location::Locator;
 use crate::store::Store;
 use http::{Method, Reject, Request};
 
@@ -39,6 +40,7 @@ const INDEX: &str = "<html><head><title>ip_traffic_monitor_cli</title></head><bo
 pub struct Shared {
     pub store: Arc<Store>,
     pub backend: &'static str,
+    pub locator: Arc<Locator>,
 }
 
 /// Binds `addr` (so a port in use is a startup error) and serves it from
@@ -206,7 +208,7 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, HeadErr
 
 fn respond(stream: &mut TcpStream, shared: &Shared, request: &Request) -> std::io::Result<()> {
     let (status, content_type, body) = match request.path {
-        b"/metrics" => ("200 OK", METRICS_TYPE, metrics::render(&shared.store, shared.backend)),
+        b"/metrics" => ("200 OK", METRICS_TYPE, metrics::render(&shared.store, shared.backend, &shared.locator)),
         b"/" => ("200 OK", "text/html; charset=utf-8", INDEX.to_string()),
         _ => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_string()),
     };

@@ -128,7 +128,7 @@ fn json_strings(json: &str, key: &str) -> Option<Vec<String>> {
 }
 
 /// Builds small ipdb files for tests.
-#[cfg(test)]
+#[doc(hidden)]
 pub mod writer {
     use std::net::IpAddr;
 

@@ -17,6 +17,13 @@ mod ipdb;
 mod maxmind;
 mod qqwry;
 
+/// Writers of small 纯真 files with known content, for tests and benchmarks.
+#[doc(hidden)]
+pub mod testing {
+    pub use super::ipdb::writer::build as ipdb;
+    pub use super::qqwry::writer::{Layout as QqwryLayout, build as qqwry_dat};
+}
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -89,6 +96,12 @@ pub struct Sources {
     pub city: Option<maxmind::CityDb>,
     pub isp: Option<maxmind::IspDb>,
     pub chinese: Option<Box<dyn ChineseDb>>,
+}
+
+impl Sources {
+    pub fn none() -> Sources {
+        Sources { city: None, isp: None, chinese: None }
+    }
 }
 
 /// The 纯真 database in either edition: the text it holds for an address.
@@ -194,5 +207,64 @@ fn open_chinese(path: &Path) -> Result<Box<dyn ChineseDb>, Error> {
         Ok(Box::new(ipdb::Ipdb::parse(data).map_err(fail)?))
     } else {
         Ok(Box::new(qqwry::Qqwry::parse(data).map_err(fail)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/maxmind").join(name)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn four(l: &Labels) -> [&str; 4] {
+        [l.country(), l.province(), l.city(), l.isp()]
+    }
+
+    #[test]
+    fn china_prefers_chunzhen_elsewhere_maxmind_each_label_falling_back() {
+        let ipdb = testing::ipdb(
+            &["country_name", "region_name", "city_name", "owner_domain", "isp_domain"],
+            &[
+                (ip("2001:250::"), 32, vec!["中国", "广东", "深圳", "", "电信"]),
+                (ip("89.160.20.0"), 96 + 24, vec!["瑞典", "瑞典", "", "", "Bredband2"]),
+            ],
+        );
+        let sources = Sources {
+            city: Some(maxmind::CityDb::open(&data("GeoIP2-City-Test.mmdb")).unwrap()),
+            isp: None,
+            chinese: Some(Box::new(ipdb::Ipdb::parse(ipdb).unwrap())),
+        };
+        let locator = Locator::from_sources(sources, Lang::ZhCn);
+        // MaxMind: 中国, no province or city. 纯真: 广东省 深圳 电信.
+        assert_eq!(four(&locator.lookup(ip("2001:250::1"))), ["中国", "广东省", "深圳", "电信"]);
+        // MaxMind: 瑞典 / Östergötland County (no zh-CN, English) / 林雪平; ISP only in 纯真.
+        assert_eq!(four(&locator.lookup(ip("89.160.20.129"))), ["瑞典", "Östergötland County", "林雪平", "Bredband2"]);
+        // Only MaxMind knows it.
+        assert_eq!(four(&locator.lookup(ip("2001:218::1"))), ["日本", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(locator.failures(), 0);
+    }
+
+    #[test]
+    fn the_isp_database_comes_before_chunzhen_outside_china() {
+        let dat = testing::qqwry_dat(&[(
+            u32::from(std::net::Ipv4Addr::new(1, 128, 0, 0)),
+            u32::from(std::net::Ipv4Addr::new(1, 128, 0, 255)),
+            "澳大利亚",
+            "某运营商",
+            testing::QqwryLayout::Inline,
+        )]);
+        let sources = Sources {
+            city: None,
+            isp: Some(maxmind::IspDb::open(&data("GeoIP2-ISP-Test.mmdb")).unwrap()),
+            chinese: Some(Box::new(qqwry::Qqwry::parse(dat).unwrap())),
+        };
+        let locator = Locator::from_sources(sources, Lang::ZhCn);
+        assert_eq!(four(&locator.lookup(ip("1.128.0.1"))), ["澳大利亚", "Unknown", "Unknown", "Telstra Internet"]);
     }
 }

@@ -128,7 +128,7 @@ fn read_u24(bytes: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Builds small qqwry.dat files for tests, using every record layout.
-#[cfg(test)]
+#[doc(hidden)]
 pub mod writer {
     /// How a record stores its text.
     #[derive(Clone, Copy)]
