@@ -251,6 +251,19 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_is_unknown_and_counted() {
+        let mut dat = testing::qqwry_dat(&[(0x0e00_0000, 0x0e00_00ff, "广东省深圳市", "电信", testing::QqwryLayout::Inline)]);
+        let index = u32::from_le_bytes(dat[0..4].try_into().unwrap()) as usize;
+        let record = usize::from(dat[index + 4]) | usize::from(dat[index + 5]) << 8 | usize::from(dat[index + 6]) << 16;
+        // The record's text now redirects past the end of the file.
+        dat[record + 4..record + 8].copy_from_slice(&[1, 0xff, 0xff, 0xff]);
+        let sources = Sources { chinese: Some(Box::new(qqwry::Qqwry::parse(dat).unwrap())), ..Sources::none() };
+        let locator = Locator::from_sources(sources, Lang::ZhCn);
+        assert_eq!(four(&locator.lookup(ip("14.0.0.1"))), ["Unknown"; 4]);
+        assert_eq!(locator.failures(), 1);
+    }
+
+    #[test]
     fn the_isp_database_comes_before_chunzhen_outside_china() {
         let dat = testing::qqwry_dat(&[(
             u32::from(std::net::Ipv4Addr::new(1, 128, 0, 0)),

@@ -509,6 +509,27 @@ pub fn summary_rows(stdout: &[String]) -> BTreeMap<String, (u64, u64, String)> {
     rows
 }
 
+/// A file written for one test and removed when dropped.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, bytes: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!("itm-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).expect("write the test file");
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A bpftrace script written for one test and removed when dropped.
 pub struct Script(std::path::PathBuf);
 
