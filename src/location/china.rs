@@ -51,6 +51,26 @@ const MUNICIPALITIES: [&str; 4] = ["北京", "天津", "上海", "重庆"];
 /// What may follow a province prefix in the text before the city.
 const PROVINCE_SUFFIXES: &[&str] = &["维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "省", "市"];
 
+/// Country names the database starts foreign places with ("美国加利福尼亚州…");
+/// the longest match wins (印度尼西亚 over 印度). A place starting with none
+/// of them is kept whole as the country.
+const COUNTRIES: &[&str] = &[
+    "美国", "加拿大", "墨西哥", "巴西", "阿根廷", "智利", "秘鲁", "哥伦比亚", "委内瑞拉", "英国", "法国",
+    "德国", "意大利", "西班牙", "葡萄牙", "荷兰", "比利时", "卢森堡", "瑞士", "奥地利", "瑞典", "挪威",
+    "芬兰", "丹麦", "冰岛", "爱尔兰", "波兰", "捷克", "斯洛伐克", "匈牙利", "罗马尼亚", "保加利亚", "希腊",
+    "土耳其", "俄罗斯", "乌克兰", "白俄罗斯", "立陶宛", "拉脱维亚", "爱沙尼亚", "塞尔维亚", "克罗地亚",
+    "斯洛文尼亚", "日本", "韩国", "朝鲜", "蒙古", "越南", "老挝", "柬埔寨", "泰国", "缅甸", "马来西亚",
+    "新加坡", "印度尼西亚", "菲律宾", "文莱", "印度", "巴基斯坦", "孟加拉", "斯里兰卡", "尼泊尔",
+    "哈萨克斯坦", "乌兹别克斯坦", "吉尔吉斯斯坦", "塔吉克斯坦", "土库曼斯坦", "阿富汗", "伊朗", "伊拉克",
+    "沙特阿拉伯", "阿联酋", "卡塔尔", "科威特", "以色列", "约旦", "黎巴嫩", "叙利亚", "埃及", "南非",
+    "尼日利亚", "肯尼亚", "埃塞俄比亚", "摩洛哥", "阿尔及利亚", "突尼斯", "澳大利亚", "新西兰", "香港",
+    "澳门", "台湾",
+];
+
+/// The big carriers, which the database writes first in a longer text
+/// ("电信/DNS服务器", "联通/北京百度网讯科技有限公司联通节点").
+const CARRIERS: &[&str] = &["电信", "联通", "移动", "铁通", "广电", "教育网", "长城宽带", "鹏博士"];
+
 /// Texts that name no place.
 const NOT_A_PLACE: &[&str] = &["保留", "局域网", "本机", "本地", "IANA", "未知", "纯真", "CZ88"];
 
@@ -79,24 +99,34 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
     if let Some(rest) = place.strip_prefix(CHINA_ZH) {
         return Labels { country: Some(china.into()), city: city_of(rest), isp, ..Labels::default() };
     }
-    Labels { country: Some(place.to_string()), isp, ..Labels::default() }
+    let country = COUNTRIES.iter().filter(|c| place.starts_with(*c)).max_by_key(|c| c.len()).copied().unwrap_or(place);
+    Labels { country: Some(country.to_string()), isp, ..Labels::default() }
 }
 
-/// The city at the start of `rest`: up to and including 市, 州, 盟 or 地区;
-/// all of it when it has none of them (the ipdb edition writes "深圳").
+/// The city at the start of `rest`: up to and including 市 (杭州市, not
+/// 杭州), else 州, 盟 or 地区 (阿坝州); all of it when it has none of them
+/// (the ipdb edition writes "深圳").
 fn city_of(rest: &str) -> Option<String> {
     let rest = rest.trim();
-    let end = ["市", "州", "盟", "地区"]
-        .iter()
-        .filter_map(|mark| rest.find(mark).map(|i| i + mark.len()))
-        .min()
-        .unwrap_or(rest.len());
+    let end = rest.find("市").map(|i| i + "市".len()).unwrap_or_else(|| {
+        ["州", "盟", "地区"]
+            .iter()
+            .filter_map(|mark| rest.find(mark).map(|i| i + mark.len()))
+            .min()
+            .unwrap_or(rest.len())
+    });
     (end > 0).then(|| rest[..end].to_string())
 }
 
 fn carrier_label(carrier: &str) -> Option<String> {
     let carrier = carrier.trim();
-    (!carrier.is_empty() && !NOT_A_PLACE.iter().any(|w| carrier.contains(w))).then(|| carrier.to_string())
+    if carrier.is_empty() || NOT_A_PLACE.iter().any(|w| carrier.contains(w)) {
+        return None;
+    }
+    match CARRIERS.iter().find(|c| carrier.starts_with(*c)) {
+        Some(big) => Some(big.to_string()),
+        None => Some(carrier.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -119,11 +149,19 @@ mod tests {
         assert_eq!(zh("四川省阿坝州", "电信"), ["中国", "四川省", "阿坝州", "电信"]);
         assert_eq!(zh("江苏省", "CZ88.NET"), ["中国", "江苏省", "Unknown", "Unknown"]);
         assert_eq!(zh("中国", "教育网"), ["中国", "Unknown", "Unknown", "教育网"]);
+        // Texts from the real qqwry.dat.
+        assert_eq!(zh("浙江省杭州市", "阿里巴巴anycast公共DNS"), ["中国", "浙江省", "杭州市", "阿里巴巴anycast公共DNS"]);
+        assert_eq!(zh("广东省广州市", "电信/DNS服务器"), ["中国", "广东省", "广州市", "电信"]);
+        assert_eq!(zh("北京市", "联通/北京百度网讯科技有限公司联通节点"), ["中国", "北京市", "北京市", "联通"]);
     }
 
     #[test]
     fn foreign_and_non_places() {
         assert_eq!(zh("美国", " CZ88.NET"), ["美国", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(zh("美国加利福尼亚州圣克拉拉县山景市", "谷歌公司DNS服务器"), ["美国", "Unknown", "Unknown", "谷歌公司DNS服务器"]);
+        assert_eq!(zh("印度尼西亚雅加达", ""), ["印度尼西亚", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(zh("台湾省台北市", "中华电信"), ["台湾", "Unknown", "Unknown", "中华电信"]);
+        assert_eq!(zh("某岛国", ""), ["某岛国", "Unknown", "Unknown", "Unknown"]);
         assert_eq!(zh("日本", "东京大学"), ["日本", "Unknown", "Unknown", "东京大学"]);
         assert_eq!(zh("局域网", "对方和您在同一内部网"), ["Unknown", "Unknown", "Unknown", "对方和您在同一内部网"]);
         assert_eq!(zh("IANA保留地址", "CZ88.NET"), ["Unknown"; 4]);

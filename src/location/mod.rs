@@ -53,7 +53,7 @@ impl Lang {
 }
 
 /// The labels of one remote IP; a missing one is `None` until shown as `Unknown`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Labels {
     pub country: Option<String>,
     pub province: Option<String>,
@@ -115,8 +115,16 @@ const CACHE_LIMIT: usize = 100_000;
 pub struct Locator {
     sources: Sources,
     lang: Lang,
-    cache: Mutex<HashMap<IpAddr, Arc<Labels>>>,
+    cache: Mutex<Cache>,
     failures: AtomicU64,
+}
+
+/// IP → labels, with each distinct set of labels stored once: thousands of
+/// places for 100,000 IPs, so an entry costs a key and a pointer.
+#[derive(Default)]
+struct Cache {
+    by_ip: HashMap<IpAddr, Arc<Labels>>,
+    distinct: std::collections::HashSet<Arc<Labels>>,
 }
 
 impl Locator {
@@ -132,7 +140,7 @@ impl Locator {
     }
 
     pub fn from_sources(sources: Sources, lang: Lang) -> Locator {
-        Locator { sources, lang, cache: Mutex::new(HashMap::new()), failures: AtomicU64::new(0) }
+        Locator { sources, lang, cache: Mutex::default(), failures: AtomicU64::new(0) }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -145,16 +153,24 @@ impl Locator {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Arc<Labels> {
-        if let Some(labels) = self.cache.lock().ok().and_then(|c| c.get(&ip).cloned()) {
+        if let Some(labels) = self.cache.lock().ok().and_then(|c| c.by_ip.get(&ip).cloned()) {
             return labels;
         }
-        let labels = Arc::new(self.lookup_uncached(ip));
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear(); // simple and bounded; the busy IPs come back at once
-            }
-            cache.insert(ip, Arc::clone(&labels));
+        // Looked up without the cache's lock: other lookups go on meanwhile.
+        let labels = self.lookup_uncached(ip);
+        let Ok(mut cache) = self.cache.lock() else { return Arc::new(labels) };
+        if cache.by_ip.len() >= CACHE_LIMIT {
+            *cache = Cache::default(); // simple and bounded; busy IPs come back at once
         }
+        let labels = match cache.distinct.get(&labels) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let new = Arc::new(labels);
+                cache.distinct.insert(Arc::clone(&new));
+                new
+            }
+        };
+        cache.by_ip.insert(ip, Arc::clone(&labels));
         labels
     }
 
@@ -199,10 +215,13 @@ impl Locator {
 }
 
 /// qqwry.dat or the ipdb edition, told apart by content: an ipdb file
-/// starts with the length of its JSON metadata, then `{`.
+/// starts with the length of its JSON metadata, then `{`. Memory-mapped.
 fn open_chinese(path: &Path) -> Result<Box<dyn ChineseDb>, Error> {
-    let data = std::fs::read(path).map_err(|e| Error::fatal(format!("--qqwry {}: {e}", path.display())))?;
     let fail = |why: String| Error::fatal(format!("--qqwry {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    // SAFETY: as with the MaxMind files, the database must not be truncated
+    // in place while mapped; updates replace the file by rename.
+    let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| fail(e.to_string()))?;
     if data.len() > 5 && data[4] == b'{' {
         Ok(Box::new(ipdb::Ipdb::parse(data).map_err(fail)?))
     } else {
