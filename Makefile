@@ -1,15 +1,19 @@
-# ip_traffic_monitor_cli — build, run, test and benchmark.
+# ip_traffic_monitor_cli — build, run, test, benchmark and install.
 #
-#   make            release build (target/release/ip_traffic_monitor_cli)
-#   sudo make run   install what is missing, then monitor (ARGS="-d 0 -i eth0")
-#   sudo make test  install what is missing, then every test, lab included
-#   make bench      benchmarks (docs/PERFORMANCE.md)
+#   make                 static release binary (target/static/ip_traffic_monitor_cli)
+#   sudo make run        install what is missing, then monitor (ARGS="-d 0 -i eth0")
+#   sudo make test       install what is missing, then every test, lab included
+#   make bench           benchmarks (docs/PERFORMANCE.md)
+#   sudo make install    binary, bpftrace script, dashboard, systemd unit, config
+#                        (PREFIX=/usr/local, DESTDIR= for staging)
+#   sudo make uninstall  removes them; an edited configuration file stays
+#   make cross           static binaries for the router architectures rustup has here
 
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=
 # Tools the program and its tests use, and the Debian/Ubuntu packages with them.
-TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool
-PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus
+TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool systemd-analyze file
+PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus systemd file
 
 # Under sudo, root usually has no cargo of its own: use the invoking user's.
 SUDO_HOME := $(if $(SUDO_USER),$(shell getent passwd $(SUDO_USER) | cut -d: -f6))
@@ -20,17 +24,69 @@ export RUSTUP_HOME ?= $(SUDO_HOME)/.rustup
 endif
 endif
 
-.PHONY: all build run test bench realdb deps tracefs clean
+.PHONY: all build release cross run test bench realdb deps tracefs install uninstall clean
 
-all: build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BINDIR   := $(PREFIX)/bin
+SHAREDIR := $(PREFIX)/share/ip_traffic_monitor_cli
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+CONFFILE := $(DESTDIR)/etc/default/ip-traffic-monitor
+STATIC   := target/static/ip_traffic_monitor_cli
+RUSTUP   := $(dir $(CARGO))rustup
+ARCH     := $(shell uname -m)
+
+all: release
 
 build:
 	$(CARGO) build --release
 
+# A static binary: musl where rustup can add the target, else glibc with
+# +crt-static (printed); then its size, which the budget is 1 MiB for.
+release:
+	@mkdir -p target/static
+	@if $(RUSTUP) target list --installed 2>/dev/null | grep -qx $(ARCH)-unknown-linux-musl || \
+	    $(RUSTUP) target add $(ARCH)-unknown-linux-musl >/dev/null 2>&1; then \
+		$(CARGO) build --release --target $(ARCH)-unknown-linux-musl && \
+		cp target/$(ARCH)-unknown-linux-musl/release/ip_traffic_monitor_cli $(STATIC); \
+	else \
+		echo "note: the musl target cannot be added here; building a static glibc binary (+crt-static)"; \
+		RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(ARCH)-unknown-linux-gnu && \
+		cp target/$(ARCH)-unknown-linux-gnu/release/ip_traffic_monitor_cli $(STATIC); \
+	fi
+	@echo "$(STATIC): $$(stat -c %s $(STATIC)) bytes"
+
+# Router architectures: linked with rust-lld, no cross C toolchain needed.
+cross:
+	@for t in aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf; do \
+		if $(RUSTUP) target add $$t >/dev/null 2>&1; then \
+			$(CARGO) build --release --target $$t --config "target.$$t.linker=\"rust-lld\"" && \
+			file target/$$t/release/ip_traffic_monitor_cli; \
+		else echo "$$t: rustup cannot add this target here"; fi; \
+	done
+
+install: release
+	install -Dm755 $(STATIC) $(DESTDIR)$(BINDIR)/ip_traffic_monitor_cli
+	install -Dm644 bpftrace/traffic.bt $(DESTDIR)$(SHAREDIR)/bpftrace/traffic.bt
+	install -Dm644 grafana/grafana.json $(DESTDIR)$(SHAREDIR)/grafana/grafana.json
+	mkdir -p $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|' packaging/ip-traffic-monitor.service.in > $(DESTDIR)$(UNITDIR)/ip-traffic-monitor.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/ip-traffic-monitor.service
+	@# Never overwrite a configuration file the admin may have edited.
+	@if [ -e $(CONFFILE) ]; then echo "keeping $(CONFFILE)"; \
+	else install -Dm644 packaging/ip-traffic-monitor.default $(CONFFILE); fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ip_traffic_monitor_cli $(DESTDIR)$(UNITDIR)/ip-traffic-monitor.service
+	rm -rf $(DESTDIR)$(SHAREDIR)
+	@# The configuration goes only if it is still the shipped one.
+	@if cmp -s $(CONFFILE) packaging/ip-traffic-monitor.default; then rm -f $(CONFFILE); \
+	elif [ -e $(CONFFILE) ]; then echo "keeping edited $(CONFFILE)"; fi
+
 run: deps tracefs build
 	$(BIN) $(ARGS)
 
-test: deps tracefs
+test: deps tracefs release
 	$(CARGO) test
 
 bench:
