@@ -33,7 +33,7 @@ SHAREDIR := $(PREFIX)/share/ip_traffic_monitor_cli
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
 CONFFILE := $(DESTDIR)/etc/default/ip-traffic-monitor
 STATIC   := target/static/ip_traffic_monitor_cli
-RUSTUP   := $(dir $(CARGO))rustup
+RUSTUP   ?= $(shell command -v rustup 2>/dev/null || echo $(SUDO_HOME)/.cargo/bin/rustup)
 ARCH     := $(shell uname -m)
 
 all: release
