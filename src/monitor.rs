@@ -57,18 +57,19 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }
-    let mut backend = start_backend(config, &store, events_tx)?;
+    if config.backend == BackendKind::Iftop {
+        owners::spawn(Arc::clone(&store));
+    }
+    let mut backend = start_backend(config, &store, events_tx.clone())?;
     // The run's clock (-d, elapsed times) starts when counting does.
     let mut started = Instant::now();
     let outcome = match wait_attached(&events, &mut backend) {
         Ok(true) => {
             started = Instant::now();
-            store.lock().backend_up = true;
-            if config.backend == BackendKind::Iftop {
-                backend.send_keys_every(iftop::REFRESH_KEY, config.sample_interval.max(iftop::RESOLUTION));
-            }
+            counting_began(config, &store, &backend);
             announce(config, &backend);
-            count_until_stopped(config, &store, &locator, &events, &mut backend, started)
+            let ctx = Ctx { config, store: &store, locator: &locator, events: &events, events_tx: &events_tx, started };
+            count_until_stopped(&ctx, &mut backend)
         }
         Ok(false) => Ok(()), // stopped by a signal before counting began
         Err(err) => {
@@ -97,7 +98,6 @@ fn start_backend(config: &Config, store: &Arc<Store>, events: Sender<Event>) -> 
             let stdbuf = iftop::find("stdbuf", "it comes with coreutils and makes iftop's output arrive line by line")?;
             let iface = config.iface.as_ref().map_or("", |i| i.name.as_str());
             let child = spawn(iftop::command(&iftop, &stdbuf, iface), &iftop)?;
-            owners::spawn(Arc::clone(store));
             (child, Box::new(IftopParser::new(config.filter.clone(), Direction::new(iface))))
         }
     };
@@ -175,78 +175,133 @@ fn announce(config: &Config, backend: &Running) {
     );
 }
 
-fn count_until_stopped(
-    config: &Config,
-    store: &Store,
-    locator: &Locator,
-    events: &Receiver<Event>,
-    backend: &mut Running,
+/// What the counting loop works with.
+struct Ctx<'a> {
+    config: &'a Config,
+    store: &'a Arc<Store>,
+    locator: &'a Locator,
+    events: &'a Receiver<Event>,
+    events_tx: &'a Sender<Event>,
     started: Instant,
-) -> Result<(), Error> {
-    let deadline = config.duration.map(|d| started + d);
+}
+
+/// The backend is attached: mark it up, and keep iftop printing.
+fn counting_began(config: &Config, store: &Store, backend: &Running) {
+    store.lock().backend_up = true;
+    if config.backend == BackendKind::Iftop {
+        backend.send_keys_every(iftop::REFRESH_KEY, config.sample_interval.max(iftop::RESOLUTION));
+    }
+}
+
+/// First delay before restarting a backend that died; doubles up to the cap.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+/// A backend that ran this long before dying restarts after the first delay again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
+    let deadline = ctx.config.duration.map(|d| ctx.started + d);
     let mut seen_errors = 0;
+    let mut delay = RESTART_DELAY;
+    let mut up_since = Instant::now();
     loop {
         let event = match deadline {
-            Some(deadline) => {
-                match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(event) => event,
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => Event::Exited,
-                }
-            }
-            None => events.recv().unwrap_or(Event::Exited),
+            Some(deadline) => match ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => Event::Exited,
+            },
+            None => ctx.events.recv().unwrap_or(Event::Exited),
         };
         match event {
-            Event::Report => on_report(config, store, locator, backend, started, &mut seen_errors),
+            Event::Report => on_report(ctx, backend, &mut seen_errors),
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
-                store.lock().backend_up = false;
-                let status = backend.wait();
-                let last = backend.stderr.lines().pop().unwrap_or_default();
-                let status = status.map_or_else(|| "unknown status".into(), |s| s.to_string());
-                return Err(Error::fatal(format!(
-                    "{} exited unexpectedly ({status}){}{last}",
-                    backend.name,
-                    if last.is_empty() { "" } else { ": " }
-                )));
+                if up_since.elapsed() >= HEALTHY_RUN {
+                    delay = RESTART_DELAY;
+                }
+                match restart(ctx, backend, &mut delay, deadline) {
+                    Some(new) => {
+                        *backend = new;
+                        up_since = Instant::now();
+                    }
+                    None => return Ok(()), // stopped (signal or duration) while it was down
+                }
             }
         }
     }
-    if config.backend == BackendKind::Iftop {
-        await_final_iftop_block(config, store, locator, events, backend, started, &mut seen_errors);
+    if ctx.config.backend == BackendKind::Iftop {
+        await_final_iftop_block(ctx, backend, &mut seen_errors);
     }
     backend.stop(STOP_GRACE);
     Ok(())
 }
 
+/// The backend died: say so, mark it down, and start a new one after a
+/// backoff (1 s doubling to 30 s), for as long as it takes. The totals carry
+/// on: a new backend reports only what it counts itself. `None` when a
+/// signal or the end of the run comes first.
+fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option<Instant>) -> Option<Running> {
+    ctx.store.lock().backend_up = false;
+    let status = dead.wait().map_or_else(|| "unknown status".into(), |s| s.to_string());
+    let last = dead.stderr.lines().pop().map(|l| format!(": {l}")).unwrap_or_default();
+    eprintln!("{} exited unexpectedly ({status}){last}", dead.name);
+    loop {
+        eprintln!("restarting {} in {} s", dead.name, delay.as_secs());
+        let wake = Instant::now() + *delay;
+        if deadline.is_some_and(|d| d <= wake) {
+            return None;
+        }
+        if let Ok(Event::Signal) = ctx.events.recv_timeout(*delay) {
+            return None;
+        }
+        *delay = (*delay * 2).min(RESTART_DELAY_MAX);
+        let mut new = match start_backend(ctx.config, ctx.store, ctx.events_tx.clone()) {
+            Ok(new) => new,
+            Err(err) => {
+                eprintln!("{err}");
+                continue;
+            }
+        };
+        match wait_attached(ctx.events, &mut new) {
+            Ok(true) => {
+                {
+                    let mut totals = ctx.store.lock();
+                    totals.backend_restarts += 1;
+                    totals.missed_base = totals.missed_events;
+                }
+                counting_began(ctx.config, ctx.store, &new);
+                new.stderr.start_echo();
+                eprintln!("{} restarted", new.name);
+                return Some(new);
+            }
+            Ok(false) => return None,
+            Err(err) => eprintln!("{err}"),
+        }
+    }
+}
+
 /// iftop prints nothing on exit: its last block is the last word. Once its
 /// figures can be recomputed (a resolution after the last block), asks for
 /// one more block and reads it, so every byte up to now is counted.
-fn await_final_iftop_block(
-    config: &Config,
-    store: &Store,
-    locator: &Locator,
-    events: &Receiver<Event>,
-    backend: &Running,
-    started: Instant,
-    seen_errors: &mut u64,
-) {
-    let since_last = store.lock().last_report.and_then(|t| t.elapsed().ok()).unwrap_or(iftop::RESOLUTION);
+fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen_errors: &mut u64) {
+    let since_last = ctx.store.lock().last_report.and_then(|t| t.elapsed().ok()).unwrap_or(iftop::RESOLUTION);
     thread::sleep(iftop::RESOLUTION.saturating_sub(since_last));
     if !backend.send_keys(iftop::REFRESH_KEY) {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while let Ok(event) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+    while let Ok(event) = ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
-            on_report(config, store, locator, backend, started, seen_errors);
+            on_report(ctx, backend, seen_errors);
             return;
         }
     }
 }
 
-fn on_report(config: &Config, store: &Store, locator: &Locator, backend: &Running, started: Instant, seen_errors: &mut u64) {
+fn on_report(ctx: &Ctx, backend: &Running, seen_errors: &mut u64) {
+    let (config, store) = (ctx.config, ctx.store);
     warn_about_missed_events(store, backend);
     warn_about_unreadable_lines(store, backend.name, seen_errors);
     let rows = store.take_interval();
@@ -256,14 +311,15 @@ fn on_report(config: &Config, store: &Store, locator: &Locator, backend: &Runnin
     let tracked = store.lock().ips.len();
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the counting.
-    let view = report::View { top: config.top, color: config.color, locator: Some(locator) };
-    let _ = report::interval_table(&mut out, &rows, &view, started.elapsed(), tracked);
+    let view = report::View { top: config.top, color: config.color, locator: Some(ctx.locator) };
+    let _ = report::interval_table(&mut out, &rows, &view, ctx.started.elapsed(), tracked);
     let _ = out.flush();
 }
 
 fn warn_about_missed_events(store: &Store, backend: &Running) {
-    let misses = bpftrace::recursion_misses(backend.pid());
+    let current = bpftrace::recursion_misses(backend.pid()); // read /proc before taking the lock
     let mut totals = store.lock();
+    let misses = totals.missed_base + current;
     if misses > totals.missed_events {
         let new = misses - totals.missed_events;
         totals.missed_events = misses;

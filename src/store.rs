@@ -86,6 +86,8 @@ pub struct Totals {
     pub parse_errors: u64,
     /// Packets the kernel did not hand to the counting probes.
     pub missed_events: u64,
+    /// `missed_events` when the current backend started (its own count starts at 0).
+    pub missed_base: u64,
     /// Bytes of IPs while they had no series of their own.
     pub unexported_tx: u64,
     pub unexported_rx: u64,

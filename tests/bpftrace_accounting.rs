@@ -69,17 +69,75 @@ fn every_remote_ip_and_direction_matches_nftables() {
 }
 
 #[test]
-fn a_dead_backend_is_an_error_not_silence() {
-    if !lab::require_lab("a_dead_backend_is_an_error_not_silence") {
+fn a_dead_backend_is_reported_and_restarted_not_silence() {
+    if !lab::require_lab("a_dead_backend_is_reported_and_restarted_not_silence") {
         return;
     }
     let mut lab = Lab::new();
-    let script = Script::new("exit", "BEGIN { printf(\"@attached\\n\"); }\ninterval:s:2 { exit(); }\n");
-    let finished = lab.spawn_in_host(&[BIN, "-d", "0", "--bpftrace-script", script.path()]).finish();
-    assert_eq!(finished.code, Some(1), "{:?}", finished.stderr);
-    let last = finished.stderr.last().cloned().unwrap_or_default();
-    assert!(last.contains("bpftrace exited unexpectedly"), "{:?}", finished.stderr);
-    assert!(finished.stdout.iter().any(|l| l.starts_with("== Summary")), "totals still printed");
+    // A script that attaches, reports once, then exits: the monitor must say
+    // so and start it again, with backoff, until stopped.
+    let script = Script::new(
+        "exit",
+        "BEGIN { printf(\"@attached\\n\"); }\ninterval:ms:500 { printf(\"@tx[198.51.100.7]: 10\\n@end\\n\"); exit(); }\n",
+    );
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "--bpftrace-script", script.path()]);
+    monitor.wait_for_stderr("bpftrace exited unexpectedly", Duration::from_secs(60));
+    monitor.wait_for_stderr("restarting bpftrace in 1 s", Duration::from_secs(5));
+    monitor.wait_for_stderr("bpftrace restarted", Duration::from_secs(30));
+    monitor.wait_for_stderr("restarting bpftrace in 2 s", Duration::from_secs(30));
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    assert_eq!(counted["198.51.100.7"].0 % 10, 0);
+    assert!(counted["198.51.100.7"].0 >= 20, "totals carry on across restarts: {:?}", counted);
+}
+
+#[test]
+fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
+    if !lab::require("a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice", &[]) {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-p", "9464", "-t", "0", "--top", "100"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
+    // Let the flow be reported (reports lag up to 1.5 intervals): counts
+    // still in a killed bpftrace's maps die with it.
+    std::thread::sleep(Duration::from_secs(2));
+    let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
+    let pid = monitor.pid();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
+    let bpftrace = children.split_whitespace().next().expect("bpftrace").to_string();
+    let killed_at = std::time::Instant::now();
+    std::process::Command::new("kill").args(["-KILL", &bpftrace]).status().expect("kill");
+    // Traffic while no backend runs: may be missed, never doubled.
+    lab.iperf(&["-c", "198.51.100.8", "-n", "2M"]);
+    monitor.wait_for_stderr("bpftrace restarted", Duration::from_secs(30));
+    let back_after = killed_at.elapsed();
+    println!("bpftrace back after {back_after:?}");
+    // 1 s of backoff plus bpftrace 0.17 compiling its script (about 3 s here).
+    // The target is 5 s; 8 s keeps a loaded CI machine from failing on it.
+    assert!(back_after < Duration::from_secs(8), "back within 5 s (8 s on a loaded machine), took {back_after:?}");
+    let during_gap = lab.truth()[&("198.51.100.8".to_string(), "tx")];
+    lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = lab.http_get_in_host(9464, "/metrics");
+    assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total"), Some(1.0));
+    assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_up"), Some(1.0));
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth();
+    // 198.51.100.7: flows before the kill and after the restart, none in the gap.
+    let want = truth[&("198.51.100.7".to_string(), "tx")];
+    let got = counted["198.51.100.7"].0;
+    println!("198.51.100.7 tx: nftables {want}, counted {got} (before the kill: {before_kill})");
+    assert!(got <= want, "nothing counted twice");
+    assert!((want - got) as f64 <= 0.001 * want as f64, "{got} vs {want}: within the accounting bound");
+    let gap_counted = counted.get("198.51.100.8").map_or(0, |r| r.0);
+    println!("sent while no backend ran: {during_gap} bytes to 198.51.100.8, counted {gap_counted}, missing {}", during_gap - gap_counted.min(during_gap));
+    assert!(gap_counted <= during_gap, "nothing counted twice");
 }
 
 #[test]
