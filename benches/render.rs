@@ -9,7 +9,7 @@ use ip_traffic_monitor_cli::exporter::metrics::render;
 use ip_traffic_monitor_cli::store::{Comm, Owner, Record, Store};
 
 fn store_with(ips: u32) -> Store {
-    let store = Store::new(0);
+    let store = Store::new(0, 1_000_000);
     let records: Vec<Record> = (0..ips)
         .flat_map(|i| {
             let ip = if i % 5 < 3 {

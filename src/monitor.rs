@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::backend::direction::Direction;
@@ -44,7 +44,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
             "must run as root: bpftrace needs CAP_BPF and CAP_PERFMON (try: sudo ip_traffic_monitor_cli ...)",
         ));
     }
-    let store = Arc::new(Store::new(config.export_threshold));
+    let store = Arc::new(Store::new(config.export_threshold, config.max_ips));
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
     // Bind before starting the backend: a port in use fails fast.
@@ -109,10 +109,16 @@ fn spawn(mut cmd: std::process::Command, program: &std::path::Path) -> Result<st
 }
 
 fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| Error::fatal(format!("cannot install signal handlers: {e}")))?;
     thread::spawn(move || {
-        for _ in signals.forever() {
+        for signal in signals.forever() {
+            // SIGHUP (a closed terminal, `systemctl reload`): there is no file
+            // to reopen, so it is noted and counting goes on.
+            if signal == SIGHUP {
+                eprintln!("SIGHUP received: ignored, counting goes on (stop with SIGINT or SIGTERM)");
+                continue;
+            }
             if events.send(Event::Signal).is_err() {
                 break;
             }

@@ -189,6 +189,7 @@ mod tests {
                 interval_rx: rx,
                 owner: Some(Owner { pid: 7, comm: Comm::new(b"curl") }),
                 export_base: None,
+                last_seen: 0,
             },
         }
     }

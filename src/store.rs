@@ -59,6 +59,8 @@ pub struct Traffic {
     pub owner: Option<Owner>,
     /// `Some((tx, rx))`: exported, with the totals it had before its series began.
     pub export_base: Option<(u64, u64)>,
+    /// The report that last brought it bytes: the quietest make room first.
+    pub last_seen: u64,
 }
 
 impl Traffic {
@@ -66,6 +68,12 @@ impl Traffic {
     pub fn exported(&self) -> Option<(u64, u64)> {
         self.export_base.map(|(tx, rx)| (self.tx - tx, self.rx - rx))
     }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Tx,
+    Rx,
 }
 
 /// One fact from a backend report.
@@ -94,6 +102,9 @@ pub struct Totals {
     /// Whether the backend is running and reporting.
     pub backend_up: bool,
     pub backend_restarts: u64,
+    /// IPs dropped by the `--max-ips` cap (or never admitted), their bytes
+    /// kept in the unexported sums.
+    pub folded_ips: u64,
 }
 
 #[derive(Default)]
@@ -101,6 +112,8 @@ pub struct Store {
     totals: Mutex<Totals>,
     /// `-t`: an IP is exported once tx + rx exceeds this many bytes.
     export_threshold: u64,
+    /// `--max-ips`: how many remote IPs are held at most.
+    max_ips: usize,
 }
 
 /// A row for the console: a remote IP with its counters at one moment.
@@ -111,8 +124,8 @@ pub struct Row {
 }
 
 impl Store {
-    pub fn new(export_threshold: u64) -> Store {
-        Store { totals: Mutex::default(), export_threshold }
+    pub fn new(export_threshold: u64, max_ips: usize) -> Store {
+        Store { totals: Mutex::default(), export_threshold, max_ips: max_ips.max(1) }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Totals> {
@@ -130,30 +143,81 @@ impl Store {
         let totals = &mut *guard;
         for record in records {
             match *record {
-                Record::Tx(ip, bytes) => {
-                    let t = totals.ips.entry(ip).or_default();
-                    let (tx_before, rx_before) = (t.tx, t.rx);
-                    t.tx += bytes;
-                    t.interval_tx += bytes;
-                    if !self.promote(t, tx_before, rx_before) {
-                        totals.unexported_tx += bytes;
+                Record::Tx(ip, bytes) => self.add(totals, ip, bytes, Direction::Tx),
+                Record::Rx(ip, bytes) => self.add(totals, ip, bytes, Direction::Rx),
+                Record::Owner(ip, owner) => {
+                    // An owner never makes room: it waits for its IP's bytes.
+                    if totals.ips.contains_key(&ip) || totals.ips.len() < self.max_ips {
+                        totals.ips.entry(ip).or_default().owner = Some(owner);
                     }
                 }
-                Record::Rx(ip, bytes) => {
-                    let t = totals.ips.entry(ip).or_default();
-                    let (tx_before, rx_before) = (t.tx, t.rx);
-                    t.rx += bytes;
-                    t.interval_rx += bytes;
-                    if !self.promote(t, tx_before, rx_before) {
-                        totals.unexported_rx += bytes;
-                    }
-                }
-                Record::Owner(ip, owner) => totals.ips.entry(ip).or_default().owner = Some(owner),
             }
         }
         totals.reports += 1;
         totals.last_report = Some(SystemTime::now());
         totals.parse_errors += parse_errors;
+    }
+
+    fn add(&self, totals: &mut Totals, ip: IpAddr, bytes: u64, direction: Direction) {
+        if !totals.ips.contains_key(&ip) && !self.make_room(totals) {
+            // Every tracked IP is exported: this one is summed, not tracked.
+            totals.folded_ips += 1;
+            match direction {
+                Direction::Tx => totals.unexported_tx += bytes,
+                Direction::Rx => totals.unexported_rx += bytes,
+            }
+            return;
+        }
+        let report = totals.reports;
+        let t = totals.ips.entry(ip).or_default();
+        t.last_seen = report;
+        let (tx_before, rx_before) = (t.tx, t.rx);
+        match direction {
+            Direction::Tx => {
+                t.tx += bytes;
+                t.interval_tx += bytes;
+            }
+            Direction::Rx => {
+                t.rx += bytes;
+                t.interval_rx += bytes;
+            }
+        }
+        if !self.promote(t, tx_before, rx_before) {
+            match direction {
+                Direction::Tx => totals.unexported_tx += bytes,
+                Direction::Rx => totals.unexported_rx += bytes,
+            }
+        }
+    }
+
+    /// Makes room for one more IP under `--max-ips`: when full, the quietest
+    /// tenth of the never-exported IPs go (their bytes are all in the
+    /// unexported sums already, so totals stay exact; exported IPs are kept
+    /// so no series vanishes). One pass frees room for many arrivals. False
+    /// when every tracked IP is exported.
+    fn make_room(&self, totals: &mut Totals) -> bool {
+        if totals.ips.len() < self.max_ips {
+            return true;
+        }
+        let mut quiet: Vec<(u64, u64, IpAddr)> = totals
+            .ips
+            .iter()
+            .filter(|(_, t)| t.export_base.is_none())
+            .map(|(ip, t)| (t.last_seen, t.tx + t.rx, *ip))
+            .collect();
+        if quiet.is_empty() {
+            return false;
+        }
+        let n = (self.max_ips / 10).clamp(1, quiet.len());
+        quiet.select_nth_unstable(n - 1);
+        for &(_, bytes, ip) in &quiet[..n] {
+            totals.ips.remove(&ip);
+            // An entry holding only an owner (its bytes not reported yet) folds no traffic.
+            if bytes > 0 {
+                totals.folded_ips += 1;
+            }
+        }
+        true
     }
 
     /// Whether `t`'s new bytes belong to its own series: it was exported
@@ -224,7 +288,7 @@ mod tests {
 
     #[test]
     fn reports_accumulate_and_interval_resets() {
-        let store = Store::new(1 << 20);
+        let store = Store::new(1 << 20, 1000);
         let owner = Owner { pid: 42, comm: Comm::new(b"curl") };
         store.apply_report(
             &[Record::Tx(ip("198.51.100.7"), 100), Record::Owner(ip("198.51.100.7"), owner), Record::Rx(ip("198.51.100.7"), 7)],
@@ -245,7 +309,7 @@ mod tests {
 
     #[test]
     fn an_ip_is_exported_from_the_report_that_passes_the_threshold() {
-        let store = Store::new(1000);
+        let store = Store::new(1000, 1000);
         let a = ip("198.51.100.7");
         store.apply_report(&[Record::Tx(a, 600), Record::Rx(a, 400)], 0);
         {
@@ -264,7 +328,7 @@ mod tests {
 
     #[test]
     fn threshold_zero_exports_everything_from_the_first_byte() {
-        let store = Store::new(0);
+        let store = Store::new(0, 1000);
         let a = ip("2001:db8::2");
         store.apply_report(&[Record::Rx(a, 1), Record::Tx(a, 2)], 0);
         let t = store.lock();
@@ -274,12 +338,56 @@ mod tests {
 
     #[test]
     fn an_owner_reported_before_the_bytes_is_kept() {
-        let store = Store::new(0);
+        let store = Store::new(0, 1000);
         let owner = Owner { pid: 9, comm: Comm::new(b"iperf3") };
         store.apply_report(&[Record::Owner(ip("198.51.100.7"), owner)], 0);
         assert!(store.totals_by_volume().is_empty(), "no bytes yet, no summary row");
         store.apply_report(&[Record::Tx(ip("198.51.100.7"), 10)], 0);
         assert_eq!(store.totals_by_volume()[0].traffic.owner, Some(owner));
+    }
+
+    #[test]
+    fn the_cap_folds_quiet_unexported_ips_and_keeps_every_byte() {
+        let store = Store::new(100, 10);
+        let exported: Vec<IpAddr> = (0..5).map(|i| ip(&format!("198.51.100.{i}"))).collect();
+        for e in &exported {
+            store.apply_report(&[Record::Tx(*e, 1000)], 0); // past -t: exported
+        }
+        let mut sent = 5000;
+        for i in 0..1000u32 {
+            let small = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + i));
+            store.apply_report(&[Record::Rx(small, 7)], 0);
+            sent += 7;
+        }
+        let t = store.lock();
+        assert!(t.ips.len() <= 10, "{} tracked", t.ips.len());
+        for e in &exported {
+            assert!(t.ips.contains_key(e), "exported IPs are never folded");
+        }
+        let tracked: u64 = t.ips.values().map(|t| t.exported().map_or(0, |(tx, rx)| tx + rx)).sum();
+        assert_eq!(tracked + t.unexported_tx + t.unexported_rx, sent, "all families together equal what was counted");
+        assert!(t.folded_ips >= 990, "{}", t.folded_ips);
+        let recent = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + 999));
+        assert!(t.ips.contains_key(&recent), "the newest stays, the quietest went");
+    }
+
+    #[test]
+    fn with_every_slot_exported_new_ips_are_summed_untracked() {
+        let store = Store::new(0, 2);
+        store.apply_report(&[Record::Tx(ip("198.51.100.1"), 1), Record::Tx(ip("198.51.100.2"), 1)], 0);
+        store.apply_report(&[Record::Tx(ip("198.51.100.3"), 5), Record::Owner(ip("198.51.100.3"), Owner::default())], 0);
+        let t = store.lock();
+        assert_eq!(t.ips.len(), 2);
+        assert_eq!((t.unexported_tx, t.folded_ips), (5, 1));
+    }
+
+    #[test]
+    fn memory_per_tracked_ip() {
+        // Key + value; the hash table adds a control byte and keeps up to
+        // 1/8 empty, so about 1.15 times this in practice.
+        let entry = std::mem::size_of::<(IpAddr, Traffic)>();
+        println!("bytes per tracked IP entry: {entry}");
+        assert!(entry <= 128, "{entry}");
     }
 
     #[test]

@@ -160,7 +160,7 @@ fn a_hundred_thousand_remote_ips_in_one_interval_are_all_reported() {
     }
     let mut lab = Lab::new();
     // One interval longer than the whole run: every IP lands in one report.
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "600", "--top", "200000"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "600", "--top", "200000", "--max-ips", "200000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     // Resolve the gateway first: packets queued behind an unresolved
     // neighbour can be dropped after nftables' output hook, before a device.
@@ -260,4 +260,55 @@ fn a_killed_monitor_leaves_no_bpftrace_behind() {
     }
     assert!(gone(bpftrace), "bpftrace {bpftrace} outlived its monitor");
     drop(monitor.finish());
+}
+
+#[test]
+fn the_ip_cap_folds_quiet_ips_without_losing_a_byte() {
+    if !lab::require_lab("the_ip_cap_folds_quiet_ips_without_losing_a_byte") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "--max-ips", "1000", "-p", "9464"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.host_shell("echo x > /dev/udp/192.0.2.2/9; sleep 0.2");
+    // 5,120 distinct remote IPs, one 30-byte datagram each, over several reports.
+    lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = lab.http_get_in_host(9464, "/metrics");
+    let counters = lab.truth();
+    let truth = counters[&(MANY_IPS_RANGE.to_string(), "tx")];
+    let gateway = counters[&("192.0.2.2".to_string(), "tx")]; // the priming datagram
+    let unexported = lab::metric_value(&metrics, "ip_traffic_unexported_tx_bytes_total").expect("unexported");
+    let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").expect("tracked");
+    let folded = lab::metric_value(&metrics, "ip_traffic_monitor_folded_ips_total").expect("folded");
+    println!("nftables {truth} bytes to 198.18.0.0/15; unexported {unexported}; tracked {tracked}; folded {folded}");
+    assert_eq!(truth, 5_120 * 30);
+    assert_eq!(unexported, (truth + gateway) as f64, "every byte kept: none of these IPs reached -t");
+    assert!(tracked <= 1000.0, "{tracked}");
+    assert!(folded >= 4_000.0, "{folded}");
+    drop(monitor);
+}
+
+#[test]
+fn sighup_is_ignored_and_a_closed_stdout_ends_quietly() {
+    if !lab::require_lab("sighup_is_ignored_and_a_closed_stdout_ends_quietly") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    std::process::Command::new("kill").args(["-HUP", &monitor.pid().to_string()]).status().expect("kill");
+    monitor.wait_for_stderr("SIGHUP received: ignored", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "still running after SIGHUP, then a clean stop: {:?}", finished.stderr);
+    drop(lab);
+
+    // stdout into `head -1`: the rest of the tables hit a closed pipe.
+    let mut lab = Lab::new();
+    let script = format!("set -o pipefail; {BIN} -i vh -d 4 -s 1 | head -1; echo \"exit=${{PIPESTATUS[0]}}\"");
+    let piped = lab.spawn_in_host(&["bash", "-c", &script]);
+    let finished = piped.finish();
+    assert!(finished.stdout.iter().any(|l| l == "exit=0"), "{:?} {:?}", finished.stdout, finished.stderr);
+    assert!(!finished.stderr.iter().any(|l| l.contains("panicked") || l.contains("Broken pipe")), "{:?}", finished.stderr);
 }

@@ -64,7 +64,7 @@ fn bad_values_give_one_line_and_exit_2() {
         &["extra"],
         &["-s"],
         &["-p", "9090", "--listen", "127.0.0.1:9090"],
-        &["--max-ips", "1000"],
+        &["--max-ips", "0"],
     ] {
         let out = monitor(args);
         let lines = stderr_lines(&out);

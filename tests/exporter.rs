@@ -295,7 +295,7 @@ fn promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese() {
         eprintln!("SKIPPED promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese: needs promtool");
         return;
     }
-    let store = Store::new(0);
+    let store = Store::new(0, 1_000_000);
     let names: [&[u8]; 4] = [b"a\"b", b"back\\slash", b"new\nline", "中国电信".as_bytes()];
     let records: Vec<Record> = names
         .iter()

@@ -48,6 +48,8 @@ pub const DEFAULT_DURATION: u64 = 30;
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 2;
 pub const DEFAULT_THRESHOLD: u64 = 1_048_576;
 pub const DEFAULT_TOP: usize = 10;
+/// About 140 bytes each in memory: 100,000 take some 14 MB, which a 128 MB router affords.
+pub const DEFAULT_MAX_IPS: usize = 100_000;
 
 pub const FLAGS: &[Flag] = &[
     Flag {
@@ -137,9 +139,10 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         long: "max-ips",
         value: Some("N"),
-        default: None,
+        default: Some("100000"),
         group: Group::Prometheus,
-        doc: "Cap on tracked remote IPs; the rest are summed, never lost.",
+        doc: "Cap on remote IPs held in memory (about 140 bytes each). Past it the quietest \
+              unexported IPs are folded into the unexported counters: no byte is lost.",
     },
     Flag {
         short: Some('g'),
@@ -257,6 +260,7 @@ mod tests {
         assert_eq!(default_of("sample-interval"), Some(DEFAULT_SAMPLE_INTERVAL.to_string().leak() as &str));
         assert_eq!(default_of("top"), Some(DEFAULT_TOP.to_string().leak() as &str));
         assert_eq!(default_of("prometheus-export-threshold"), Some(DEFAULT_THRESHOLD.to_string().leak() as &str));
+        assert_eq!(default_of("max-ips"), Some(DEFAULT_MAX_IPS.to_string().leak() as &str));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::flags::{DEFAULT_DURATION, DEFAULT_SAMPLE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
+use super::flags::{DEFAULT_DURATION, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
 use super::lowargs::{self, Backend, LowArgs};
 use crate::error::Error;
 use crate::filter::AddressFilter;
@@ -62,11 +62,12 @@ pub struct Config {
     pub lang: Lang,
     /// `--lookup`: print these IPs' labels and exit.
     pub lookup: Vec<IpAddr>,
+    /// `--max-ips`: remote IPs held in memory at most.
+    pub max_ips: usize,
 }
 
 impl Config {
     pub fn resolve(low: LowArgs) -> Result<Config, Error> {
-        refuse_unbuilt_features(&low)?;
         let (backend, backend_reason) = match low.backend.unwrap_or(Backend::Auto) {
             Backend::Bpftrace => (BackendKind::Bpftrace, "chosen with -b".to_string()),
             Backend::Iftop => (BackendKind::Iftop, "chosen with -b".to_string()),
@@ -116,6 +117,7 @@ impl Config {
                 Some(lowargs::Lang::ZhCn) | None => Lang::ZhCn,
             },
             lookup: low.lookup,
+            max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
         })
     }
 }
@@ -134,16 +136,6 @@ fn choose_backend() -> Result<(BackendKind, String), Error> {
     }
 }
 
-fn not_yet(flag: &str) -> Error {
-    Error::usage(format!("{flag} is not supported yet"))
-}
-
-fn refuse_unbuilt_features(low: &LowArgs) -> Result<(), Error> {
-    if low.max_ips.is_some() {
-        return Err(not_yet("--max-ips"));
-    }
-    Ok(())
-}
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {
     let path = format!("/sys/class/net/{name}/ifindex");
@@ -199,16 +191,5 @@ mod tests {
         let err = resolve(&["-i", "nosuchif0"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("nosuchif0"));
-    }
-
-    #[test]
-    fn later_features_say_not_supported_yet() {
-        for args in [
-            &["--max-ips", "5"][..],
-        ] {
-            let err = resolve(args).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}");
-            assert!(err.to_string().ends_with("is not supported yet"), "{args:?}: {err}");
-        }
     }
 }

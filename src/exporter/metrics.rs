@@ -32,12 +32,12 @@ pub const RX_BYTES: Metric = Metric {
 pub const UNEXPORTED_TX: Metric = Metric {
     name: "ip_traffic_unexported_tx_bytes_total",
     kind: "counter",
-    help: "Transmitted bytes to remote IPs while they had no series of their own (below the export threshold)",
+    help: "Transmitted bytes to remote IPs while they had no series of their own (below the export threshold, or folded by --max-ips)",
 };
 pub const UNEXPORTED_RX: Metric = Metric {
     name: "ip_traffic_unexported_rx_bytes_total",
     kind: "counter",
-    help: "Received bytes from remote IPs while they had no series of their own (below the export threshold)",
+    help: "Received bytes from remote IPs while they had no series of their own (below the export threshold, or folded by --max-ips)",
 };
 pub const PROCESS_INFO: Metric = Metric {
     name: "ip_traffic_remote_process_info",
@@ -77,7 +77,7 @@ pub const TRACKED_IPS: Metric = Metric {
 pub const FOLDED_IPS: Metric = Metric {
     name: "ip_traffic_monitor_folded_ips_total",
     kind: "counter",
-    help: "Remote IPs dropped from memory by the --max-ips cap, their bytes kept in the unexported counters",
+    help: "Remote IPs dropped from memory (or never admitted) under the --max-ips cap, their bytes kept in the unexported counters",
 };
 pub const LAST_REPORT: Metric = Metric {
     name: "ip_traffic_monitor_last_report_timestamp_seconds",
@@ -110,6 +110,7 @@ struct Snapshot {
     last_report: Option<f64>,
     backend_up: bool,
     restarts: u64,
+    folded: u64,
 }
 
 fn snapshot(store: &Store) -> Snapshot {
@@ -129,6 +130,7 @@ fn snapshot(store: &Store) -> Snapshot {
         last_report: totals.last_report.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
         backend_up: totals.backend_up,
         restarts: totals.backend_restarts,
+        folded: totals.folded_ips,
     }
 }
 
@@ -202,7 +204,7 @@ fn self_description(out: &mut String, snap: &Snapshot, backend: &str) {
     sample(out, &PARSE_ERRORS, snap.parse_errors);
     sample(out, &MISSED_PROBE_RUNS, snap.missed);
     sample(out, &TRACKED_IPS, snap.tracked as u64);
-    sample(out, &FOLDED_IPS, 0);
+    sample(out, &FOLDED_IPS, snap.folded);
     header(out, &LAST_REPORT);
     // No report yet: the metric is absent rather than a misleading 0.
     if let Some(t) = snap.last_report {
@@ -249,7 +251,7 @@ mod tests {
 
     #[test]
     fn exported_ips_have_series_and_the_rest_is_summed() {
-        let store = Store::new(100);
+        let store = Store::new(100, 1_000_000);
         let big: IpAddr = "198.51.100.7".parse().unwrap();
         let small: IpAddr = "2001:db8::2".parse().unwrap();
         let owner = Owner { pid: 42, comm: Comm::new(b"we\"ird\\") };
