@@ -312,3 +312,27 @@ fn sighup_is_ignored_and_a_closed_stdout_ends_quietly() {
     assert!(finished.stdout.iter().any(|l| l == "exit=0"), "{:?} {:?}", finished.stdout, finished.stderr);
     assert!(!finished.stderr.iter().any(|l| l.contains("panicked") || l.contains("Broken pipe")), "{:?}", finished.stderr);
 }
+
+#[test]
+fn sigterm_under_heavy_traffic_prints_the_summary_within_2_s() {
+    if !lab::require_lab("sigterm_under_heavy_traffic_prints_the_summary_within_2_s") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let host = lab.host.clone();
+    let traffic = std::thread::spawn(move || {
+        std::process::Command::new("ip").args(["netns", "exec", &host, "iperf3", "-c", "198.51.100.7", "-t", "6"]).output()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let start = std::time::Instant::now();
+    let finished = monitor.terminate();
+    let took = start.elapsed();
+    let _ = traffic.join();
+    println!("SIGTERM to exit under a full-speed TCP stream: {took:?}");
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    assert!(finished.stdout.iter().any(|l| l.starts_with("== Summary")));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

@@ -313,3 +313,73 @@ fn promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese() {
     let (ok, said) = lab::promtool_check(&text);
     assert!(ok, "promtool check metrics: {said}");
 }
+
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_clients_never_stall_a_scrape_and_leave_nothing_behind() {
+    if !lab::require_lab("hostile_clients_never_stall_a_scrape_and_leave_nothing_behind") {
+        return;
+    }
+    let served = Served::start();
+    thread::sleep(Duration::from_millis(500));
+    let pid = served.child.id();
+    let (fds_before, threads_before) = (served.open_fds(), threads_of(pid));
+
+    // 500 connections, each sending one byte per second.
+    let slow: Vec<TcpStream> = (0..500).map(|_| served.connect()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dribbler = {
+        let stop = std::sync::Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut slow = slow;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in &mut slow {
+                    let _ = s.write_all(b"G");
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    // A 1 MB request head, random bytes, pipelined requests, a half-closed socket.
+    let mut big = served.connect();
+    let head = format!("GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    let _ = big.write_all(head.as_bytes()); // the server may close after 8 KiB
+    let mut noise = served.connect();
+    let mut x: u32 = 12345;
+    let junk: Vec<u8> = (0..65536).map(|_| { x = x.wrapping_mul(1103515245).wrapping_add(12345); (x >> 16) as u8 }).collect();
+    let _ = noise.write_all(&junk);
+    let mut pipelined = served.connect();
+    pipelined.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(50).as_slice()).expect("pipeline");
+    for _ in 0..50 {
+        let (status, _, _) = read_response(&mut pipelined, false);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+    let mut half = served.connect();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+    half.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let (status, _, _) = read_response(&mut half, false);
+    assert_eq!(status, "HTTP/1.1 200 OK", "a half-closed client still gets its answer");
+
+    for _ in 0..5 {
+        let took = scrape_within(&served, Duration::from_secs(1));
+        println!("scrape during the abuse: {took:?}");
+        thread::sleep(Duration::from_millis(700));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    dribbler.join().expect("dribbler");
+    drop((big, noise, pipelined, half));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (served.open_fds() > fds_before || threads_of(pid) > threads_before) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    println!("fds {} (before {fds_before}), threads {} (before {threads_before})", served.open_fds(), threads_of(pid));
+    assert!(served.open_fds() <= fds_before, "fds: {} vs {fds_before}", served.open_fds());
+    assert!(threads_of(pid) <= threads_before, "threads: {} vs {threads_before}", threads_of(pid));
+}
