@@ -6,7 +6,7 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::{Lab, Script, BIN, MANY_IPS_RANGE, OTHER_IFACE_REMOTE, REMOTE_V4, REMOTE_V6};
+use lab::{Lab, BIN, MANY_IPS_RANGE, OTHER_IFACE_REMOTE};
 
 /// The accounting bound: counted bytes within 0.1 % of nftables'.
 const BOUND: f64 = 0.001;
@@ -40,21 +40,7 @@ fn every_remote_ip_and_direction_matches_nftables() {
     let counted = lab::summary_rows(&finished.stdout);
     let truth = lab.truth();
 
-    println!("{:<16} {:<3} {:>12} {:>12} {:>8}", "remote", "dir", "nftables", "counted", "diff");
-    let mut total = 0;
-    let mut failures = Vec::new();
-    for ip in REMOTE_V4.iter().chain(REMOTE_V6.iter()) {
-        let row = counted.get(*ip);
-        for (dir, got) in [("tx", row.map_or(0, |r| r.0)), ("rx", row.map_or(0, |r| r.1))] {
-            let want = truth[&(ip.to_string(), dir)];
-            total += want;
-            let diff = got as i64 - want as i64;
-            println!("{ip:<16} {dir:<3} {want:>12} {got:>12} {diff:>8}");
-            if want == 0 || (diff.unsigned_abs() as f64) > BOUND * want as f64 {
-                failures.push(format!("{ip} {dir}: nftables {want}, counted {got}"));
-            }
-        }
-    }
+    let (total, failures) = lab::compare_with_nftables(&counted, &truth, BOUND);
     println!("total bytes through nftables on vh: {total}");
     assert!(failures.is_empty(), "outside the {BOUND} bound: {failures:?}");
     assert!(total > 50_000_000, "the lab must move at least 50 MB, moved {total}");
@@ -76,7 +62,7 @@ fn a_dead_backend_is_reported_and_restarted_not_silence() {
     let mut lab = Lab::new();
     // A script that attaches, reports once, then exits: the monitor must say
     // so and start it again, with backoff, until stopped.
-    let script = Script::new(
+    let script = lab::script(
         "exit",
         "BEGIN { printf(\"@attached\\n\"); }\ninterval:ms:500 { printf(\"@tx[198.51.100.7]: 10\\n@end\\n\"); exit(); }\n",
     );
@@ -146,7 +132,7 @@ fn a_script_that_cannot_load_names_the_cause() {
         return;
     }
     let mut lab = Lab::new();
-    let script = Script::new("bad", "tracepoint:net:no_such_tracepoint { @x = count(); }\n");
+    let script = lab::script("bad", "tracepoint:net:no_such_tracepoint { @x = count(); }\n");
     let finished = lab.spawn_in_host(&[BIN, "--bpftrace-script", script.path()]).finish();
     assert_eq!(finished.code, Some(1));
     assert_eq!(finished.stderr.len(), 1, "one line: {:?}", finished.stderr);
@@ -222,7 +208,7 @@ fn a_custom_script_is_read_and_unreadable_lines_are_counted() {
         return;
     }
     let mut lab = Lab::new();
-    let script = Script::new(
+    let script = lab::script(
         "custom",
         "BEGIN { printf(\"@attached\\n\"); }\n\
          interval:ms:500 { printf(\"@tx[198.51.100.7]: 5\\nnot a report line\\n@end\\n\"); }\n",

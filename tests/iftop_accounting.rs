@@ -40,20 +40,7 @@ fn iftop_counts_every_remote_ip_within_its_resolution() {
     assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
     let counted = lab::summary_rows(&finished.stdout);
     let truth = lab.truth();
-    println!("{:<16} {:<3} {:>12} {:>12} {:>8} {:>7}", "remote", "dir", "nftables", "counted", "diff", "%");
-    let mut failures = Vec::new();
-    for ip in lab::REMOTE_V4.iter().chain(lab::REMOTE_V6.iter()) {
-        let row = counted.get(*ip);
-        for (dir, got) in [("tx", row.map_or(0, |r| r.0)), ("rx", row.map_or(0, |r| r.1))] {
-            let want = truth[&(ip.to_string(), dir)];
-            let diff = got as i64 - want as i64;
-            let pct = 100.0 * diff as f64 / want.max(1) as f64;
-            println!("{ip:<16} {dir:<3} {want:>12} {got:>12} {diff:>8} {pct:>6.2}%");
-            if want == 0 || diff.unsigned_abs() as f64 > BOUND * want as f64 {
-                failures.push(format!("{ip} {dir}: nftables {want}, counted {got}"));
-            }
-        }
-    }
+    let (_, failures) = lab::compare_with_nftables(&counted, &truth, BOUND);
     assert!(failures.is_empty(), "outside the 1 % bound: {failures:?}");
     assert_eq!(counted["192.0.2.2"].2, "iperf3", "process of the 20 s TCP stream: {:?}", counted["192.0.2.2"]);
 }

@@ -77,13 +77,7 @@ pub fn command(bpftrace: &Path, config: &Config) -> Result<Command, Error> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own process group: a terminal's Ctrl-C reaches only the monitor,
-    // which then stops bpftrace in order and reads its final report.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    // SAFETY: the closure runs between fork and exec and only calls prctl.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, crate::sys::die_with_parent);
-    }
+    super::tie_to_monitor(&mut cmd);
     Ok(cmd)
 }
 

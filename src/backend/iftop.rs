@@ -38,11 +38,7 @@ pub fn command(iftop: &Path, stdbuf: &Path, iface: &str) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    // SAFETY: the closure runs between fork and exec and only calls prctl.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, crate::sys::die_with_parent);
-    }
+    super::tie_to_monitor(&mut cmd);
     cmd
 }
 

@@ -160,6 +160,18 @@ impl Running {
     }
 }
 
+/// What every backend child gets: its own process group (a terminal's
+/// Ctrl-C reaches only the monitor, which stops the child in order and reads
+/// its final report) and death with the monitor, even a SIGKILLed one.
+pub fn tie_to_monitor(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: the closure runs between fork and exec and only calls prctl.
+    unsafe {
+        cmd.pre_exec(sys::die_with_parent);
+    }
+}
+
 fn send_keys(stdin: &Mutex<Option<ChildStdin>>, keys: &[u8]) -> bool {
     let Ok(mut stdin) = stdin.lock() else { return false };
     match stdin.as_mut() {

@@ -531,24 +531,8 @@ impl Drop for TempFile {
 }
 
 /// A bpftrace script written for one test and removed when dropped.
-pub struct Script(std::path::PathBuf);
-
-impl Script {
-    pub fn new(name: &str, body: &str) -> Script {
-        let path = std::env::temp_dir().join(format!("itm-{name}-{}.bt", std::process::id()));
-        std::fs::write(&path, body).expect("write the test script");
-        Script(path)
-    }
-
-    pub fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+pub fn script(name: &str, body: &str) -> TempFile {
+    TempFile::new(&format!("{name}.bt"), body.as_bytes())
 }
 
 /// The value of the sample `name{...labels}` (or bare `name`) in an exposition.
@@ -584,4 +568,31 @@ pub fn promtool_check(exposition: &str) -> (bool, String) {
     let out = child.wait_with_output().expect("promtool");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), said)
+}
+
+/// Compares every lab remote IP and direction with nftables, printing a
+/// table (expected, counted, difference); returns the total nftables bytes
+/// and the rows outside `bound` (a fraction of the nftables figure).
+pub fn compare_with_nftables(
+    counted: &BTreeMap<String, (u64, u64, String)>,
+    truth: &BTreeMap<(String, &'static str), u64>,
+    bound: f64,
+) -> (u64, Vec<String>) {
+    println!("{:<16} {:<3} {:>12} {:>12} {:>8} {:>7}", "remote", "dir", "nftables", "counted", "diff", "%");
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for ip in REMOTE_V4.iter().chain(REMOTE_V6.iter()) {
+        let row = counted.get(*ip);
+        for (dir, got) in [("tx", row.map_or(0, |r| r.0)), ("rx", row.map_or(0, |r| r.1))] {
+            let want = truth[&(ip.to_string(), dir)];
+            total += want;
+            let diff = got as i64 - want as i64;
+            let pct = 100.0 * diff as f64 / want.max(1) as f64;
+            println!("{ip:<16} {dir:<3} {want:>12} {got:>12} {diff:>8} {pct:>6.2}%");
+            if want == 0 || diff.unsigned_abs() as f64 > bound * want as f64 {
+                failures.push(format!("{ip} {dir}: nftables {want}, counted {got}"));
+            }
+        }
+    }
+    (total, failures)
 }
