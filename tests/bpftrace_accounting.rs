@@ -21,13 +21,7 @@ fn every_remote_ip_and_direction_matches_nftables() {
     let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "--top", "1000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
 
-    // TCP upload and download, UDP both ways, IPv4 and IPv6.
-    lab.iperf(&["-c", "198.51.100.7", "-n", "15M"]);
-    lab.iperf(&["-c", "198.51.100.8", "-n", "15M", "-R"]);
-    lab.udp_flow(true, "203.0.113.9", 4_000_000);
-    lab.udp_flow(false, "203.0.113.9", 4_000_000);
-    lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "10M"]);
-    lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "10M", "-R"]);
+    lab.mixed_traffic();
     // A sustained flow over many sample intervals: nothing lost between reports.
     lab.iperf(&["-c", "192.0.2.2", "-t", "16", "-b", "10M"]);
     // Traffic on the interface -i did not name.

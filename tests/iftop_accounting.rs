@@ -26,12 +26,7 @@ fn iftop_counts_every_remote_ip_within_its_resolution() {
     let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-s", "2", "--top", "1000"]);
     monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
 
-    lab.iperf(&["-c", "198.51.100.7", "-n", "15M"]);
-    lab.iperf(&["-c", "198.51.100.8", "-n", "15M", "-R"]);
-    lab.udp_flow(true, "203.0.113.9", 4_000_000);
-    lab.udp_flow(false, "203.0.113.9", 4_000_000);
-    lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "10M"]);
-    lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "10M", "-R"]);
+    lab.mixed_traffic();
     // A steady 20 s stream: long enough for many blocks and for the
     // process scan to find the connection.
     lab.iperf(&["-c", "192.0.2.2", "-t", "20", "-b", "8M"]);
