@@ -314,7 +314,10 @@ fn on_report(ctx: &Ctx, backend: &Running, seen_errors: &mut u64) {
     if config.quiet {
         return;
     }
-    let tracked = store.lock().ips.len();
+    let tracked = {
+        let totals = store.lock();
+        (totals.ips.len(), totals.folded_ips)
+    };
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the counting.
     let view = report::View { top: config.top, color: config.color, locator: Some(ctx.locator) };

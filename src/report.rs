@@ -73,15 +73,16 @@ pub fn interval_table(
     rows: &[Row],
     view: &View,
     elapsed: Duration,
-    tracked: usize,
+    (tracked, folded): (usize, u64),
 ) -> std::io::Result<()> {
     let (top, color) = (view.top, view.color);
     let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| {
         (tx + r.traffic.interval_tx, rx + r.traffic.interval_rx)
     });
+    let folded = if folded > 0 { format!(" ({folded} folded by --max-ips)") } else { String::new() };
     writeln!(
         out,
-        "\n[{:>6.1}s] {} active / {tracked} tracked remote IPs, this interval TX {} RX {}",
+        "\n[{:>6.1}s] {} active / {tracked} tracked remote IPs{folded}, this interval TX {} RX {}",
         elapsed.as_secs_f64(),
         rows.len(),
         human_bytes(tx),
@@ -198,11 +199,14 @@ mod tests {
     fn tables_show_top_rows_owner_and_exact_totals() {
         let rows = vec![row("198.51.100.7", 3_000_000, 10), row("2001:db8::2", 5, 5)];
         let mut out = Vec::new();
-        interval_table(&mut out, &rows, &View { top: 1, color: false, locator: None }, Duration::from_secs(2), 2).unwrap();
+        interval_table(&mut out, &rows, &View { top: 1, color: false, locator: None }, Duration::from_secs(2), (2, 0)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("198.51.100.7") && text.contains("2.9 MiB") && text.contains("curl"), "{text}");
         assert!(!text.contains("2001:db8::2") && text.contains("1 more"), "{text}");
         assert!(!text.contains('\x1b'), "no colour off a terminal");
+        let mut out = Vec::new();
+        interval_table(&mut out, &rows, &View { top: 1, color: false, locator: None }, Duration::from_secs(2), (2, 7)).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("2 tracked remote IPs (7 folded by --max-ips)"));
 
         let mut out = Vec::new();
         summary(&mut out, &rows, &View { top: 10, color: false, locator: None }, Duration::from_secs(30)).unwrap();
