@@ -24,7 +24,7 @@ export RUSTUP_HOME ?= $(SUDO_HOME)/.rustup
 endif
 endif
 
-.PHONY: all build release cross run test bench realdb deps tracefs install uninstall clean
+.PHONY: all build release cross run test bench realdb fuzz deps tracefs install uninstall clean
 
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -91,6 +91,15 @@ test: deps tracefs release
 
 bench:
 	$(CARGO) bench
+
+# Fuzz every parser of outside input for FUZZ_SECONDS each (cargo-fuzz on a
+# nightly toolchain: cargo install cargo-fuzz). New inputs join fuzz/corpus/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := bpftrace_line iftop_block http_head qqwry ipdb
+fuzz:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		$(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 || exit 1; \
+	done
 
 # Real location databases for the lookup benchmark (never committed).
 realdb:

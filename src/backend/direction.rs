@@ -35,13 +35,12 @@ impl Direction {
         d
     }
 
-    /// A fixed set of local addresses and no routes, for tests.
-    #[cfg(test)]
+    /// A fixed set of local addresses and no routes, for tests and fuzzing.
+    #[doc(hidden)]
     pub fn with_locals(locals: &[&str]) -> Direction {
         Direction::with("eth0", locals, &[])
     }
 
-    #[cfg(test)]
     fn with(capture_iface: &str, locals: &[&str], routes: &[(&str, u8, &str)]) -> Direction {
         Direction {
             capture_iface: capture_iface.into(),

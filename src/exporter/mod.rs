@@ -6,7 +6,8 @@
 //! is closed to make room, so a flood of idle connections cannot lock out a
 //! scraper. Serves `/metrics` (GET, HEAD) and a small index page.
 
-mod http;
+#[doc(hidden)]
+pub mod http;
 pub mod metrics;
 mod procfs;
 

@@ -17,11 +17,37 @@ mod ipdb;
 mod maxmind;
 mod qqwry;
 
-/// Writers of small 纯真 files with known content, for tests and benchmarks.
+/// Writers of small 纯真 files with known content, for tests and benchmarks,
+/// and the readers' entry points for fuzzing.
 #[doc(hidden)]
 pub mod testing {
+    use std::net::IpAddr;
+
     pub use super::ipdb::writer::build as ipdb;
     pub use super::qqwry::writer::{Layout as QqwryLayout, build as qqwry_dat};
+    use super::ChineseDb;
+
+    /// Opens `data` as a qqwry.dat and looks up `ips`: for fuzzing.
+    pub fn read_qqwry(data: &[u8], ips: &[IpAddr]) {
+        if let Ok(db) = super::qqwry::Qqwry::parse(data) {
+            look_up(&db, ips);
+        }
+    }
+
+    /// Opens `data` as an ipdb file and looks up `ips`: for fuzzing.
+    pub fn read_ipdb(data: &[u8], ips: &[IpAddr]) {
+        if let Ok(db) = super::ipdb::Ipdb::parse(data) {
+            look_up(&db, ips);
+        }
+    }
+
+    fn look_up(db: &dyn ChineseDb, ips: &[IpAddr]) {
+        for ip in ips {
+            if let Ok(Some((place, carrier))) = db.lookup(*ip) {
+                let _ = super::china::labels_from_text(&place, &carrier, super::Lang::ZhCn);
+            }
+        }
+    }
 }
 
 use std::collections::HashMap;
