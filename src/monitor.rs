@@ -1,7 +1,9 @@
-//! The main thread's job: check privileges, start the backend, wait for it
-//! to attach, print a table per report, and end the run (duration reached,
-//! SIGINT or SIGTERM) by stopping the backend, reading its last report and
-//! printing the summary. A backend that dies is an error, never "no traffic".
+//! The main thread's job: open the location databases (or answer
+//! `--lookup`), check privileges, bind the exporter, start the backend, wait
+//! for it to attach, print a table per report, restart the backend with
+//! backoff if it dies (said loudly, never shown as "no traffic"), and end
+//! the run (duration reached, SIGINT or SIGTERM) by stopping the backend,
+//! reading its last report and printing the summary.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -41,7 +43,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     }
     if !sys::is_root() {
         return Err(Error::fatal(
-            "must run as root: bpftrace needs CAP_BPF and CAP_PERFMON (try: sudo ip_traffic_monitor_cli ...)",
+            "must run as root: bpftrace needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, iftop CAP_NET_RAW (try: sudo ip_traffic_monitor_cli ...)",
         ));
     }
     let store = Arc::new(Store::new(config.export_threshold, config.max_ips));
