@@ -24,7 +24,7 @@ export RUSTUP_HOME ?= $(SUDO_HOME)/.rustup
 endif
 endif
 
-.PHONY: all build release cross run test bench realdb fuzz deps tracefs install uninstall clean
+.PHONY: all build release cross run test bench realdb fuzz fuzz-smoke deps tracefs install uninstall clean
 
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -88,6 +88,7 @@ run: deps tracefs build
 
 test: deps tracefs release
 	$(CARGO) test
+	$(MAKE) fuzz-smoke
 
 bench:
 	$(CARGO) bench
@@ -100,6 +101,15 @@ fuzz:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		$(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 || exit 1; \
 	done
+
+# A short run of every fuzz target (part of make test). cargo-fuzz needs a
+# nightly toolchain: without one this says so and runs nothing.
+fuzz-smoke:
+	@if ! $(RUSTUP) toolchain list 2>/dev/null | grep -q '^nightly'; then \
+		echo "fuzz smoke: no nightly toolchain here, not run"; exit 0; fi; \
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --quiet || \
+		{ echo "fuzz smoke: cargo-fuzz could not be installed, not run"; exit 0; }; \
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 # Real location databases for the lookup benchmark (never committed).
 realdb:
