@@ -316,3 +316,46 @@ fn sigterm_under_heavy_traffic_prints_the_summary_within_2_s() {
     assert!(finished.stdout.iter().any(|l| l.starts_with("== Summary")));
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+#[test]
+fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
+    if !lab::require("a_hundred_thousand_sources_then_a_million_under_the_cap", &["python3"]) {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.accept_any_source_in_remote();
+    let mut monitor =
+        lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-p", "9464", "--max-ips", "100000", "-t", "1000000000"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let rx_of = |lab: &Lab| lab.truth()[&(MANY_IPS_RANGE.to_string(), "rx")];
+    let family_sum = |metrics: &str| {
+        lab::metric_value(metrics, "ip_traffic_unexported_rx_bytes_total").unwrap_or(0.0)
+            + metrics
+                .lines()
+                .filter(|l| l.starts_with("ip_traffic_rx_bytes_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+    };
+    // 100,000 distinct sources within one sample interval (about a second).
+    lab.udp_from_remote_sources(100_000);
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = lab.http_get_in_host(9464, "/metrics");
+    let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
+    let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
+    println!("100,000 sources: nftables {want} bytes, all families {got}, tracked {tracked}");
+    assert_eq!(got, want, "every source counted");
+    assert!(tracked >= 99_000.0, "{tracked}");
+
+    // A million, with the cap at 100,000: memory bounded, sums exact.
+    lab.udp_from_remote_sources(1_000_000);
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = lab.http_get_in_host(9464, "/metrics");
+    let rss = lab::metric_value(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
+    let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
+    let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
+    println!("1,000,000 sources: nftables {want} bytes, all families {got}, tracked {tracked}, monitor RSS {} MiB", rss / 1048576.0);
+    assert_eq!(got, want, "all families together equal the nftables total");
+    assert!(tracked <= 100_000.0, "{tracked}");
+    assert!(rss < 200.0 * 1048576.0, "resident memory bounded: {rss}");
+    drop(monitor);
+}

@@ -324,6 +324,33 @@ impl Lab {
         self.iperf(&["-6", "-c", "2001:db8::2", "-n", "10M", "-R"]);
     }
 
+    /// Lets the remote namespace send from any address of 198.18.0.0/15
+    /// (an AnyIP local route), and the host take them in (rp_filter off).
+    pub fn accept_any_source_in_remote(&self) {
+        run(&["ip", "-n", &self.remote, "route", "add", "local", MANY_IPS_RANGE, "dev", "lo"]);
+        for ns in [&self.host, &self.remote] {
+            for key in ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"] {
+                run(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
+            }
+        }
+    }
+
+    /// One 2-byte UDP datagram to the host from each of `count` distinct
+    /// addresses of 198.18.0.0/15 (wrapping past 131,072), sent from the
+    /// remote namespace by a small Python loop (bind, send, close).
+    pub fn udp_from_remote_sources(&self, count: u32) {
+        let script = format!(
+            "import socket\n\
+             for i in range({count}):\n\
+             \x20   n = 0xC6120000 + (i % 131072)\n\
+             \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             \x20   s.bind((socket.inet_ntoa(n.to_bytes(4, 'big')), 0))\n\
+             \x20   s.sendto(b'x\\n', ('192.0.2.1', 9))\n\
+             \x20   s.close()\n"
+        );
+        run(&["ip", "netns", "exec", &self.remote, "python3", "-c", &script]);
+    }
+
     /// Runs a shell command in the host namespace and waits for it.
     pub fn host_shell(&self, script: &str) {
         run(&["ip", "netns", "exec", &self.host, "bash", "-c", script]);
