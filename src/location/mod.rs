@@ -27,22 +27,31 @@ pub mod testing {
     pub use super::qqwry::writer::{Layout as QqwryLayout, build as qqwry_dat};
     use super::ChineseDb;
 
-    /// Opens `data` as a qqwry.dat and looks up `ips`: for fuzzing.
-    pub fn read_qqwry(data: &[u8], ips: &[IpAddr]) {
+    /// Addresses the fuzz targets look up: inside the seed files' ranges, the
+    /// last IPv4 address, and an IPv6 one.
+    const PROBES: [IpAddr; 4] = [
+        IpAddr::V4(std::net::Ipv4Addr::new(1, 13, 0, 1)),
+        IpAddr::V4(std::net::Ipv4Addr::new(14, 0, 0, 9)),
+        IpAddr::V4(std::net::Ipv4Addr::BROADCAST),
+        IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 7)),
+    ];
+
+    /// Opens `data` as a qqwry.dat and looks a few addresses up: for fuzzing.
+    pub fn read_qqwry(data: &[u8]) {
         if let Ok(db) = super::qqwry::Qqwry::parse(data) {
-            look_up(&db, ips);
+            look_up(&db);
         }
     }
 
-    /// Opens `data` as an ipdb file and looks up `ips`: for fuzzing.
-    pub fn read_ipdb(data: &[u8], ips: &[IpAddr]) {
+    /// Opens `data` as an ipdb file and looks a few addresses up: for fuzzing.
+    pub fn read_ipdb(data: &[u8]) {
         if let Ok(db) = super::ipdb::Ipdb::parse(data) {
-            look_up(&db, ips);
+            look_up(&db);
         }
     }
 
-    fn look_up(db: &dyn ChineseDb, ips: &[IpAddr]) {
-        for ip in ips {
+    fn look_up(db: &dyn ChineseDb) {
+        for ip in &PROBES {
             if let Ok(Some((place, carrier))) = db.lookup(*ip) {
                 let _ = super::china::labels_from_text(&place, &carrier, super::Lang::ZhCn);
             }
