@@ -105,8 +105,7 @@ fn never_counted_v4(ip: Ipv4Addr) -> bool {
     ip.octets()[0] == 0 // "this network", including 0.0.0.0
         || ip.is_loopback()
         || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
+        || ip.octets()[0] >= 224 // multicast, reserved 240/4, broadcast
 }
 
 fn private_v4(ip: Ipv4Addr) -> bool {
@@ -115,8 +114,9 @@ fn private_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn never_counted_v6(ip: Ipv6Addr) -> bool {
-    ip.is_unspecified()
-        || ip.is_loopback()
+    // ::/8 holds the unspecified, loopback and IPv4-compatible addresses,
+    // none of them a real peer on the wire (mapped ones were made IPv4).
+    ip.segments()[0] & 0xff00 == 0
         || ip.is_multicast()
         || (ip.segments()[0] & 0xffc0) == 0xfe80 // link-local
 }
@@ -142,7 +142,7 @@ mod tests {
         for skipped in [
             "0.0.0.0", "127.0.0.1", "169.254.1.1", "224.0.0.251", "255.255.255.255", "10.1.2.3",
             "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "100.127.255.255", "::",
-            "::1", "fe80::1", "ff02::1", "fd00::1", "fc00::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1",
+            "::1", "::2", "fe80::1", "ff02::1", "240.0.0.1", "fd00::1", "fc00::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1",
         ] {
             assert!(!f.counts(ip(skipped)), "{skipped} should not count");
         }

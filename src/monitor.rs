@@ -93,7 +93,7 @@ fn start_backend(config: &Config, store: &Arc<Store>, events: Sender<Event>) -> 
             let bin = bpftrace::find()?;
             bpftrace::check_kernel()?;
             let child = spawn(bpftrace::command(&bin, config)?, &bin)?;
-            (child, Box::new(BpftraceParser { filter: config.filter.clone() }))
+            (child, Box::new(BpftraceParser::new(config.filter.clone())))
         }
         BackendKind::Iftop => {
             let iftop = iftop::find("iftop", "install it: apt-get install iftop")?;
@@ -209,7 +209,7 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
     let deadline = ctx.config.duration.map(|d| ctx.started + d);
-    let mut seen_errors = 0;
+    let mut seen = Seen::default();
     let mut delay = RESTART_DELAY;
     let mut up_since = Instant::now();
     loop {
@@ -222,7 +222,7 @@ fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
             None => ctx.events.recv().unwrap_or(Event::Exited),
         };
         match event {
-            Event::Report => on_report(ctx, backend, &mut seen_errors),
+            Event::Report => on_report(ctx, backend, &mut seen),
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
@@ -240,7 +240,7 @@ fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
         }
     }
     if ctx.config.backend == BackendKind::Iftop {
-        await_final_iftop_block(ctx, backend, &mut seen_errors);
+        await_final_iftop_block(ctx, backend, &mut seen);
     }
     backend.stop(STOP_GRACE);
     Ok(())
@@ -293,7 +293,7 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
 /// iftop prints nothing on exit: its last block is the last word. Once its
 /// figures can be recomputed (a resolution after the last block), asks for
 /// one more block and reads it, so every byte up to now is counted.
-fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen_errors: &mut u64) {
+fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen: &mut Seen) {
     let since_last = ctx.store.lock().last_report.and_then(|t| t.elapsed().ok()).unwrap_or(iftop::RESOLUTION);
     thread::sleep(iftop::RESOLUTION.saturating_sub(since_last));
     if !backend.send_keys(iftop::REFRESH_KEY) {
@@ -302,16 +302,24 @@ fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen_errors: &mut u64) 
     let deadline = Instant::now() + Duration::from_secs(3);
     while let Ok(event) = ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
-            on_report(ctx, backend, seen_errors);
+            on_report(ctx, backend, seen);
             return;
         }
     }
 }
 
-fn on_report(ctx: &Ctx, backend: &Running, seen_errors: &mut u64) {
+/// What the warnings have already told the user.
+#[derive(Default)]
+struct Seen {
+    unreadable_lines: u64,
+    unkeyed_bytes: u64,
+}
+
+fn on_report(ctx: &Ctx, backend: &Running, seen: &mut Seen) {
     let (config, store) = (ctx.config, ctx.store);
     warn_about_missed_events(store, backend);
-    warn_about_unreadable_lines(store, backend.name, seen_errors);
+    warn_about_unreadable_lines(store, backend.name, &mut seen.unreadable_lines);
+    warn_about_unkeyed_bytes(store, &mut seen.unkeyed_bytes);
     let rows = store.take_interval();
     if config.quiet {
         return;
@@ -339,6 +347,18 @@ fn warn_about_missed_events(store: &Store, backend: &Running) {
             "warning: the kernel skipped {new} probe runs ({misses} in all) because another BPF \
              tracing program was running on the same CPU; up to that many packets were not counted"
         );
+    }
+}
+
+fn warn_about_unkeyed_bytes(store: &Store, seen: &mut u64) {
+    let unkeyed = store.lock().unkeyed_bytes;
+    if unkeyed > *seen {
+        eprintln!(
+            "warning: {} bytes came from more remote IPs in one interval than bpftrace's maps hold \
+             (BPFTRACE_MAP_KEYS_MAX); they are in the unexported totals, not on an IP",
+            unkeyed - *seen
+        );
+        *seen = unkeyed;
     }
 }
 

@@ -82,6 +82,9 @@ pub enum Record {
     Tx(IpAddr, u64),
     Rx(IpAddr, u64),
     Owner(IpAddr, Owner),
+    /// Bytes the backend counted but could not put on an IP (its per-IP
+    /// maps were full): `(tx, rx)`.
+    Unkeyed(u64, u64),
 }
 
 #[derive(Default)]
@@ -105,6 +108,9 @@ pub struct Totals {
     /// IPs dropped by the `--max-ips` cap (or never admitted), their bytes
     /// kept in the unexported sums.
     pub folded_ips: u64,
+    /// Bytes counted without an IP (the backend's maps were full), in the
+    /// unexported sums too.
+    pub unkeyed_bytes: u64,
 }
 
 #[derive(Default)]
@@ -150,6 +156,11 @@ impl Store {
                     if totals.ips.contains_key(&ip) || totals.ips.len() < self.max_ips {
                         totals.ips.entry(ip).or_default().owner = Some(owner);
                     }
+                }
+                Record::Unkeyed(tx, rx) => {
+                    totals.unexported_tx += tx;
+                    totals.unexported_rx += rx;
+                    totals.unkeyed_bytes += tx + rx;
                 }
             }
         }

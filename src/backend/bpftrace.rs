@@ -14,7 +14,9 @@ use crate::error::Error;
 pub const SCRIPT: &str = include_str!("../../bpftrace/traffic.bt");
 
 /// Keys per bpftrace map, i.e. distinct remote IPs per direction in one
-/// report. bpftrace's default (4096) drops further keys silently.
+/// report, unless the environment sets BPFTRACE_MAP_KEYS_MAX (a memory knob
+/// for small routers). bpftrace's own default (4096) is far too small; bytes
+/// of IPs beyond the maps' room still reach the totals through @txall/@rxall.
 pub const MAP_KEYS_MAX: u32 = 131_072;
 
 const INSTALL_HINT: &str = "install it: apt-get install bpftrace (Debian/Ubuntu), dnf install bpftrace, or use -b iftop";
@@ -54,7 +56,8 @@ pub fn check_kernel() -> Result<(), Error> {
 }
 
 /// The command for the counting child. Positional parameters: half the
-/// sample interval in ms, the network namespace inode, the ifindex (0 = all).
+/// sample interval in ms, the network namespace inode, the ifindex (0 = all),
+/// an eighth of the sample interval in ms, 1 to count private addresses.
 pub fn command(bpftrace: &Path, config: &Config) -> Result<Command, Error> {
     let mut cmd = Command::new(bpftrace);
     match &config.bpftrace_script {
@@ -68,13 +71,17 @@ pub fn command(bpftrace: &Path, config: &Config) -> Result<Command, Error> {
             cmd.arg("-e").arg(SCRIPT);
         }
     }
-    let half_interval_ms = config.sample_interval.as_millis() / 2;
+    let interval_ms = config.sample_interval.as_millis();
     let ifindex = config.iface.as_ref().map_or(0, |iface| iface.ifindex);
-    cmd.arg(half_interval_ms.to_string())
+    cmd.arg((interval_ms / 2).to_string())
         .arg(config.netns_inode.to_string())
         .arg(ifindex.to_string())
-        .env("BPFTRACE_MAP_KEYS_MAX", MAP_KEYS_MAX.to_string())
-        .stdin(Stdio::null())
+        .arg((interval_ms / 8).to_string())
+        .arg(if config.filter.include_private { "1" } else { "0" });
+    if std::env::var_os("BPFTRACE_MAP_KEYS_MAX").is_none() {
+        cmd.env("BPFTRACE_MAP_KEYS_MAX", MAP_KEYS_MAX.to_string());
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     super::tie_to_monitor(&mut cmd);

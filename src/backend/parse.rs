@@ -6,6 +6,8 @@
 //! @tx0[198.51.100.7]: 20992712       bytes sent to an IP since the last report
 //! @rx[2001:db8::2]: 10506212         bytes received from it (any map named tx*/rx*)
 //! @proc[198.51.100.7]: (2135, iperf3) the local process talking to it
+//! @txall0: 20992712                   optional: all bytes sent in the report,
+//! @rxall0: 10506212                   whichever the IP (any keyless tx*/rx*)
 //! @end                               the report is complete
 //! @attached                          printed once from BEGIN: counting has begun
 //! ```
@@ -26,6 +28,10 @@ pub enum Line<'a> {
     Tx(IpAddr, u64),
     Rx(IpAddr, u64),
     Owner(IpAddr, u32, &'a [u8]),
+    /// All bytes sent / received in the report, including any the per-IP
+    /// maps had no room for.
+    TxAll(u64),
+    RxAll(u64),
     End,
     /// The script's BEGIN ran: every probe is attached, counting has begun.
     Attached,
@@ -50,10 +56,12 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     parse_map_entry(line).unwrap_or(Line::Malformed)
 }
 
-/// `@NAME[KEY]: VALUE`
+/// `@NAME[KEY]: VALUE`, or `@NAME: VALUE` for a direction's total.
 fn parse_map_entry(line: &[u8]) -> Option<Line<'_>> {
     let rest = line.strip_prefix(b"@")?;
-    let open = memchr(b'[', rest)?;
+    let Some(open) = memchr(b'[', rest) else {
+        return parse_total(rest);
+    };
     let (name, rest) = (&rest[..open], &rest[open + 1..]);
     let close = memchr(b']', rest)?;
     let ip = parse_ip(&rest[..close])?;
@@ -65,6 +73,19 @@ fn parse_map_entry(line: &[u8]) -> Option<Line<'_>> {
     } else if name.starts_with(b"proc") {
         let (pid, comm) = parse_owner(value)?;
         Some(Line::Owner(ip, pid, comm))
+    } else {
+        None
+    }
+}
+
+/// `NAME: VALUE` (after the `@`).
+fn parse_total(rest: &[u8]) -> Option<Line<'_>> {
+    let colon = memchr(b':', rest)?;
+    let (name, value) = (&rest[..colon], rest[colon + 1..].strip_prefix(b" ")?);
+    if name.starts_with(b"tx") {
+        Some(Line::TxAll(parse_u64(value)?))
+    } else if name.starts_with(b"rx") {
+        Some(Line::RxAll(parse_u64(value)?))
     } else {
         None
     }
@@ -116,18 +137,17 @@ mod tests {
     }
 
     /// Recorded from bpftrace 0.17 running bpftrace/traffic.bt in the lab.
-    const RECORDED: &str = "Attaching 4 probes...\n\
+    const RECORDED: &str = "Attaching 5 probes...\n\
         @attached\n\
         @end\n\
-        \n\
-        @tx1[198.51.100.7]: 21125110\n\
-        @tx1[2001:db8::2]: 72\n\
-        \n\
-        @rx1[198.51.100.7]: 21698\n\
-        @rx1[fe80::834:ecff:fec0:9e39]: 72\n\
-        \n\
-        @proc[198.51.100.7]: (3105, iperf3)\n\
-        @proc[2001:db8::2]: (3110, iperf3)\n\
+        @txall1: 157\n\
+        @rxall1: 233\n\
+        @tx1[192.0.2.2]: 34\n\
+        @tx1[2001:db8::2]: 51\n\
+        @tx1[ff02::1:ff00:2]: 72\n\
+        @rx1[192.0.2.2]: 62\n\
+        @rx1[2001:db8::2]: 171\n\
+        @proc[2001:db8::2]: (14466, bash)\n\
         \n\
         @end\n";
 
@@ -140,15 +160,14 @@ mod tests {
                 Line::Blank,
                 Line::Attached,
                 Line::End,
-                Line::Blank,
-                Line::Tx(ip("198.51.100.7"), 21125110),
-                Line::Tx(ip("2001:db8::2"), 72),
-                Line::Blank,
-                Line::Rx(ip("198.51.100.7"), 21698),
-                Line::Rx(ip("fe80::834:ecff:fec0:9e39"), 72),
-                Line::Blank,
-                Line::Owner(ip("198.51.100.7"), 3105, b"iperf3"),
-                Line::Owner(ip("2001:db8::2"), 3110, b"iperf3"),
+                Line::TxAll(157),
+                Line::RxAll(233),
+                Line::Tx(ip("192.0.2.2"), 34),
+                Line::Tx(ip("2001:db8::2"), 51),
+                Line::Tx(ip("ff02::1:ff00:2"), 72),
+                Line::Rx(ip("192.0.2.2"), 62),
+                Line::Rx(ip("2001:db8::2"), 171),
+                Line::Owner(ip("2001:db8::2"), 14466, b"bash"),
                 Line::Blank,
                 Line::End,
             ]
@@ -185,6 +204,10 @@ mod tests {
             "@tx0[hello]: 5",
             "@tx0[1.2.3.4.5]: 5",
             "@other[198.51.100.7]: 5",
+            "@other: 5",
+            "@txall0:5",
+            "@txall0: x",
+            "@txall0",
             "@proc[198.51.100.7]: (x, curl)",
             "@proc[198.51.100.7]: (12, curl",
             "@proc[198.51.100.7]: 12",

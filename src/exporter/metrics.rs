@@ -32,12 +32,12 @@ pub const RX_BYTES: Metric = Metric {
 pub const UNEXPORTED_TX: Metric = Metric {
     name: "ip_traffic_unexported_tx_bytes_total",
     kind: "counter",
-    help: "Transmitted bytes to remote IPs while they had no series of their own (below the export threshold, or folded by --max-ips)",
+    help: "Transmitted bytes to remote IPs while they had no series of their own (below the export threshold, folded by --max-ips, or beyond bpftrace's map room)",
 };
 pub const UNEXPORTED_RX: Metric = Metric {
     name: "ip_traffic_unexported_rx_bytes_total",
     kind: "counter",
-    help: "Received bytes from remote IPs while they had no series of their own (below the export threshold, or folded by --max-ips)",
+    help: "Received bytes from remote IPs while they had no series of their own (below the export threshold, folded by --max-ips, or beyond bpftrace's map room)",
 };
 pub const PROCESS_INFO: Metric = Metric {
     name: "ip_traffic_remote_process_info",
