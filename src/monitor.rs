@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -290,12 +290,14 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
     }
 }
 
-/// iftop prints nothing on exit: its last block is the last word. Once its
-/// figures can be recomputed (a resolution after the last block), asks for
-/// one more block and reads it, so every byte up to now is counted.
+/// iftop prints nothing on exit: its last block is the last word. As soon
+/// as its figures can be recomputed, asks for one more block and reads it,
+/// so every byte up to now is counted.
 fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen: &mut Seen) {
-    let since_last = ctx.store.lock().last_report.and_then(|t| t.elapsed().ok()).unwrap_or(iftop::RESOLUTION);
-    thread::sleep(iftop::RESOLUTION.saturating_sub(since_last));
+    let last = ctx.store.lock().last_report;
+    thread::sleep(iftop::until_next_block(last, SystemTime::now()));
+    // A block read from now on was printed after the wait: it is the final one.
+    let before = ctx.store.lock().reports;
     if !backend.send_keys(iftop::REFRESH_KEY) {
         return;
     }
@@ -303,7 +305,9 @@ fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen: &mut Seen) {
     while let Ok(event) = ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
             on_report(ctx, backend, seen);
-            return;
+            if ctx.store.lock().reports > before {
+                return;
+            }
         }
     }
 }

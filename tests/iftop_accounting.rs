@@ -151,3 +151,39 @@ fn a_killed_iftop_is_restarted_and_counting_goes_on() {
     assert!(counted as f64 <= want as f64 * (1.0 + BOUND), "nothing counted twice: {counted} vs {want}");
     assert!(counted as f64 >= want as f64 * (1.0 - BOUND), "within iftop's bound across the restart: {counted} vs {want}");
 }
+
+#[test]
+fn sigterm_under_a_stream_waits_only_for_iftops_next_block() {
+    if !require("sigterm_under_a_stream_waits_only_for_iftops_next_block") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-s", "2", "-q"]);
+    monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
+    let host = lab.host.clone();
+    let traffic = std::thread::spawn(move || {
+        std::process::Command::new("ip").args(["netns", "exec", &host, "iperf3", "-c", "192.0.2.2", "-t", "8", "-b", "50M"]).output()
+    });
+    std::thread::sleep(Duration::from_millis(4_300));
+    let start = std::time::Instant::now();
+    let finished = monitor.terminate();
+    let took = start.elapsed();
+    let sent_until_stop = lab.truth()[&("192.0.2.2".to_string(), "tx")];
+    let _ = traffic.join();
+    println!("SIGTERM to exit under a 50 Mbit/s stream: {took:?}");
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    // iftop recomputes only when time() has moved 2 whole seconds past its
+    // last block, so the final block can be up to 2 s + 10 ms away.
+    assert!(took < Duration::from_millis(2_100), "took {took:?}");
+    // That block lacks what libpcap still buffers (iftop opens the capture
+    // with a 1000 ms timeout: up to 1 s of the stream, 6.25 MB at 50 Mbit/s)
+    // and what was sent after it until nftables was read (less than `took`),
+    // give or take iftop's rounding.
+    let counted = lab::summary_rows(&finished.stdout)["192.0.2.2"].0;
+    let missing = sent_until_stop as f64 - counted as f64;
+    let allowed = 50e6 / 8.0 * (1.0 + took.as_secs_f64()) + BOUND * sent_until_stop as f64;
+    println!("sent before exit: nftables {sent_until_stop}, counted {counted}, missing {missing} (at most {allowed})");
+    assert!(missing <= allowed, "{counted} of {sent_until_stop}");
+    assert!(missing >= -BOUND * sent_until_stop as f64, "never more than was sent: {counted} of {sent_until_stop}");
+}

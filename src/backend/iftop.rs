@@ -11,14 +11,31 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
 
 /// iftop's `u` key: "update the display now".
 pub const REFRESH_KEY: &[u8] = b"u";
 
-/// iftop recomputes its figures at most this often (whole seconds of `time()`).
-pub const RESOLUTION: std::time::Duration = std::time::Duration::from_millis(2050);
+/// iftop recomputes its figures when `time()` has advanced this many whole
+/// seconds since the last block (its `RESOLUTION`).
+pub const RESOLUTION_SECS: u64 = 2;
+
+/// A block interval that is always long enough, whenever the last one came.
+pub const RESOLUTION: Duration = Duration::from_millis(RESOLUTION_SECS * 1000 + 50);
+
+/// How long until iftop can print a block with new figures, given when the
+/// last one was read (`None`: none yet). iftop stamps a block with `time()`
+/// when it prints it, no later than we read it, so the next one is due at the
+/// start of the wall-clock second `floor(last) + RESOLUTION_SECS` at the
+/// latest; 10 ms more covers `time()` running on the coarse clock.
+pub fn until_next_block(last: Option<SystemTime>, now: SystemTime) -> Duration {
+    let Some(last) = last else { return RESOLUTION };
+    let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let due = UNIX_EPOCH + Duration::from_secs(second(last) + RESOLUTION_SECS) + Duration::from_millis(10);
+    due.duration_since(now).unwrap_or(Duration::ZERO)
+}
 
 /// Pairs iftop may print per block (its `-L`): far above any real count, so
 /// no pair is ever left out of a block and mistaken for gone.
@@ -53,4 +70,19 @@ pub fn explain_start_failure(stderr: &[String]) -> String {
         .unwrap_or_else(|| "it exited without saying why".into());
     let hint = if error.contains("ermitted") { " (run as root, or grant CAP_NET_RAW)" } else { "" };
     format!("iftop failed to start: {error}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_block_is_due_two_wall_clock_seconds_after_the_last_ones_second() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        // Last block read at 10.999: iftop stamped it 10, so 12.010 will do.
+        assert_eq!(until_next_block(Some(at(10_999)), at(11_000)), Duration::from_millis(1_010));
+        assert_eq!(until_next_block(Some(at(10_001)), at(10_500)), Duration::from_millis(1_510));
+        assert_eq!(until_next_block(Some(at(10_001)), at(13_000)), Duration::ZERO);
+        assert_eq!(until_next_block(None, at(13_000)), RESOLUTION);
+    }
 }
