@@ -98,7 +98,7 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     println!("bpftrace back after {back_after:?}");
     // 1 s of backoff plus bpftrace 0.17 compiling its script (about 3 s here).
     // The target is 5 s; 8 s keeps a loaded CI machine from failing on it.
-    assert!(back_after < Duration::from_secs(8), "back within 5 s (8 s on a loaded machine), took {back_after:?}");
+    assert!(back_after < Duration::from_secs(5), "back within 5 s, took {back_after:?}");
     let during_gap = lab.truth()[&("198.51.100.8".to_string(), "tx")];
     lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
     std::thread::sleep(Duration::from_secs(2));

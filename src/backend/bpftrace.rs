@@ -16,7 +16,7 @@ pub const SCRIPT: &str = include_str!("../../bpftrace/traffic.bt");
 /// Keys per bpftrace map, i.e. distinct remote IPs per direction in one
 /// report, unless the environment sets BPFTRACE_MAP_KEYS_MAX (a memory knob
 /// for small routers). bpftrace's own default (4096) is far too small; bytes
-/// of IPs beyond the maps' room still reach the totals through @txall/@rxall.
+/// of IPs beyond the maps' room still reach the totals under key 0.0.0.0.
 pub const MAP_KEYS_MAX: u32 = 131_072;
 
 const INSTALL_HINT: &str = "install it: apt-get install bpftrace (Debian/Ubuntu), dnf install bpftrace, or use -b iftop";

@@ -6,8 +6,8 @@
 //! @tx0[198.51.100.7]: 20992712       bytes sent to an IP since the last report
 //! @rx[2001:db8::2]: 10506212         bytes received from it (any map named tx*/rx*)
 //! @proc[198.51.100.7]: (2135, iperf3) the local process talking to it
-//! @txall0: 20992712                   optional: all bytes sent in the report,
-//! @rxall0: 10506212                   whichever the IP (any keyless tx*/rx*)
+//! @tx0[0.0.0.0]: 20992712            optional: all bytes sent in the report,
+//!                                     whichever the IP (0.0.0.0 is never a peer)
 //! @end                               the report is complete
 //! @attached                          printed once from BEGIN: counting has begun
 //! ```
@@ -28,10 +28,6 @@ pub enum Line<'a> {
     Tx(IpAddr, u64),
     Rx(IpAddr, u64),
     Owner(IpAddr, u32, &'a [u8]),
-    /// All bytes sent / received in the report, including any the per-IP
-    /// maps had no room for.
-    TxAll(u64),
-    RxAll(u64),
     End,
     /// The script's BEGIN ran: every probe is attached, counting has begun.
     Attached,
@@ -56,12 +52,10 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
     parse_map_entry(line).unwrap_or(Line::Malformed)
 }
 
-/// `@NAME[KEY]: VALUE`, or `@NAME: VALUE` for a direction's total.
+/// `@NAME[KEY]: VALUE`
 fn parse_map_entry(line: &[u8]) -> Option<Line<'_>> {
     let rest = line.strip_prefix(b"@")?;
-    let Some(open) = memchr(b'[', rest) else {
-        return parse_total(rest);
-    };
+    let open = memchr(b'[', rest)?;
     let (name, rest) = (&rest[..open], &rest[open + 1..]);
     let close = memchr(b']', rest)?;
     let ip = parse_ip(&rest[..close])?;
@@ -73,19 +67,6 @@ fn parse_map_entry(line: &[u8]) -> Option<Line<'_>> {
     } else if name.starts_with(b"proc") {
         let (pid, comm) = parse_owner(value)?;
         Some(Line::Owner(ip, pid, comm))
-    } else {
-        None
-    }
-}
-
-/// `NAME: VALUE` (after the `@`).
-fn parse_total(rest: &[u8]) -> Option<Line<'_>> {
-    let colon = memchr(b':', rest)?;
-    let (name, value) = (&rest[..colon], rest[colon + 1..].strip_prefix(b" ")?);
-    if name.starts_with(b"tx") {
-        Some(Line::TxAll(parse_u64(value)?))
-    } else if name.starts_with(b"rx") {
-        Some(Line::RxAll(parse_u64(value)?))
     } else {
         None
     }
@@ -140,8 +121,8 @@ mod tests {
     const RECORDED: &str = "Attaching 5 probes...\n\
         @attached\n\
         @end\n\
-        @txall1: 157\n\
-        @rxall1: 233\n\
+        @tx1[0.0.0.0]: 157\n\
+        @rx1[0.0.0.0]: 233\n\
         @tx1[192.0.2.2]: 34\n\
         @tx1[2001:db8::2]: 51\n\
         @tx1[ff02::1:ff00:2]: 72\n\
@@ -160,8 +141,8 @@ mod tests {
                 Line::Blank,
                 Line::Attached,
                 Line::End,
-                Line::TxAll(157),
-                Line::RxAll(233),
+                Line::Tx(ip("0.0.0.0"), 157),
+                Line::Rx(ip("0.0.0.0"), 233),
                 Line::Tx(ip("192.0.2.2"), 34),
                 Line::Tx(ip("2001:db8::2"), 51),
                 Line::Tx(ip("ff02::1:ff00:2"), 72),
@@ -204,10 +185,7 @@ mod tests {
             "@tx0[hello]: 5",
             "@tx0[1.2.3.4.5]: 5",
             "@other[198.51.100.7]: 5",
-            "@other: 5",
-            "@txall0:5",
-            "@txall0: x",
-            "@txall0",
+            "@txall0: 5",
             "@proc[198.51.100.7]: (x, curl)",
             "@proc[198.51.100.7]: (12, curl",
             "@proc[198.51.100.7]: 12",
