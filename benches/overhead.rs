@@ -1,0 +1,264 @@
+//! What monitoring costs the traffic, measured in the lab's namespaces (root,
+//! bpftrace, iftop and iperf3 needed; skipped with a note otherwise):
+//!
+//! - a 10 s TCP stream (iperf3) and a 10 s flood of 100-byte UDP packets
+//!   (72-byte payloads, sent by this binary re-run as a sender in the host
+//!   namespace, counted by itself re-run as a sink in the remote one), each
+//!   unmonitored, under the bpftrace backend, under the iftop backend and
+//!   under a plain iftop, in paired rounds (A B C D, A B C D, ...) so the
+//!   machine's drift hits every mode alike; figures are medians, and
+//!   throughput is given as a ratio to the unmonitored run of the same round;
+//! - the CPU seconds the monitor and its child spent per GB transferred
+//!   (utime + stime from /proc, over the traffic only; BPF programs run in
+//!   the kernel's packet path and show up as lost throughput instead);
+//! - resident memory of the monitor and of its child, idle and with 100,000
+//!   tracked remote IPs.
+//!
+//! Run: make bench (BENCH_ROUNDS=N for more rounds than 3).
+
+#[path = "../tests/lab/mod.rs"]
+#[allow(dead_code)]
+mod lab;
+
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab::Lab;
+
+const SECONDS: u64 = 10;
+/// 72 bytes of payload + 8 UDP + 20 IPv4 = 100-byte packets.
+const PAYLOAD: usize = 72;
+const SINK_PORT: u16 = 9999;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Unmonitored,
+    BpftraceBackend,
+    IftopBackend,
+    PlainIftop,
+}
+
+const MODES: [Mode; 4] = [Mode::Unmonitored, Mode::BpftraceBackend, Mode::IftopBackend, Mode::PlainIftop];
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Unmonitored => "unmonitored",
+            Mode::BpftraceBackend => "monitor -b bpftrace",
+            Mode::IftopBackend => "monitor -b iftop",
+            Mode::PlainIftop => "plain iftop -t",
+        }
+    }
+}
+
+/// One measured run: what got through, and the watchers' CPU time.
+struct Run {
+    rate: f64,
+    bytes: u64,
+    cpu_seconds: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--udp-flood") => return udp_flood(&args[2]),
+        Some("--udp-sink") => return udp_sink(),
+        _ => {}
+    }
+    if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {
+        println!("| overhead | skipped: needs root, bpftrace, iftop, iperf3, nft and python3 (make deps) | |");
+        return;
+    }
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let bin = product_binary();
+    throughput_table("TCP stream (iperf3)", "Gbit/s", 1e-9 * 8.0, rounds, &bin, tcp_stream);
+    throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, rounds, &bin, udp_flood_run);
+    memory_table(&bin);
+}
+
+/// The static binary users run, when `make release` built it.
+fn product_binary() -> String {
+    let static_bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/static/ip_traffic_monitor_cli");
+    if std::path::Path::new(static_bin).exists() { static_bin.to_string() } else { lab::BIN.to_string() }
+}
+
+fn throughput_table(load: &str, unit: &str, scale: f64, rounds: usize, bin: &str, run: fn(&mut Lab) -> (f64, u64)) {
+    let mut results: Vec<Vec<Run>> = MODES.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (m, &mode) in MODES.iter().enumerate() {
+            results[m].push(measure(mode, bin, run));
+        }
+    }
+    for (m, &mode) in MODES.iter().enumerate() {
+        let rates: Vec<f64> = results[m].iter().map(|r| r.rate).collect();
+        let ratios: Vec<f64> = (0..rounds).map(|i| results[m][i].rate / results[0][i].rate).collect();
+        let per_gb: Vec<f64> = results[m].iter().map(|r| r.cpu_seconds / (r.bytes as f64 / 1e9)).collect();
+        let cpu = if mode == Mode::Unmonitored { "-".to_string() } else { format!("{:.3}", median(&per_gb)) };
+        println!(
+            "| {load}: {} | {:.2} {unit} | ratio {:.3} (min {:.3}, max {:.3}) | CPU s/GB {cpu} |",
+            mode.name(),
+            median(&rates) * scale,
+            median(&ratios),
+            ratios.iter().cloned().fold(f64::INFINITY, f64::min),
+            ratios.iter().cloned().fold(0.0, f64::max),
+        );
+    }
+}
+
+fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
+    let mut lab = Lab::new();
+    let mut watchers: Vec<u32> = Vec::new();
+    let mut monitor = None;
+    let mut plain: Option<Child> = None;
+    match mode {
+        Mode::Unmonitored => {}
+        Mode::BpftraceBackend | Mode::IftopBackend => {
+            let backend = if mode == Mode::BpftraceBackend { "bpftrace" } else { "iftop" };
+            let mut m = lab.spawn_in_host(&[bin, "-b", backend, "-i", "vh", "-d", "0", "-q", "-s", "2"]);
+            m.wait_for_stderr("counting with", Duration::from_secs(120));
+            watchers.push(m.pid());
+            watchers.extend(children(m.pid()));
+            monitor = Some(m);
+        }
+        Mode::PlainIftop => {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &lab.host, "iftop", "-t", "-n", "-N", "-B", "-L", "1000000", "-i", "vh"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iftop");
+            std::thread::sleep(Duration::from_secs(2)); // libpcap opened
+            watchers.push(child.id());
+            plain = Some(child);
+        }
+    }
+    let before = cpu_seconds(&watchers);
+    let (rate, bytes) = run(&mut lab);
+    let cpu_seconds = cpu_seconds(&watchers) - before;
+    drop(monitor);
+    if let Some(mut child) = plain {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Run { rate, bytes, cpu_seconds }
+}
+
+/// Bytes per second received by iperf3 in the remote namespace, and bytes.
+fn tcp_stream(lab: &mut Lab) -> (f64, u64) {
+    lab.start_iperf_server();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.host, "iperf3", "-c", "198.51.100.7", "-t", &SECONDS.to_string(), "-J"])
+        .output()
+        .expect("iperf3");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 -J output");
+    let received = &report["end"]["sum_received"];
+    let bytes = received["bytes"].as_u64().expect("bytes");
+    (bytes as f64 / received["seconds"].as_f64().expect("seconds"), bytes)
+}
+
+/// Packets per second that reached the sink, and their IP bytes.
+fn udp_flood_run(lab: &mut Lab) -> (f64, u64) {
+    let me = std::env::current_exe().expect("own path");
+    let me = me.to_str().expect("utf-8 path");
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", &lab.remote, me, "--udp-sink"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sink");
+    std::thread::sleep(Duration::from_millis(300));
+    let flood = Command::new("ip").args(["netns", "exec", &lab.host, me, "--udp-flood", "198.51.100.7"]).status();
+    assert!(flood.is_ok_and(|s| s.success()), "flood sender failed");
+    let mut out = String::new();
+    let _ = sink.stdout.take().expect("sink stdout").read_to_string(&mut out);
+    let _ = sink.wait();
+    let packets: u64 = out.trim().parse().expect("sink count");
+    (packets as f64 / SECONDS as f64, packets * (PAYLOAD as u64 + 28))
+}
+
+/// Sends 100-byte packets to `to` as fast as the kernel takes them, for SECONDS.
+fn udp_flood(to: &str) {
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    socket.connect((to, SINK_PORT)).expect("connect");
+    let payload = [0x5au8; PAYLOAD];
+    let end = Instant::now() + Duration::from_secs(SECONDS);
+    while Instant::now() < end {
+        for _ in 0..256 {
+            let _ = socket.send(&payload); // ENOBUFS under pressure: the packet is simply not sent
+        }
+    }
+}
+
+/// Counts datagrams until none came for a second, then prints the count.
+fn udp_sink() {
+    let socket = UdpSocket::bind(("0.0.0.0", SINK_PORT)).expect("bind sink");
+    socket.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut packets = 0u64;
+    // The first packet may take a moment; after it, a quiet second ends the count.
+    while socket.recv(&mut buf).is_ok() {
+        packets += 1;
+        if packets == 1 {
+            socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+        }
+    }
+    let _ = writeln!(std::io::stdout(), "{packets}");
+}
+
+fn memory_table(bin: &str) {
+    let mut lab = Lab::new();
+    lab.accept_any_source_in_remote();
+    let mut monitor = lab.spawn_in_host(&[bin, "-i", "vh", "-d", "0", "-q", "-s", "4", "--max-ips", "200000"]);
+    monitor.wait_for_stderr("counting with", Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = monitor.pid();
+    let child = children(pid).first().copied().expect("a bpftrace child");
+    println!("| RSS idle, no location databases: monitor | {} KiB | bpftrace child {} KiB | |", rss_kib(pid), rss_kib(child));
+    lab.udp_from_remote_sources(100_000);
+    std::thread::sleep(Duration::from_secs(8)); // the report, 1/8 to 2/8 of an interval late
+    println!(
+        "| RSS with 100,000 tracked remote IPs: monitor | {} KiB | bpftrace child {} KiB | |",
+        rss_kib(pid),
+        rss_kib(child)
+    );
+    drop(monitor);
+    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+    println!("| binary size ({bin}) | {size} bytes | | |");
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// utime + stime of these processes, in seconds (USER_HZ = 100 on Linux).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
