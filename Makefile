@@ -90,8 +90,14 @@ test: deps tracefs release
 	$(CARGO) test
 	$(MAKE) fuzz-smoke
 
-bench:
-	$(CARGO) bench
+# Every benchmark, one table on stdout (cargo's own progress goes to
+# target/bench.log, shown when something fails). The lab overhead rows need
+# root and the tools `make deps` installs; without them they say skipped.
+bench: release
+	@$(CARGO) bench --benches --no-run -q 2>target/bench.log || { cat target/bench.log; exit 1; }
+	@echo "| benchmark | figure | compared with | ratio / note |"
+	@echo "| --- | --- | --- | --- |"
+	@$(CARGO) bench --benches -q 2>>target/bench.log || { cat target/bench.log; exit 1; }
 
 # Fuzz every parser of outside input for FUZZ_SECONDS each (cargo-fuzz on a
 # nightly toolchain: cargo install cargo-fuzz). New inputs join fuzz/corpus/.

@@ -43,7 +43,7 @@ fn main() {
     for (kind, file) in [("-g", "GeoLite2-City.mmdb"), ("--qqwry", "qqwry.dat"), ("--qqwry", "qqwry.ipdb")] {
         let path = Path::new(&dir).join(file);
         if !path.exists() {
-            println!("lookup {file}: skipped, not present (make realdb fetches it)");
+            println!("| lookup {file} | skipped: not present (make realdb fetches it) | | |");
             continue;
         }
         let rss_before = rss_kib();
@@ -52,7 +52,7 @@ fn main() {
             _ => Locator::open(None, None, Some(p), Lang::ZhCn),
         };
         let Ok(locator) = open(&path) else {
-            println!("lookup {file}: cannot open");
+            println!("| lookup {file} | skipped: cannot open | | |");
             continue;
         };
         let mut rates = Vec::new();
@@ -73,8 +73,8 @@ fn main() {
         }
         let rss_after = rss_kib();
         println!(
-            "lookup {file}: median {:.0} uncached lookups/s (min {:.0}, max {:.0}); after {LOOKUPS} distinct cached \
-             lookups RSS +{} KiB anonymous (cache), +{} KiB file-backed (mapped database pages)",
+            "| lookup {file}, uncached | {:.0} lookups/s (min {:.0}, max {:.0}) | | after {LOOKUPS} distinct cached \
+             lookups: RSS +{} KiB anonymous (cache), +{} KiB file-backed (mapped database pages) |",
             rates[2],
             rates[0],
             rates[4],

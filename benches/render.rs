@@ -38,7 +38,7 @@ fn main() {
         }
         times.sort_by(f64::total_cmp);
         println!(
-            "render /metrics, {ips} exported IPs: median {:.1} ms (min {:.1}, max {:.1}), {size} bytes, {} bytes per IP",
+            "| render /metrics, {ips} exported IPs | {:.1} ms (min {:.1}, max {:.1}) | | {size} bytes, {} per IP |",
             times[3],
             times[0],
             times[6],
