@@ -82,9 +82,34 @@ fn parse_owner(value: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 fn parse_ip(text: &[u8]) -> Option<IpAddr> {
-    // Addresses are short ASCII; the std parser handles every IPv6 spelling.
+    if let Some(v4) = parse_ipv4(text) {
+        return Some(IpAddr::V4(v4));
+    }
+    // The std parser handles every IPv6 spelling (and rejects what is left).
     let text = std::str::from_utf8(text).ok()?;
     text.parse().ok().map(canonical)
+}
+
+/// Dotted-quad IPv4, the common case, without the std parser's generality:
+/// four decimal octets of at most 255, no leading zeros (as std demands).
+fn parse_ipv4(text: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(d - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    parts.next().is_none().then(|| std::net::Ipv4Addr::from(octets))
 }
 
 /// Decimal digits only, no sign, no overflow.
@@ -153,6 +178,17 @@ mod tests {
                 Line::End,
             ]
         );
+    }
+
+    #[test]
+    fn the_ipv4_fast_path_agrees_with_std() {
+        for text in [
+            "0.0.0.0", "1.2.3.4", "255.255.255.255", "198.18.0.1", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4",
+            "1..3.4", "1.2.3.", ".1.2.3", "1.2.3.4a", "1.2.3.-4", "1000.1.1.1", "", "::1", "a.b.c.d", "1.2.3.04",
+        ] {
+            let std = text.parse::<std::net::Ipv4Addr>().ok();
+            assert_eq!(parse_ipv4(text.as_bytes()), std, "{text:?}");
+        }
     }
 
     #[test]
