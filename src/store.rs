@@ -141,7 +141,7 @@ impl Store {
     }
 
     /// Adds one complete report. An owner may arrive a report before its
-    /// IP's bytes (the script prints owners at once, bytes half an interval
+    /// IP's bytes (the script prints owners at once, bytes 1/8 to 2/8 of an interval
     /// later), so it creates the entry; the reader only passes owners of
     /// addresses the filter counts.
     pub fn apply_report(&self, records: &[Record], parse_errors: u64) {
