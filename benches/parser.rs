@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ip_traffic_monitor_cli::backend::direction::Direction;
-use ip_traffic_monitor_cli::backend::iftop_parse::IftopParser;
+use ip_traffic_monitor_cli::backend::iftop_parse::{IftopParser, recorded};
 use ip_traffic_monitor_cli::backend::parse::{Line, parse_line};
 use ip_traffic_monitor_cli::backend::LineParser;
 use ip_traffic_monitor_cli::filter::AddressFilter;
@@ -49,30 +49,19 @@ fn bpftrace_sample() -> Vec<u8> {
     out.into_bytes()
 }
 
-const IFTOP_HEADER: &str = "   # Host name (port/service if enabled)            last 2s   last 10s   last 40s cumulative\n\
-    --------------------------------------------------------------------------------------------\n";
-const IFTOP_FOOTER: &str = "--------------------------------------------------------------------------------------------\n\
-    Total send rate:                                     1.92MB      654KB      654KB\n\
-    Total receive rate:                                  1.56MB      534KB      534KB\n\
-    Total send and receive rate:                         3.48MB     1.16MB     1.16MB\n\
-    --------------------------------------------------------------------------------------------\n\
-    Peak rate (sent/received/total):                     1.92MB     1.56MB     3.48MB\n\
-    Cumulative (sent/received/total):                    3.83MB     3.13MB     6.96MB\n\
-    ============================================================================================\n";
-
 fn iftop_sample() -> Vec<u8> {
     let mut out = String::with_capacity(LINES * 100);
     let mut lines = 0;
     let mut round = 1;
     while lines < LINES {
-        out.push_str(IFTOP_HEADER);
+        out.push_str(recorded::HEADER);
         for i in 0..2_000 {
             let (local, remote) = if i % 5 < 3 { ("192.0.2.1", ip_text(i)) } else { ("2001:db8::1", ip_text(i)) };
             let cumulative = format!("{}.{:02}MB", round + i % 7, i % 100);
             out.push_str(&format!("{:>4} {local:<40} =>     1.92MB      654KB      654KB {cumulative:>10}\n", i + 1));
             out.push_str(&format!("     {remote:<40} <=     1.90KB       669B       669B {:>10}\n", format!("{}KB", 3 + i % 900)));
         }
-        out.push_str(IFTOP_FOOTER);
+        out.push_str(recorded::FOOTER);
         lines += 2 + 4_000 + 8;
         round += 1;
     }

@@ -240,8 +240,25 @@ pub fn parse_size(text: &str) -> Option<u64> {
     Some((value * scale as f64).round() as u64)
 }
 
+/// The frame of a block as iftop 1.0pre4 printed it in the lab, shared by
+/// the tests and the parser benchmark.
+#[doc(hidden)]
+pub mod recorded {
+    pub const HEADER: &str = "   # Host name (port/service if enabled)            last 2s   last 10s   last 40s cumulative\n\
+        --------------------------------------------------------------------------------------------\n";
+    pub const FOOTER: &str = "--------------------------------------------------------------------------------------------\n\
+        Total send rate:                                     1.92MB      654KB      654KB\n\
+        Total receive rate:                                  1.56MB      534KB      534KB\n\
+        Total send and receive rate:                         3.48MB     1.16MB     1.16MB\n\
+        --------------------------------------------------------------------------------------------\n\
+        Peak rate (sent/received/total):                     1.92MB     1.56MB     3.48MB\n\
+        Cumulative (sent/received/total):                    3.83MB     3.13MB     6.96MB\n\
+        ============================================================================================\n";
+}
+
 #[cfg(test)]
 mod tests {
+    use super::recorded::{FOOTER, HEADER};
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -257,17 +274,6 @@ mod tests {
         let steps = text.lines().map(|l| parser.feed(l.as_bytes(), &mut report)).collect();
         (report, steps)
     }
-
-    const HEADER: &str = "   # Host name (port/service if enabled)            last 2s   last 10s   last 40s cumulative\n\
-        --------------------------------------------------------------------------------------------\n";
-    const FOOTER: &str = "--------------------------------------------------------------------------------------------\n\
-        Total send rate:                                     1.92MB      654KB      654KB\n\
-        Total receive rate:                                  1.56MB      534KB      534KB\n\
-        Total send and receive rate:                         3.48MB     1.16MB     1.16MB\n\
-        --------------------------------------------------------------------------------------------\n\
-        Peak rate (sent/received/total):                     1.92MB     1.56MB     3.48MB\n\
-        Cumulative (sent/received/total):                    3.83MB     3.13MB     6.96MB\n\
-        ============================================================================================\n";
 
     fn block(pairs: &str) -> String {
         format!("{HEADER}{pairs}{FOOTER}")
