@@ -24,11 +24,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use memchr::memmem;
-
 use super::direction::{Direction, Remote};
+use super::ip_text::parse_ip;
 use super::{LineParser, Step};
-use crate::filter::{AddressFilter, canonical};
+use crate::filter::AddressFilter;
 use crate::store::Record;
 
 /// Cumulative bytes of one pair: first host → second, second → first.
@@ -41,29 +40,47 @@ pub struct PairBytes {
 /// Per-pair cumulative figures of the last complete block.
 #[derive(Default)]
 pub struct Tracker {
-    last: HashMap<(IpAddr, IpAddr), PairBytes>,
+    /// Pair → (number of the block it was last in, its figures there). One
+    /// map probed once per pair; pairs missing from a block are dropped
+    /// after it. Keys are the two addresses as u128 (IPv4 as mapped IPv6:
+    /// distinct, as a canonical IPv6 address is never a mapped one), which
+    /// hashes in two writes instead of IpAddr's field-by-field ones.
+    last: HashMap<(u128, u128), (u64, PairBytes)>,
+    blocks: u64,
 }
 
 impl Tracker {
     /// The bytes each pair added since the previous block; forgets pairs
     /// that are not in this block.
     pub fn deltas(&mut self, block: &[((IpAddr, IpAddr), PairBytes)]) -> Vec<((IpAddr, IpAddr), PairBytes)> {
-        let mut next = HashMap::with_capacity(block.len());
+        self.blocks += 1;
+        let (this, previous) = (self.blocks, self.blocks - 1);
         let deltas = block
             .iter()
             .map(|&(pair, now)| {
-                let delta = match self.last.get(&pair) {
-                    Some(before) if now.sent >= before.sent && now.received >= before.received => {
+                let before = self.last.insert((wide(pair.0), wide(pair.1)), (this, now));
+                let delta = match before {
+                    Some((block, before))
+                        if block == previous && now.sent >= before.sent && now.received >= before.received =>
+                    {
                         PairBytes { sent: now.sent - before.sent, received: now.received - before.received }
                     }
                     _ => now,
                 };
-                next.insert(pair, now);
                 (pair, delta)
             })
             .collect();
-        self.last = next;
+        if self.last.len() > block.len() {
+            self.last.retain(|_, (block, _)| *block == this);
+        }
         deltas
+    }
+}
+
+fn wide(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
@@ -149,7 +166,7 @@ impl LineParser for IftopParser {
         if line.starts_with(b"Listening on ") {
             return Step::Attached;
         }
-        if memmem::find(line, b"# Host name").is_some() {
+        if line.trim_ascii_start().starts_with(b"# Host name") {
             // A header while a block is open: the previous block was cut.
             let cut = self.state != State::Idle;
             self.start_block();
@@ -210,14 +227,15 @@ impl LineParser for IftopParser {
 
 /// `   1 HOST  =>  R2 R10 R40 CUM` (first) or `     HOST  <=  R2 R10 R40 CUM`.
 fn parse_pair_line(line: &[u8], first: bool) -> Option<(IpAddr, u64)> {
-    let text = std::str::from_utf8(line).ok()?;
-    let mut words = text.split_whitespace();
+    let mut words = Words(line);
     if first {
-        words.next()?.parse::<u32>().ok()?; // the rank
+        let rank = words.next()?;
+        if !rank.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
     }
-    let host = canonical(words.next()?.parse().ok()?);
-    let arrow = words.next()?;
-    if arrow != if first { "=>" } else { "<=" } {
+    let host = parse_ip(words.next()?)?;
+    if words.next()? != if first { b"=>" } else { b"<=" } {
         return None;
     }
     let cumulative = words.nth(3)?;
@@ -227,17 +245,57 @@ fn parse_pair_line(line: &[u8], first: bool) -> Option<(IpAddr, u64)> {
     Some((host, parse_size(cumulative)?))
 }
 
+/// The space-separated words of a line (iftop pads its columns with runs
+/// of spaces: a split on every space would yield an empty word for each).
+struct Words<'a>(&'a [u8]);
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        // Eight spaces at a time through the padding, then byte by byte.
+        const SPACES: u64 = u64::from_ne_bytes(*b"        ");
+        let padding = 8 * self.0.chunks_exact(8).take_while(|c| u64::from_ne_bytes(eight(c)) == SPACES).count();
+        let start = padding + self.0[padding..].iter().position(|b| !b.is_ascii_whitespace())?;
+        let rest = &self.0[start..];
+        let end = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+        self.0 = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+fn eight(chunk: &[u8]) -> [u8; 8] {
+    chunk.try_into().unwrap_or([0; 8])
+}
+
 /// iftop's `-B` sizes: `936B`, `1.45KB`, `19.3MB`, `2.00GB`, `1.10TB`, in
-/// powers of 1024, rounded to the nearest byte.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let (number, scale) = [("TB", 1u64 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
-        .iter()
-        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|n| (n, *scale)))?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+/// powers of 1024, rounded to the nearest byte (half up; with iftop's two
+/// decimals at most no size falls on a half). Integer arithmetic: exact.
+pub fn parse_size(text: &[u8]) -> Option<u64> {
+    let (number, shift) = match text {
+        [n @ .., b'T', b'B'] => (n, 40),
+        [n @ .., b'G', b'B'] => (n, 30),
+        [n @ .., b'M', b'B'] => (n, 20),
+        [n @ .., b'K', b'B'] => (n, 10),
+        [n @ .., b'B'] => (n, 0),
+        _ => return None,
+    };
+    let (whole, fraction) = match memchr::memchr(b'.', number) {
+        Some(dot) => (&number[..dot], &number[dot + 1..]),
+        None => (number, &b""[..]),
+    };
+    if whole.len() + fraction.len() == 0 || whole.len() + fraction.len() > 18 {
         return None;
     }
-    let value: f64 = number.parse().ok()?;
-    Some((value * scale as f64).round() as u64)
+    let mut mantissa: u128 = 0;
+    for &d in whole.iter().chain(fraction) {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        mantissa = mantissa * 10 + u128::from(d - b'0');
+    }
+    let divisor = 10u128.pow(fraction.len() as u32);
+    u64::try_from(((mantissa << shift) + divisor / 2) / divisor).ok()
 }
 
 /// The frame of a block as iftop 1.0pre4 printed it in the lab, shared by
@@ -289,15 +347,32 @@ mod tests {
 
     #[test]
     fn sizes_in_every_unit() {
-        assert_eq!(parse_size("0B"), Some(0));
-        assert_eq!(parse_size("936B"), Some(936));
-        assert_eq!(parse_size("1.45KB"), Some(1485));
-        assert_eq!(parse_size("654KB"), Some(669_696));
-        assert_eq!(parse_size("3.83MB"), Some(4_016_046));
-        assert_eq!(parse_size("2.00GB"), Some(2_147_483_648));
-        assert_eq!(parse_size("1.10TB"), Some(1_209_462_790_554));
-        for bad in ["", "B", "KB", "1.2", "1.2XB", "-1B", "1e3B", "x1B"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
+        assert_eq!(parse_size(b"0B"), Some(0));
+        assert_eq!(parse_size(b"936B"), Some(936));
+        assert_eq!(parse_size(b"1.45KB"), Some(1485));
+        assert_eq!(parse_size(b"654KB"), Some(669_696));
+        assert_eq!(parse_size(b"3.83MB"), Some(4_016_046));
+        assert_eq!(parse_size(b"2.00GB"), Some(2_147_483_648));
+        assert_eq!(parse_size(b"1.10TB"), Some(1_209_462_790_554));
+        for bad in ["", "B", "KB", ".B", "1.2", "1.2XB", "-1B", "1e3B", "x1B", "1.2.3KB", "99999999999999999999B"] {
+            assert_eq!(parse_size(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    /// Every figure iftop can print (three significant digits, each unit)
+    /// gives the byte count the decimal value times the unit rounds to.
+    #[test]
+    fn integer_sizes_agree_with_the_decimal_value_rounded() {
+        for (unit, scale) in [("B", 1u64), ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40)] {
+            for hundredths in 0..100_000u64 {
+                let (text, exact) = match hundredths {
+                    h if h < 1_000 => (format!("{}.{:02}{unit}", h / 100, h % 100), h as f64 / 100.0),
+                    h if h < 10_000 => (format!("{}.{}{unit}", h / 100, h / 10 % 10), (h / 10) as f64 / 10.0),
+                    h => (format!("{}{unit}", h / 100), (h / 100) as f64),
+                };
+                let expected = (exact * scale as f64).round() as u64;
+                assert_eq!(parse_size(text.as_bytes()), Some(expected), "{text}");
+            }
         }
     }
 
