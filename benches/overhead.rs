@@ -5,12 +5,17 @@
 //!   (72-byte payloads, sent by this binary re-run as a sender in the host
 //!   namespace, counted by itself re-run as a sink in the remote one), each
 //!   unmonitored, under the bpftrace backend, under the iftop backend and
-//!   under a plain iftop, in paired rounds (A B C D, A B C D, ...) so the
+//!   under a plain iftop, and under bpftrace running empty programs on the
+//!   script's two tracepoints (the kernel's own cost of the attachment, a
+//!   floor no script can go under), in paired rounds (A B C D E, ...) so the
 //!   machine's drift hits every mode alike; figures are medians, and
 //!   throughput is given as a ratio to the unmonitored run of the same round;
 //! - the CPU seconds the monitor and its child spent per GB transferred
 //!   (utime + stime from /proc, over the traffic only; BPF programs run in
 //!   the kernel's packet path and show up as lost throughput instead);
+//! - the bpftrace backend's programs' own run time (kernel.bpf_stats_enabled,
+//!   one extra run per load so the paired rounds run without the stats' cost):
+//!   ns per program run, and CPU seconds per GB;
 //! - resident memory of the monitor and of its child, idle and with 100,000
 //!   tracked remote IPs.
 //!
@@ -38,9 +43,14 @@ enum Mode {
     BpftraceBackend,
     IftopBackend,
     PlainIftop,
+    EmptyProbes,
 }
 
-const MODES: [Mode; 4] = [Mode::Unmonitored, Mode::BpftraceBackend, Mode::IftopBackend, Mode::PlainIftop];
+const MODES: [Mode; 5] =
+    [Mode::Unmonitored, Mode::BpftraceBackend, Mode::IftopBackend, Mode::PlainIftop, Mode::EmptyProbes];
+
+/// The script's two tracepoints with nothing to do.
+const EMPTY_PROBES: &str = "tracepoint:net:net_dev_queue {} tracepoint:net:netif_receive_skb {}";
 
 impl Mode {
     fn name(self) -> &'static str {
@@ -49,6 +59,7 @@ impl Mode {
             Mode::BpftraceBackend => "monitor -b bpftrace",
             Mode::IftopBackend => "monitor -b iftop",
             Mode::PlainIftop => "plain iftop -t",
+            Mode::EmptyProbes => "bpftrace, empty probes",
         }
     }
 }
@@ -91,6 +102,11 @@ fn throughput_table(load: &str, unit: &str, scale: f64, rounds: usize, bin: &str
             results[m].push(measure(mode, bin, run));
         }
     }
+    print_rows(load, unit, scale, rounds, &results);
+    print_probe_cost(load, bin, run);
+}
+
+fn print_rows(load: &str, unit: &str, scale: f64, rounds: usize, results: &[Vec<Run>]) {
     for (m, &mode) in MODES.iter().enumerate() {
         let rates: Vec<f64> = results[m].iter().map(|r| r.rate).collect();
         let ratios: Vec<f64> = (0..rounds).map(|i| results[m][i].rate / results[0][i].rate).collect();
@@ -122,6 +138,12 @@ fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
             watchers.extend(children(m.pid()));
             monitor = Some(m);
         }
+        Mode::EmptyProbes => {
+            let m = lab.spawn_in_host(&["bpftrace", "-e", EMPTY_PROBES]);
+            wait_for_programs(m.pid(), 2);
+            watchers.push(m.pid());
+            monitor = Some(m);
+        }
         Mode::PlainIftop => {
             let child = Command::new("ip")
                 .args(["netns", "exec", &lab.host, "iftop", "-t", "-n", "-N", "-B", "-L", "1000000", "-i", "vh"])
@@ -144,6 +166,59 @@ fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
         let _ = child.wait();
     }
     Run { rate, bytes, cpu_seconds }
+}
+
+/// One more run under the bpftrace backend with the kernel's BPF run-time
+/// statistics on: what the programs themselves cost per run and per GB.
+fn print_probe_cost(load: &str, bin: &str, run: fn(&mut Lab) -> (f64, u64)) {
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[bin, "-b", "bpftrace", "-i", "vh", "-d", "0", "-q", "-s", "2"]);
+    monitor.wait_for_stderr("counting with", Duration::from_secs(120));
+    let bpftrace = children(monitor.pid());
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let was = std::fs::read_to_string(stats).unwrap_or_else(|_| "0".into());
+    let _ = std::fs::write(stats, "1");
+    let before = program_stats(&bpftrace);
+    let (_, bytes) = run(&mut lab);
+    let after = program_stats(&bpftrace);
+    let _ = std::fs::write(stats, was.trim());
+    let (ns, runs) = (after.0 - before.0, after.1 - before.1);
+    println!(
+        "| {load}: bpftrace programs' own run time (bpf_stats) | {:.0} ns per run | {:.1} M runs | BPF CPU s/GB {:.3} |",
+        ns as f64 / runs.max(1) as f64,
+        runs as f64 / 1e6,
+        ns as f64 / 1e9 / (bytes as f64 / 1e9),
+    );
+}
+
+/// Sum of run_time_ns and run_cnt over these processes' BPF programs.
+fn program_stats(pids: &[u32]) -> (u64, u64) {
+    let mut total = (0, 0);
+    for info in pids.iter().flat_map(|pid| program_fdinfos(*pid)) {
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+        };
+        total.0 += field("run_time_ns:");
+        total.1 += field("run_cnt:");
+    }
+    total
+}
+
+fn program_fdinfos(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .filter(|info| info.contains("prog_type:"))
+        .collect()
+}
+
+/// Waits until `pid` holds `count` BPF programs, then a moment for the attach.
+fn wait_for_programs(pid: u32, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while program_fdinfos(pid).len() < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// Bytes per second received by iperf3 in the remote namespace, and bytes.
