@@ -19,6 +19,8 @@ pub struct Direction {
     capture_iface: String,
     locals: HashSet<IpAddr>,
     routes: Vec<Route>,
+    /// Given, not read from the system: refresh keeps them.
+    fixed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +32,12 @@ struct Route {
 
 impl Direction {
     pub fn new(capture_iface: &str) -> Direction {
-        let mut d = Direction { capture_iface: capture_iface.to_string(), locals: HashSet::new(), routes: Vec::new() };
+        let mut d = Direction {
+            capture_iface: capture_iface.to_string(),
+            locals: HashSet::new(),
+            routes: Vec::new(),
+            fixed: false,
+        };
         d.refresh();
         d
     }
@@ -49,11 +56,15 @@ impl Direction {
                 .iter()
                 .map(|(n, p, i)| Route { network: n.parse().unwrap(), prefix: *p, iface: i.to_string() })
                 .collect(),
+            fixed: true,
         }
     }
 
     /// Re-reads addresses and routes (DHCP, SLAAC and admins change them).
     pub fn refresh(&mut self) {
+        if self.fixed {
+            return;
+        }
         self.locals = crate::sys::local_addresses().into_iter().collect();
         self.routes = read_routes();
     }
@@ -140,6 +151,13 @@ mod tests {
         assert_eq!(d.remote_of(ip("192.0.2.1"), ip("198.51.100.7")), Remote::Second);
         assert_eq!(d.remote_of(ip("198.51.100.7"), ip("192.0.2.1")), Remote::First);
         assert_eq!(d.remote_of(ip("2001:db8::2"), ip("2001:db8::99")), Remote::First, "every address, not just the first");
+    }
+
+    #[test]
+    fn given_addresses_survive_the_periodic_refresh() {
+        let mut d = Direction::with_locals(&["192.0.2.1"]);
+        d.refresh();
+        assert_eq!(d.remote_of(ip("198.51.100.7"), ip("192.0.2.1")), Remote::First);
     }
 
     #[test]

@@ -21,25 +21,35 @@ pub fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     text.parse().ok().map(canonical)
 }
 
-/// Four decimal octets of at most 255, no leading zeros (as std demands).
+/// Four decimal octets of at most 255, no leading zeros (as std demands),
+/// octet by octet with the digits unrolled.
 fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    let digit = |at: usize| text.get(at).filter(|b| b.is_ascii_digit()).map(|b| u16::from(b - b'0'));
     let mut octets = [0u8; 4];
-    let mut parts = text.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut n: u16 = 0;
-        for &d in part {
-            if !d.is_ascii_digit() {
+    let mut at = 0;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            if text.get(at) != Some(&b'.') {
                 return None;
             }
-            n = n * 10 + u16::from(d - b'0');
+            at += 1;
         }
-        *octet = u8::try_from(n).ok()?;
+        let mut value = digit(at)?;
+        at += 1;
+        if let Some(second) = digit(at) {
+            if value == 0 {
+                return None; // a leading zero
+            }
+            value = value * 10 + second;
+            at += 1;
+            if let Some(third) = digit(at) {
+                value = value * 10 + third;
+                at += 1;
+            }
+        }
+        *octet = u8::try_from(value).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    (at == text.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// Eight groups of one to four hex digits, or fewer around one `::` that
@@ -145,6 +155,20 @@ mod tests {
         ] {
             let std = text.parse::<Ipv4Addr>().ok();
             assert_eq!(parse_ipv4(text.as_bytes()), std, "{text:?}");
+        }
+        let mut seed = 0x51_7cc1_b727_220au64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50_000 {
+            let addr = Ipv4Addr::from(next() as u32 >> (next() % 4 * 8));
+            assert_eq!(parse_ipv4(addr.to_string().as_bytes()), Some(addr));
+            let noise: Vec<u8> = (0..next() % 18).map(|_| b"0123456789.0.2550"[(next() % 17) as usize]).collect();
+            let text = String::from_utf8(noise).expect("ASCII");
+            assert_eq!(parse_ipv4(text.as_bytes()), text.parse().ok(), "{text:?}");
         }
     }
 
