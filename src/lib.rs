@@ -7,13 +7,15 @@
 //! thread parses into the [`store`], keeps only the addresses [`filter`]
 //! admits, and prints interval tables and the final summary through
 //! [`report`]; the [`exporter`] serves the store to Prometheus from its own
-//! threads. The main thread owns signals and the run's duration.
+//! threads. The main thread owns signals and the run's duration. Addresses
+//! go from text and back through [`ip_text`].
 
 pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod exporter;
 pub mod filter;
+pub mod ip_text;
 pub mod location;
 pub mod monitor;
 pub mod report;

@@ -9,7 +9,6 @@ pub mod bpftrace;
 pub mod direction;
 pub mod iftop;
 pub mod iftop_parse;
-pub mod ip_text;
 pub mod owners;
 pub mod parse;
 

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 
 use memchr::memchr;
 
-use super::ip_text::parse_ip;
+use crate::ip_text::parse_ip;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line<'a> {

@@ -137,8 +137,13 @@ fn snapshot(store: &Store) -> Snapshot {
 /// The whole /metrics body.
 pub fn render(store: &Store, backend: &str, locator: &Locator) -> String {
     let mut snap = snapshot(store);
-    // Stable order: easier to read and to diff between scrapes.
-    snap.series.sort_unstable_by(|a, b| a.ip.cmp(&b.ip));
+    // Stable order: easier to read and to diff between scrapes. IpAddr's
+    // order (IPv4 first, then by value) from integers: comparing the enum
+    // itself was the largest single cost of a 100,000-IP render.
+    snap.series.sort_unstable_by_key(|s| match s.ip {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    });
     let mut out = String::with_capacity(4096 + snap.series.len() * 400); // ~344 bytes per series: never grown
     byte_counters(&mut out, &snap, locator);
     process_info(&mut out, &snap.series);
@@ -217,7 +222,7 @@ impl AddressTexts {
         let mut text = String::with_capacity(series.len() * 16);
         let mut ends = Vec::with_capacity(series.len());
         for s in series {
-            let _ = write!(text, "{}", s.ip);
+            crate::ip_text::push_ip(&mut text, s.ip);
             ends.push(text.len());
         }
         AddressTexts { text, ends }
@@ -303,6 +308,21 @@ mod tests {
             push_u64(&mut out, n);
             assert_eq!(out, n.to_string());
         }
+    }
+
+    #[test]
+    fn series_come_in_address_order_ipv4_first() {
+        let store = Store::new(0, 1_000_000);
+        let order = ["9.0.0.1", "10.0.0.2", "198.51.100.7", "::2", "2001:db8::2", "2001:db8::10"];
+        let records: Vec<Record> = order.iter().rev().map(|ip| Record::Tx(ip.parse().unwrap(), 1)).collect();
+        store.apply_report(&records, 0);
+        let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()));
+        let seen: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ip_traffic_tx_bytes_total{"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert_eq!(seen, order);
     }
 
     #[test]
