@@ -208,17 +208,21 @@ fn hex_group(text: &[u8]) -> Option<(u16, usize)> {
 mod tests {
     use super::*;
 
-    /// Every address written by hand reads as std writes it: random ones,
-    /// sparse IPv6 (runs of zeros of every length and position), mapped IPv4.
-    #[test]
-    fn written_addresses_agree_with_std() {
-        let mut seed = 0x2d35_8dcc_aa6c_78a5u64;
-        let mut next = move || {
+    /// A small deterministic generator: the same cases on every run.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    /// Every address written by hand reads as std writes it: random ones,
+    /// sparse IPv6 (runs of zeros of every length and position), mapped IPv4.
+    #[test]
+    fn written_addresses_agree_with_std() {
+        let mut next = xorshift(0x2d35_8dcc_aa6c_78a5u64);
         let check = |ip: IpAddr| {
             let mut ours = String::from("x");
             push_ip(&mut ours, ip);
@@ -267,13 +271,7 @@ mod tests {
             let std = text.parse::<Ipv4Addr>().ok();
             assert_eq!(parse_ipv4(text.as_bytes()), std, "{text:?}");
         }
-        let mut seed = 0x51_7cc1_b727_220au64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x51_7cc1_b727_220au64);
         for _ in 0..50_000 {
             let addr = Ipv4Addr::from(next() as u32 >> (next() % 4 * 8));
             assert_eq!(parse_ipv4(addr.to_string().as_bytes()), Some(addr));
@@ -339,13 +337,7 @@ mod tests {
     /// alphabet get std's verdict.
     #[test]
     fn the_ipv6_fast_path_agrees_with_std_on_generated_text() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..20_000 {
             // Sparse groups, so that `::` compression shows up often.
             let mut groups = [0u16; 8];
