@@ -188,17 +188,11 @@ fn hex_groups(text: &mut [u8; 39], mut at: usize, groups: &[u16]) -> usize {
 fn hex_group(text: &[u8]) -> Option<(u16, usize)> {
     let mut value = 0u16;
     let mut digits = 0;
-    for &b in text.iter().take(5) {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => break,
-        };
+    while let Some(digit) = text.get(digits).and_then(|&b| char::from(b).to_digit(16)) {
         if digits == 4 {
             return None;
         }
-        value = value << 4 | u16::from(digit);
+        value = value << 4 | digit as u16;
         digits += 1;
     }
     (digits > 0).then_some((value, digits))
