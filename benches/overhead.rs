@@ -30,6 +30,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ip_traffic_monitor_cli::backend::bpftrace;
 use lab::Lab;
 
 const SECONDS: u64 = 10;
@@ -193,29 +194,22 @@ fn print_probe_cost(load: &str, bin: &str, run: fn(&mut Lab) -> (f64, u64)) {
 
 /// Sum of run_time_ns and run_cnt over these processes' BPF programs.
 fn program_stats(pids: &[u32]) -> (u64, u64) {
-    let mut total = (0, 0);
-    for info in pids.iter().flat_map(|pid| program_fdinfos(*pid)) {
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
-        };
-        total.0 += field("run_time_ns:");
-        total.1 += field("run_cnt:");
-    }
-    total
+    let sum = |field| pids.iter().map(|&pid| bpftrace::program_stat(pid, field)).sum::<u64>();
+    (sum("run_time_ns:"), sum("run_cnt:"))
 }
 
-fn program_fdinfos(pid: u32) -> Vec<String> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+/// How many BPF programs `pid` holds (fdinfo entries with a program type).
+fn programs_held(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
     fds.filter_map(Result::ok)
-        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .filter(|info| info.contains("prog_type:"))
-        .collect()
+        .filter(|fd| std::fs::read_to_string(fd.path()).is_ok_and(|info| info.contains("prog_type:")))
+        .count()
 }
 
 /// Waits until `pid` holds `count` BPF programs, then a moment for the attach.
 fn wait_for_programs(pid: u32, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while program_fdinfos(pid).len() < count && Instant::now() < deadline {
+    while programs_held(pid) < count && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -112,15 +112,18 @@ pub fn explain_start_failure(stderr: &[String]) -> String {
 /// another BPF tracing program was running on that CPU (`recursion_misses`
 /// in the programs' fdinfo). Each skip is an uncounted packet.
 pub fn recursion_misses(pid: u32) -> u64 {
+    program_stat(pid, "recursion_misses:")
+}
+
+/// One counter of the kernel's per-program statistics (a `/proc/PID/fdinfo`
+/// field such as `recursion_misses:` or `run_time_ns:`), summed over the BPF
+/// programs `pid` holds.
+pub fn program_stat(pid: u32, field: &str) -> u64 {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
     fds.filter_map(Result::ok)
         .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
         .filter(|info| info.contains("prog_type:"))
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("recursion_misses:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().parse::<u64>().ok()))
         .sum()
 }
 
