@@ -40,7 +40,11 @@ fn every_remote_ip_and_direction_matches_nftables() {
     assert!(total > 50_000_000, "the lab must move at least 50 MB, moved {total}");
 
     let other = lab.truth()[&(OTHER_IFACE_REMOTE.to_string(), "tx")];
-    assert!(other > 2_000_000, "traffic did cross vx ({other} bytes)");
+    // Evidence that the -i check below had traffic to ignore, not a bound:
+    // iperf3 -n counts bytes written to the socket and the server may close
+    // before the tail of the send buffer leaves (1,986,310 IP bytes of the
+    // 2,097,152 written were seen once), so ask for half.
+    assert!(other > 1_000_000, "traffic did cross vx ({other} bytes)");
     assert!(!counted.contains_key(OTHER_IFACE_REMOTE), "-i vh must not count vx: {counted:?}");
 
     for ip in ["198.51.100.7", "198.51.100.8", "2001:db8:2::7", "192.0.2.2"] {
