@@ -136,7 +136,7 @@ fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
             let mut m = lab.spawn_in_host(&[bin, "-b", backend, "-i", "vh", "-d", "0", "-q", "-s", "2"]);
             m.wait_for_stderr("counting with", Duration::from_secs(120));
             watchers.push(m.pid());
-            watchers.extend(children(m.pid()));
+            watchers.extend(lab::children(m.pid()));
             monitor = Some(m);
         }
         Mode::EmptyProbes => {
@@ -175,7 +175,7 @@ fn print_probe_cost(load: &str, bin: &str, run: fn(&mut Lab) -> (f64, u64)) {
     let mut lab = Lab::new();
     let mut monitor = lab.spawn_in_host(&[bin, "-b", "bpftrace", "-i", "vh", "-d", "0", "-q", "-s", "2"]);
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
-    let bpftrace = children(monitor.pid());
+    let bpftrace = lab::children(monitor.pid());
     let stats = "/proc/sys/kernel/bpf_stats_enabled";
     let was = std::fs::read_to_string(stats).unwrap_or_else(|_| "0".into());
     let _ = std::fs::write(stats, "1");
@@ -283,7 +283,7 @@ fn memory_table(bin: &str) {
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(5));
     let pid = monitor.pid();
-    let child = children(pid).first().copied().expect("a bpftrace child");
+    let child = monitor.backend_pid();
     println!("| RSS idle, no location databases: monitor | {} KiB | bpftrace child {} KiB | |", rss_kib(pid), rss_kib(child));
     lab.udp_from_remote_sources(100_000);
     std::thread::sleep(Duration::from_secs(8)); // the report, 1/8 to 2/8 of an interval late
@@ -295,14 +295,6 @@ fn memory_table(bin: &str) {
     drop(monitor);
     let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     println!("| binary size ({bin}) | {size} bytes | | |");
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// utime + stime of these processes, in seconds (USER_HZ = 100 on Linux).

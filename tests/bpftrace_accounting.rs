@@ -90,9 +90,7 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     // still in a killed bpftrace's maps die with it.
     std::thread::sleep(Duration::from_secs(2));
     let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
-    let pid = monitor.pid();
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
-    let bpftrace = children.split_whitespace().next().expect("bpftrace").to_string();
+    let bpftrace = monitor.backend_pid().to_string();
     let killed_at = std::time::Instant::now();
     std::process::Command::new("kill").args(["-KILL", &bpftrace]).status().expect("kill");
     // Traffic while no backend runs: may be missed, never doubled.
@@ -231,8 +229,7 @@ fn a_killed_monitor_leaves_no_bpftrace_behind() {
     let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "-s", "600"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let pid = monitor.pid();
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
-    let bpftrace: u32 = children.split_whitespace().next().expect("a bpftrace child").parse().expect("pid");
+    let bpftrace = monitor.backend_pid();
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
     let gone = |p: u32| {
         std::fs::read_to_string(format!("/proc/{p}/stat"))

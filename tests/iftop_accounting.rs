@@ -134,9 +134,7 @@ fn a_killed_iftop_is_restarted_and_counting_goes_on() {
     // Let iftop print it (a block every 2 s): what it has not printed dies with it.
     std::thread::sleep(Duration::from_secs(3));
     let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
-    let pid = monitor.pid();
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
-    let iftop = children.split_whitespace().next().expect("an iftop child").to_string();
+    let iftop = monitor.backend_pid().to_string();
     let killed_at = std::time::Instant::now();
     std::process::Command::new("kill").args(["-KILL", &iftop]).status().expect("kill");
     monitor.wait_for_stderr("iftop restarted", Duration::from_secs(30));

@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::direction::{Direction, Remote};
-use crate::ip_text::parse_ip;
 use super::{LineParser, Step};
 use crate::filter::AddressFilter;
+use crate::ip_text::parse_ip;
 use crate::store::Record;
 
 /// Cumulative bytes of one pair: first host → second, second → first.

@@ -495,6 +495,11 @@ impl Monitor {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The monitor's first child: its backend (bpftrace or iftop).
+    pub fn backend_pid(&self) -> u32 {
+        children(self.pid()).first().copied().expect("a backend child")
+    }
+
     /// Stops the monitor with SIGINT (as Ctrl-C would) and collects its output.
     pub fn interrupt(self) -> Finished {
         self.signal("-INT")
@@ -533,6 +538,15 @@ impl Drop for Monitor {
 }
 
 /// The final summary's rows: remote IP → (tx bytes, rx bytes, process).
+/// The processes `pid` started, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 pub fn summary_rows(stdout: &[String]) -> BTreeMap<String, (u64, u64, String)> {
     let start = stdout.iter().position(|l| l.starts_with("== Summary")).expect("a summary");
     let mut rows = BTreeMap::new();
