@@ -8,6 +8,7 @@
 #                        (PREFIX=/usr/local, DESTDIR= for staging)
 #   sudo make uninstall  removes them; an edited configuration file stays
 #   make cross           static binaries for the router architectures rustup has here
+#   make i686            the 32-bit static binary (x86's stand-in for 32-bit routers)
 
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=
@@ -24,7 +25,7 @@ export RUSTUP_HOME ?= $(SUDO_HOME)/.rustup
 endif
 endif
 
-.PHONY: all build release cross run test bench realdb fuzz fuzz-smoke deps tracefs install uninstall clean
+.PHONY: all build release cross i686 run test bench realdb fuzz fuzz-smoke deps tracefs install uninstall clean
 
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -58,12 +59,18 @@ release:
 
 # Router architectures: linked with rust-lld, no cross C toolchain needed.
 cross:
-	@for t in aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf; do \
+	@for t in aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf i686-unknown-linux-musl; do \
 		if $(RUSTUP) target add $$t >/dev/null 2>&1; then \
 			$(CARGO) build --release --target $$t --config "target.$$t.linker=\"rust-lld\"" && \
 			file target/$$t/release/ip_traffic_monitor_cli; \
 		else echo "$$t: rustup cannot add this target here"; fi; \
 	done
+
+# The 32-bit build: runs on an x86_64 kernel, so the tests check that its
+# libc calls have the widths 32-bit routers use (tests/router_32bit.rs).
+i686:
+	$(RUSTUP) target add i686-unknown-linux-musl >/dev/null
+	$(CARGO) build --release --target i686-unknown-linux-musl
 
 install: release
 	install -Dm755 $(STATIC) $(DESTDIR)$(BINDIR)/ip_traffic_monitor_cli
@@ -86,7 +93,7 @@ uninstall:
 run: deps tracefs build
 	$(BIN) $(ARGS)
 
-test: deps tracefs release
+test: deps tracefs release i686
 	$(CARGO) test
 	$(MAKE) fuzz-smoke
 

@@ -231,15 +231,7 @@ fn a_killed_monitor_leaves_no_bpftrace_behind() {
     let pid = monitor.pid();
     let bpftrace = monitor.backend_pid();
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
-    let gone = |p: u32| {
-        std::fs::read_to_string(format!("/proc/{p}/stat"))
-            .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !gone(bpftrace) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(gone(bpftrace), "bpftrace {bpftrace} outlived its monitor");
+    assert!(lab::wait_until_gone(bpftrace, Duration::from_secs(5)), "bpftrace {bpftrace} outlived its monitor");
     drop(monitor.finish());
 }
 

@@ -537,7 +537,6 @@ impl Drop for Monitor {
     }
 }
 
-/// The final summary's rows: remote IP → (tx bytes, rx bytes, process).
 /// The processes `pid` started, from /proc.
 pub fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -547,6 +546,25 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid` has exited (gone, or a zombie not yet reaped).
+pub fn is_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+}
+
+/// Polls until `pid` is gone; false if it is still there after `timeout`.
+pub fn wait_until_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !is_gone(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// The final summary's rows: remote IP → (tx bytes, rx bytes, process).
 pub fn summary_rows(stdout: &[String]) -> BTreeMap<String, (u64, u64, String)> {
     let start = stdout.iter().position(|l| l.starts_with("== Summary")).expect("a summary");
     let mut rows = BTreeMap::new();
