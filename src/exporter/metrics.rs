@@ -3,21 +3,16 @@
 //! dashboard and users' queries depend on), and the renderer that turns a
 //! copy of the store into the Prometheus text exposition format 0.0.4.
 //! The store's lock is held only while copying, never while formatting or
-//! writing to a socket.
+//! writing to a socket. The format's primitives are in [`super::exposition`].
 
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
+use super::exposition::{Metric, header, label, push_u64, sample};
 use super::procfs;
 use crate::location::{Labels, Locator};
 use crate::store::{Owner, Store};
-
-pub struct Metric {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub help: &'static str,
-}
 
 pub const TX_BYTES: Metric = Metric {
     name: "ip_traffic_tx_bytes_total",
@@ -234,23 +229,6 @@ impl AddressTexts {
     }
 }
 
-/// Decimal digits of `n`, without the formatting machinery (the hot loop
-/// writes 200,000 of them for 100,000 IPs).
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
-}
-
 fn self_description(out: &mut String, snap: &Snapshot, backend: &str) {
     header(out, &BUILD_INFO);
     let _ = write!(out, "{}{{", BUILD_INFO.name);
@@ -271,44 +249,10 @@ fn self_description(out: &mut String, snap: &Snapshot, backend: &str) {
     }
 }
 
-pub fn header(out: &mut String, metric: &Metric) {
-    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", metric.name, metric.help, metric.name, metric.kind);
-}
-
-pub fn sample(out: &mut String, metric: &Metric, value: u64) {
-    header(out, metric);
-    let _ = writeln!(out, "{} {value}", metric.name);
-}
-
-/// `name="value"` with the value escaped as the exposition format requires:
-/// backslash, double quote and newline.
-pub fn label(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{Comm, Record};
-
-    #[test]
-    fn numbers_are_written_in_full() {
-        for n in [0, 7, 10, 1_234_567_890, u64::MAX] {
-            let mut out = String::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string());
-        }
-    }
 
     #[test]
     fn series_come_in_address_order_ipv4_first() {
@@ -323,13 +267,6 @@ mod tests {
             .filter_map(|l| l.split('"').nth(1))
             .collect();
         assert_eq!(seen, order);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        let mut out = String::new();
-        label(&mut out, "process", "a\\b\"c\nd 中国");
-        assert_eq!(out, r#"process="a\\b\"c\nd 中国""#);
     }
 
     #[test]

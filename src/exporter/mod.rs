@@ -6,6 +6,7 @@
 //! is closed to make room, so a flood of idle connections cannot lock out a
 //! scraper. Serves `/metrics` (GET, HEAD) and a small index page.
 
+mod exposition;
 #[doc(hidden)]
 pub mod http;
 pub mod metrics;

@@ -2,9 +2,7 @@
 //! exports them), read from /proc/self at scrape time. A file that cannot be
 //! read leaves its metric out rather than reporting a false zero.
 
-use std::fmt::Write;
-
-use super::metrics::{Metric, header};
+use super::exposition::{Metric, sample_f64};
 use crate::sys;
 
 const CPU: Metric = Metric { name: "process_cpu_seconds_total", kind: "counter", help: "Total user and system CPU time spent in seconds." };
@@ -17,26 +15,21 @@ const START: Metric = Metric { name: "process_start_time_seconds", kind: "gauge"
 pub fn write_process_metrics(out: &mut String) {
     if let Some(stat) = self_stat() {
         let ticks = sys::clock_ticks_per_second() as f64;
-        value(out, &CPU, (stat.utime + stat.stime) as f64 / ticks);
+        sample_f64(out, &CPU, (stat.utime + stat.stime) as f64 / ticks);
         let rss = resident_bytes().unwrap_or(stat.rss_pages * sys::page_size());
-        value(out, &RSS, rss as f64);
-        value(out, &VSIZE, stat.vsize as f64);
+        sample_f64(out, &RSS, rss as f64);
+        sample_f64(out, &VSIZE, stat.vsize as f64);
         if let Some(boot) = boot_time() {
-            value(out, &START, boot as f64 + stat.start_ticks as f64 / ticks);
+            sample_f64(out, &START, boot as f64 + stat.start_ticks as f64 / ticks);
         }
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         // The directory being read is itself one open descriptor; not counted.
-        value(out, &OPEN_FDS, fds.count().saturating_sub(1) as f64);
+        sample_f64(out, &OPEN_FDS, fds.count().saturating_sub(1) as f64);
     }
     if let Some(max) = max_open_files() {
-        value(out, &MAX_FDS, max as f64);
+        sample_f64(out, &MAX_FDS, max as f64);
     }
-}
-
-fn value(out: &mut String, metric: &Metric, v: f64) {
-    header(out, metric);
-    let _ = writeln!(out, "{} {v}", metric.name);
 }
 
 struct Stat {
