@@ -12,9 +12,9 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use ip_traffic_monitor_cli::backend::direction::Direction;
-use ip_traffic_monitor_cli::backend::iftop_parse::{IftopParser, recorded};
-use ip_traffic_monitor_cli::backend::parse::{Line, parse_line};
+use ip_traffic_monitor_cli::backend::iftop::direction::Direction;
+use ip_traffic_monitor_cli::backend::iftop::parse::{IftopParser, recorded};
+use ip_traffic_monitor_cli::backend::bpftrace::parse::{Line, parse_line};
 use ip_traffic_monitor_cli::backend::LineParser;
 use ip_traffic_monitor_cli::filter::AddressFilter;
 

@@ -9,15 +9,13 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::backend::direction::Direction;
-use crate::backend::iftop_parse::IftopParser;
-use crate::backend::{self, BpftraceParser, Event, LineParser, Running, bpftrace, iftop, owners};
-use crate::cli::{BackendKind, Config};
+use crate::backend::{Backend, Event, Running, child};
+use crate::cli::Config;
 use crate::error::Error;
 use crate::exporter;
 use crate::location::Locator;
@@ -25,10 +23,12 @@ use crate::report;
 use crate::store::Store;
 use crate::sys;
 
-/// How long bpftrace may take to compile and attach (slow routers).
+/// How long a backend may take to attach (bpftrace compiles first; slow routers).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the backend may take to print its final report when stopped.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a backend asked for a final report may take to print it.
+const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn run(config: &Config) -> Result<i32, Error> {
     let locator = Arc::new(Locator::open(
@@ -46,6 +46,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
             "must run as root: bpftrace needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, iftop CAP_NET_RAW (try: sudo ip_traffic_monitor_cli ...)",
         ));
     }
+    let backend = &*config.backend;
     let store = Arc::new(Store::new(config.export_threshold, config.max_ips));
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
@@ -53,61 +54,36 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     if let Some(addr) = config.listen {
         let shared = Arc::new(exporter::Shared {
             store: Arc::clone(&store),
-            backend: config.backend.name(),
+            backend: backend.name(),
             locator: Arc::clone(&locator),
         });
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }
-    if config.backend == BackendKind::Iftop {
-        owners::spawn(Arc::clone(&store));
-    }
-    let mut backend = start_backend(config, &store, events_tx.clone())?;
+    backend.start_helpers(&store);
+    let mut running = child::start(backend, Arc::clone(&store), events_tx.clone())?;
     // The run's clock (-d, elapsed times) starts when counting does.
     let mut started = Instant::now();
-    let outcome = match wait_attached(&events, &mut backend) {
+    let outcome = match wait_attached(backend, &events, &mut running) {
         Ok(true) => {
             started = Instant::now();
-            counting_began(config, &store, &backend);
-            announce(config, &backend);
-            let ctx = Ctx { config, store: &store, locator: &locator, events: &events, events_tx: &events_tx, started };
-            count_until_stopped(&ctx, &mut backend)
+            counting_began(backend, &store, &running);
+            announce(config, &running);
+            let ctx = Ctx { config, backend, store: &store, locator: &locator, events: &events, events_tx: &events_tx, started };
+            count_until_stopped(&ctx, &mut running)
         }
         Ok(false) => Ok(()), // stopped by a signal before counting began
         Err(err) => {
-            backend.stop(STOP_GRACE);
+            running.stop(STOP_GRACE);
             return Err(err);
         }
     };
-    store.lock().backend_up = false;
+    store.health().set_up(false);
     let mut out = std::io::stdout().lock();
     let view = report::View { top: config.top, color: config.color, locator: Some(&locator) };
     let _ = report::summary(&mut out, &store.totals_by_volume(), &view, started.elapsed());
     let _ = out.flush();
     outcome.map(|()| 0)
-}
-
-fn start_backend(config: &Config, store: &Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
-    let (child, parser): (_, Box<dyn LineParser>) = match config.backend {
-        BackendKind::Bpftrace => {
-            let bin = bpftrace::find()?;
-            bpftrace::check_kernel()?;
-            let child = spawn(bpftrace::command(&bin, config)?, &bin)?;
-            (child, Box::new(BpftraceParser::new(config.filter.clone())))
-        }
-        BackendKind::Iftop => {
-            let iftop = iftop::find("iftop", "install it: apt-get install iftop")?;
-            let stdbuf = iftop::find("stdbuf", "it comes with coreutils and makes iftop's output arrive line by line")?;
-            let iface = config.iface.as_ref().map_or("", |i| i.name.as_str());
-            let child = spawn(iftop::command(&iftop, &stdbuf, iface), &iftop)?;
-            (child, Box::new(IftopParser::new(config.filter.clone(), Direction::new(iface))))
-        }
-    };
-    Ok(backend::supervise(child, config.backend.name(), parser, Arc::clone(store), events))
-}
-
-fn spawn(mut cmd: std::process::Command, program: &std::path::Path) -> Result<std::process::Child, Error> {
-    cmd.spawn().map_err(|e| Error::fatal(format!("cannot run {}: {e}", program.display())))
 }
 
 fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
@@ -130,29 +106,25 @@ fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
 }
 
 /// `Ok(true)` once the backend attached, `Ok(false)` if a signal came first.
-fn wait_attached(events: &Receiver<Event>, backend: &mut Running) -> Result<bool, Error> {
+fn wait_attached(backend: &dyn Backend, events: &Receiver<Event>, running: &mut Running) -> Result<bool, Error> {
     let deadline = Instant::now() + ATTACH_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left) {
             Ok(Event::Attached) => return Ok(true),
             Ok(Event::Signal) => {
-                backend.stop(STOP_GRACE);
+                running.stop(STOP_GRACE);
                 return Ok(false);
             }
             Ok(Event::Exited) => {
-                backend.wait();
-                let stderr = backend.stderr.lines();
-                return Err(Error::fatal(match backend.name {
-                    "iftop" => iftop::explain_start_failure(&stderr),
-                    _ => bpftrace::explain_start_failure(&stderr),
-                }));
+                running.wait();
+                return Err(Error::fatal(backend.explain_start_failure(&running.stderr.lines())));
             }
             Ok(Event::Report) => {}
             Err(_) => {
                 return Err(Error::fatal(format!(
-                    "{} did not attach its probes within {} s",
-                    backend.name,
+                    "{} did not attach within {} s",
+                    backend.name(),
                     ATTACH_TIMEOUT.as_secs()
                 )))
             }
@@ -160,13 +132,9 @@ fn wait_attached(events: &Receiver<Event>, backend: &mut Running) -> Result<bool
     }
 }
 
-fn announce(config: &Config, backend: &Running) {
-    backend.stderr.start_echo();
-    let how = match (config.backend, &config.bpftrace_script) {
-        (BackendKind::Bpftrace, Some(path)) => format!("script {}, process from the sending socket", path.display()),
-        (BackendKind::Bpftrace, None) => "built-in traffic.bt, process from the sending socket".into(),
-        (BackendKind::Iftop, _) => "cumulative column, 3 significant digits; process from /proc".into(),
-    };
+fn announce(config: &Config, running: &Running) {
+    running.stderr.start_echo();
+    let how = config.backend.method();
     let scope = match &config.iface {
         Some(iface) => format!("interface {} (ifindex {})", iface.name, iface.ifindex),
         None => "every interface but loopback".into(),
@@ -177,7 +145,7 @@ fn announce(config: &Config, backend: &Running) {
     };
     eprintln!(
         "counting with {} ({how}; {}) on {scope}, a report every {} s, {until}; Ctrl-C to stop",
-        backend.name,
+        running.name,
         config.backend_reason,
         config.sample_interval.as_secs()
     );
@@ -186,6 +154,7 @@ fn announce(config: &Config, backend: &Running) {
 /// What the counting loop works with.
 struct Ctx<'a> {
     config: &'a Config,
+    backend: &'a dyn Backend,
     store: &'a Arc<Store>,
     locator: &'a Locator,
     events: &'a Receiver<Event>,
@@ -193,12 +162,10 @@ struct Ctx<'a> {
     started: Instant,
 }
 
-/// The backend is attached: mark it up, and keep iftop printing.
-fn counting_began(config: &Config, store: &Store, backend: &Running) {
-    store.lock().backend_up = true;
-    if config.backend == BackendKind::Iftop {
-        backend.send_keys_every(iftop::REFRESH_KEY, config.sample_interval.max(iftop::RESOLUTION));
-    }
+/// The backend is attached: mark it up, and let it do what counting needs.
+fn counting_began(backend: &dyn Backend, store: &Store, running: &Running) {
+    store.health().set_up(true);
+    backend.counting_began(running);
 }
 
 /// First delay before restarting a backend that died; doubles up to the cap.
@@ -207,7 +174,7 @@ const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 /// A backend that ran this long before dying restarts after the first delay again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
+fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
     let deadline = ctx.config.duration.map(|d| ctx.started + d);
     let mut seen = Seen::default();
     let mut delay = RESTART_DELAY;
@@ -222,16 +189,16 @@ fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
             None => ctx.events.recv().unwrap_or(Event::Exited),
         };
         match event {
-            Event::Report => on_report(ctx, backend, &mut seen),
+            Event::Report => on_report(ctx, running, &mut seen),
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
                 if up_since.elapsed() >= HEALTHY_RUN {
                     delay = RESTART_DELAY;
                 }
-                match restart(ctx, backend, &mut delay, deadline) {
+                match restart(ctx, running, &mut delay, deadline) {
                     Some(new) => {
-                        *backend = new;
+                        *running = new;
                         up_since = Instant::now();
                     }
                     None => return Ok(()), // stopped (signal or duration) while it was down
@@ -239,10 +206,8 @@ fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
             }
         }
     }
-    if ctx.config.backend == BackendKind::Iftop {
-        await_final_iftop_block(ctx, backend, &mut seen);
-    }
-    backend.stop(STOP_GRACE);
+    await_final_report(ctx, running, &mut seen);
+    running.stop(STOP_GRACE);
     Ok(())
 }
 
@@ -251,7 +216,7 @@ fn count_until_stopped(ctx: &Ctx, backend: &mut Running) -> Result<(), Error> {
 /// on: a new backend reports only what it counts itself. `None` when a
 /// signal or the end of the run comes first.
 fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option<Instant>) -> Option<Running> {
-    ctx.store.lock().backend_up = false;
+    ctx.store.health().set_up(false);
     let status = dead.wait().map_or_else(|| "unknown status".into(), |s| s.to_string());
     let last = dead.stderr.lines().pop().map(|l| format!(": {l}")).unwrap_or_default();
     eprintln!("{} exited unexpectedly ({status}){last}", dead.name);
@@ -265,21 +230,17 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
             return None;
         }
         *delay = (*delay * 2).min(RESTART_DELAY_MAX);
-        let mut new = match start_backend(ctx.config, ctx.store, ctx.events_tx.clone()) {
+        let mut new = match child::start(ctx.backend, Arc::clone(ctx.store), ctx.events_tx.clone()) {
             Ok(new) => new,
             Err(err) => {
                 eprintln!("{err}");
                 continue;
             }
         };
-        match wait_attached(ctx.events, &mut new) {
+        match wait_attached(ctx.backend, ctx.events, &mut new) {
             Ok(true) => {
-                {
-                    let mut totals = ctx.store.lock();
-                    totals.backend_restarts += 1;
-                    totals.missed_base = totals.missed_events;
-                }
-                counting_began(ctx.config, ctx.store, &new);
+                ctx.store.health().restarted();
+                counting_began(ctx.backend, ctx.store, &new);
                 new.stderr.start_echo();
                 eprintln!("{} restarted", new.name);
                 return Some(new);
@@ -290,22 +251,16 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
     }
 }
 
-/// iftop prints nothing on exit: its last block is the last word. As soon
-/// as its figures can be recomputed, asks for one more block and reads it,
-/// so every byte up to now is counted.
-fn await_final_iftop_block(ctx: &Ctx, backend: &Running, seen: &mut Seen) {
-    let last = ctx.store.lock().last_report;
-    thread::sleep(iftop::until_next_block(last, SystemTime::now()));
-    // A block read from now on was printed after the wait: it is the final one.
-    let before = ctx.store.lock().reports;
-    if !backend.send_keys(iftop::REFRESH_KEY) {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
+/// Before stopping: a backend that does not print its last report when
+/// stopped (iftop) is asked for it now, and it is read, so every byte up to
+/// now is counted.
+fn await_final_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
+    let Some(asked) = ctx.backend.request_final_report(running, ctx.store.progress().last_report) else { return };
+    let deadline = Instant::now() + FINAL_REPORT_TIMEOUT;
     while let Ok(event) = ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
-            on_report(ctx, backend, seen);
-            if ctx.store.lock().reports > before {
+            on_report(ctx, running, seen);
+            if ctx.store.progress().last_report.is_some_and(|t| t >= asked) {
                 return;
             }
         }
@@ -319,43 +274,34 @@ struct Seen {
     unkeyed_bytes: u64,
 }
 
-fn on_report(ctx: &Ctx, backend: &Running, seen: &mut Seen) {
-    let (config, store) = (ctx.config, ctx.store);
-    warn_about_missed_events(store, backend);
-    warn_about_unreadable_lines(store, backend.name, &mut seen.unreadable_lines);
-    warn_about_unkeyed_bytes(store, &mut seen.unkeyed_bytes);
-    let rows = store.take_interval();
-    if config.quiet {
+fn on_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
+    let progress = ctx.store.progress();
+    warn_about_missed_events(ctx, running);
+    warn_about_unreadable_lines(progress.parse_errors, running.name, &mut seen.unreadable_lines);
+    warn_about_unkeyed_bytes(progress.unkeyed_bytes, &mut seen.unkeyed_bytes);
+    let interval = ctx.store.take_interval();
+    if ctx.config.quiet {
         return;
     }
-    let tracked = {
-        let totals = store.lock();
-        (totals.ips.len(), totals.folded_ips)
-    };
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the counting.
-    let view = report::View { top: config.top, color: config.color, locator: Some(ctx.locator) };
-    let _ = report::interval_table(&mut out, &rows, &view, ctx.started.elapsed(), tracked);
+    let view = report::View { top: ctx.config.top, color: ctx.config.color, locator: Some(ctx.locator) };
+    let _ = report::interval_table(&mut out, &interval, &view, ctx.started.elapsed());
     let _ = out.flush();
 }
 
-fn warn_about_missed_events(store: &Store, backend: &Running) {
-    let current = bpftrace::recursion_misses(backend.pid()); // read /proc before taking the lock
-    let mut totals = store.lock();
-    let misses = totals.missed_base + current;
-    if misses > totals.missed_events {
-        let new = misses - totals.missed_events;
-        totals.missed_events = misses;
-        drop(totals);
+fn warn_about_missed_events(ctx: &Ctx, running: &Running) {
+    let by_this_child = ctx.backend.missed_events(running);
+    if let Some(new) = ctx.store.health().observe_missed(by_this_child) {
+        let all = ctx.store.health().get().missed_events;
         eprintln!(
-            "warning: the kernel skipped {new} probe runs ({misses} in all) because another BPF \
+            "warning: the kernel skipped {new} probe runs ({all} in all) because another BPF \
              tracing program was running on the same CPU; up to that many packets were not counted"
         );
     }
 }
 
-fn warn_about_unkeyed_bytes(store: &Store, seen: &mut u64) {
-    let unkeyed = store.lock().unkeyed_bytes;
+fn warn_about_unkeyed_bytes(unkeyed: u64, seen: &mut u64) {
     if unkeyed > *seen {
         eprintln!(
             "warning: {} bytes came from more remote IPs in one interval than bpftrace's maps hold \
@@ -366,8 +312,7 @@ fn warn_about_unkeyed_bytes(store: &Store, seen: &mut u64) {
     }
 }
 
-fn warn_about_unreadable_lines(store: &Store, backend: &str, seen: &mut u64) {
-    let errors = store.lock().parse_errors;
+fn warn_about_unreadable_lines(errors: u64, backend: &str, seen: &mut u64) {
     if errors > *seen {
         eprintln!("warning: skipped {} unreadable lines from {backend} ({errors} in all)", errors - *seen);
         *seen = errors;

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::location::{Locator, UNKNOWN};
-use crate::store::Row;
+use crate::store::{Interval, Row, Traffic};
 
 /// How tables are drawn.
 pub struct View<'a> {
@@ -67,63 +67,91 @@ fn header(out: &mut impl Write, color: bool, text: &str) -> std::io::Result<()> 
     }
 }
 
+/// Which byte columns a table shows.
+#[derive(Clone, Copy)]
+enum Columns {
+    /// The interval's bytes and the totals, in human units.
+    Interval,
+    /// The totals in human units and in exact bytes.
+    Totals,
+}
+
+impl Columns {
+    fn titles(self) -> [&'static str; 4] {
+        match self {
+            Columns::Interval => ["TX", "RX", "TX TOTAL", "RX TOTAL"],
+            Columns::Totals => ["TX", "RX", "TX BYTES", "RX BYTES"],
+        }
+    }
+
+    fn cells(self, t: &Traffic) -> [String; 4] {
+        match self {
+            Columns::Interval => {
+                [human_bytes(t.interval_tx), human_bytes(t.interval_rx), human_bytes(t.tx), human_bytes(t.rx)]
+            }
+            Columns::Totals => [human_bytes(t.tx), human_bytes(t.rx), t.tx.to_string(), t.rx.to_string()],
+        }
+    }
+
+    /// Exact byte counts need room for 15 digits.
+    fn width(self) -> usize {
+        match self {
+            Columns::Interval => 10,
+            Columns::Totals => 15,
+        }
+    }
+}
+
+/// The rows of either table, the first `view.top` of them.
+fn table(out: &mut impl Write, rows: &[Row], view: &View, columns: Columns) -> std::io::Result<()> {
+    let [a, b, c, d] = columns.titles();
+    let w = columns.width();
+    let title = format!(
+        "{:<39} {a:>10} {b:>10} {c:>w$} {d:>w$} {:>8}  {:<15}{}",
+        "REMOTE IP", "PID", "PROCESS", view.location_header()
+    );
+    header(out, view.color, &title)?;
+    for row in rows.iter().take(view.top) {
+        let (pid, process) = owner_cells(row);
+        let [a, b, c, d] = columns.cells(&row.traffic);
+        writeln!(
+            out,
+            "{:<39} {a:>10} {b:>10} {c:>w$} {d:>w$} {pid:>8}  {process:<15}{}",
+            row.ip.to_string(),
+            view.location(row)
+        )?;
+    }
+    if rows.len() > view.top {
+        writeln!(out, "... and {} more (--top to show more)", rows.len() - view.top)?;
+    }
+    Ok(())
+}
+
 /// The table printed after every report.
-pub fn interval_table(
-    out: &mut impl Write,
-    rows: &[Row],
-    view: &View,
-    elapsed: Duration,
-    (tracked, folded): (usize, u64),
-) -> std::io::Result<()> {
-    let (top, color) = (view.top, view.color);
-    let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| {
-        (tx + r.traffic.interval_tx, rx + r.traffic.interval_rx)
-    });
-    let folded = if folded > 0 { format!(" ({folded} folded by --max-ips)") } else { String::new() };
+pub fn interval_table(out: &mut impl Write, interval: &Interval, view: &View, elapsed: Duration) -> std::io::Result<()> {
+    let rows = &interval.rows;
+    let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.interval_tx, rx + r.traffic.interval_rx));
+    let folded = match interval.folded_ips {
+        0 => String::new(),
+        n => format!(" ({n} folded by --max-ips)"),
+    };
     writeln!(
         out,
-        "\n[{:>6.1}s] {} active / {tracked} tracked remote IPs{folded}, this interval TX {} RX {}",
+        "\n[{:>6.1}s] {} active / {} tracked remote IPs{folded}, this interval TX {} RX {}",
         elapsed.as_secs_f64(),
         rows.len(),
+        interval.tracked,
         human_bytes(tx),
         human_bytes(rx)
     )?;
     if rows.is_empty() {
         return writeln!(out, "(no traffic to counted remote IPs in this interval)");
     }
-    header(
-        out,
-        color,
-        &format!(
-            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {:<15}{}",
-            "REMOTE IP", "TX", "RX", "TX TOTAL", "RX TOTAL", "PID", "PROCESS", view.location_header()
-        ),
-    )?;
-    for row in rows.iter().take(top) {
-        let (pid, process) = owner_cells(row);
-        let t = &row.traffic;
-        writeln!(
-            out,
-            "{:<39} {:>10} {:>10} {:>10} {:>10} {:>8}  {:<15}{}",
-            row.ip.to_string(),
-            human_bytes(t.interval_tx),
-            human_bytes(t.interval_rx),
-            human_bytes(t.tx),
-            human_bytes(t.rx),
-            pid,
-            process,
-            view.location(row)
-        )?;
-    }
-    if rows.len() > top {
-        writeln!(out, "... and {} more (--top to show more)", rows.len() - top)?;
-    }
-    Ok(())
+    table(out, rows, view, Columns::Interval)
 }
 
 /// The final summary: totals per remote IP with exact byte counts.
 pub fn summary(out: &mut impl Write, rows: &[Row], view: &View, elapsed: Duration) -> std::io::Result<()> {
-    let (top, color) = (view.top, view.color);
     let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.tx, rx + r.traffic.rx));
     writeln!(
         out,
@@ -136,40 +164,13 @@ pub fn summary(out: &mut impl Write, rows: &[Row], view: &View, elapsed: Duratio
     if rows.is_empty() {
         return writeln!(out, "(no traffic to counted remote IPs)");
     }
-    header(
-        out,
-        color,
-        &format!(
-            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {:<15}{}",
-            "REMOTE IP", "TX", "RX", "TX BYTES", "RX BYTES", "PID", "PROCESS", view.location_header()
-        ),
-    )?;
-    for row in rows.iter().take(top) {
-        let (pid, process) = owner_cells(row);
-        let t = &row.traffic;
-        writeln!(
-            out,
-            "{:<39} {:>10} {:>10} {:>15} {:>15} {:>8}  {:<15}{}",
-            row.ip.to_string(),
-            human_bytes(t.tx),
-            human_bytes(t.rx),
-            t.tx,
-            t.rx,
-            pid,
-            process,
-            view.location(row)
-        )?;
-    }
-    if rows.len() > top {
-        writeln!(out, "... and {} more (--top to show more)", rows.len() - top)?;
-    }
-    Ok(())
+    table(out, rows, view, Columns::Totals)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Comm, Owner, Traffic};
+    use crate::store::{Comm, Owner};
 
     #[test]
     fn human_units_are_binary_with_one_decimal() {
@@ -199,13 +200,15 @@ mod tests {
     fn tables_show_top_rows_owner_and_exact_totals() {
         let rows = vec![row("198.51.100.7", 3_000_000, 10), row("2001:db8::2", 5, 5)];
         let mut out = Vec::new();
-        interval_table(&mut out, &rows, &View { top: 1, color: false, locator: None }, Duration::from_secs(2), (2, 0)).unwrap();
+        let interval = Interval { rows: rows.clone(), tracked: 2, folded_ips: 0 };
+        interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None }, Duration::from_secs(2)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("198.51.100.7") && text.contains("2.9 MiB") && text.contains("curl"), "{text}");
         assert!(!text.contains("2001:db8::2") && text.contains("1 more"), "{text}");
         assert!(!text.contains('\x1b'), "no colour off a terminal");
         let mut out = Vec::new();
-        interval_table(&mut out, &rows, &View { top: 1, color: false, locator: None }, Duration::from_secs(2), (2, 7)).unwrap();
+        let interval = Interval { rows: rows.clone(), tracked: 2, folded_ips: 7 };
+        interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None }, Duration::from_secs(2)).unwrap();
         assert!(String::from_utf8(out).unwrap().contains("2 tracked remote IPs (7 folded by --max-ips)"));
 
         let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Any bytes, line by line, through the bpftrace parser and its filter.
 #![no_main]
-use ip_traffic_monitor_cli::backend::{BpftraceParser, LineParser};
+use ip_traffic_monitor_cli::backend::LineParser;
+use ip_traffic_monitor_cli::backend::bpftrace::BpftraceParser;
 use ip_traffic_monitor_cli::filter::AddressFilter;
 use libfuzzer_sys::fuzz_target;
 

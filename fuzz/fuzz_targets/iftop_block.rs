@@ -1,7 +1,7 @@
 //! Any bytes, line by line, through the iftop block parser and delta tracker.
 #![no_main]
-use ip_traffic_monitor_cli::backend::direction::Direction;
-use ip_traffic_monitor_cli::backend::iftop_parse::IftopParser;
+use ip_traffic_monitor_cli::backend::iftop::direction::Direction;
+use ip_traffic_monitor_cli::backend::iftop::parse::IftopParser;
 use ip_traffic_monitor_cli::backend::LineParser;
 use ip_traffic_monitor_cli::filter::AddressFilter;
 use libfuzzer_sys::fuzz_target;

@@ -1,33 +1,22 @@
 //! The resolved configuration the rest of the program reads: defaults
 //! applied, `-b auto` decided, the interface turned into the kernel's index,
-//! the network namespace identified, and flags whose feature is not built
-//! yet refused rather than silently ignored.
+//! the network namespace identified, and each backend's own parameters
+//! built from the flags (backends never see the flags themselves).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::flags::{DEFAULT_DURATION, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
-use super::lowargs::{self, Backend, LowArgs};
+use super::lowargs::{self, LowArgs};
+use crate::backend::bpftrace::{self, Bpftrace};
+use crate::backend::iftop::{self, Iftop};
+use crate::backend::{Backend, Kind};
 use crate::error::Error;
 use crate::filter::AddressFilter;
 use crate::location::Lang;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendKind {
-    Bpftrace,
-    Iftop,
-}
-
-impl BackendKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Bpftrace => "bpftrace",
-            BackendKind::Iftop => "iftop",
-        }
-    }
-}
 
 /// The interface `-i` named, resolved in this network namespace.
 #[derive(Clone, Debug)]
@@ -38,20 +27,17 @@ pub struct Iface {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub backend: BackendKind,
+    pub backend: Arc<dyn Backend>,
     /// Why this backend: printed at startup.
     pub backend_reason: String,
+    /// Where the backend counts (`None`: every interface but loopback).
     pub iface: Option<Iface>,
-    /// Inode of this process's network namespace: the host being measured.
-    pub netns_inode: u64,
     /// `None`: run until stopped.
     pub duration: Option<Duration>,
     pub sample_interval: Duration,
-    pub bpftrace_script: Option<PathBuf>,
     pub top: usize,
     pub quiet: bool,
     pub color: bool,
-    pub filter: AddressFilter,
     /// Where to serve /metrics, if anywhere.
     pub listen: Option<SocketAddr>,
     /// `-t`: bytes (TX + RX) after which an IP gets its own series.
@@ -66,26 +52,32 @@ pub struct Config {
     pub max_ips: usize,
 }
 
+/// What the backends are built from.
+struct BackendFlags {
+    iface: Option<Iface>,
+    sample_interval: Duration,
+    filter: AddressFilter,
+    script: Option<PathBuf>,
+}
+
+/// A backend ready to start, and the interface it counts on.
+type Built = (Arc<dyn Backend>, Option<Iface>);
+
 impl Config {
     pub fn resolve(low: LowArgs) -> Result<Config, Error> {
-        let (backend, backend_reason) = match low.backend.unwrap_or(Backend::Auto) {
-            Backend::Bpftrace => (BackendKind::Bpftrace, "chosen with -b".to_string()),
-            Backend::Iftop => (BackendKind::Iftop, "chosen with -b".to_string()),
-            // --lookup counts nothing: no backend needs to exist.
-            Backend::Auto if !low.lookup.is_empty() => (BackendKind::Bpftrace, String::new()),
-            Backend::Auto => choose_backend()?,
+        let flags = BackendFlags {
+            iface: low.iface.map(resolve_iface).transpose()?,
+            sample_interval: Duration::from_secs(low.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL)),
+            filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
+            script: low.bpftrace_script,
         };
-        let iface = match (low.iface, backend) {
-            (None, BackendKind::Iftop) if !low.lookup.is_empty() => None,
-            (Some(name), _) => Some(resolve_iface(name)?),
-            // iftop captures on one interface: the default route's.
-            (None, BackendKind::Iftop) => {
-                let name = crate::backend::direction::default_route_iface().ok_or_else(|| {
-                    Error::usage("iftop needs an interface and there is no default route: name one with -i")
-                })?;
-                Some(resolve_iface(name)?)
+        let ((backend, iface), backend_reason) = match low.backend {
+            Some(lowargs::Backend::Named(kind)) => (build_backend(kind, &flags)?, "chosen with -b".to_string()),
+            // --lookup counts nothing: no backend needs to run here.
+            _ if !low.lookup.is_empty() => (build_backend(Kind::Bpftrace, &flags)?, String::new()),
+            Some(lowargs::Backend::Auto) | None => {
+                choose_backend(Kind::ALL.iter().map(|kind| (kind.name(), build_backend(*kind, &flags))))?
             }
-            (None, BackendKind::Bpftrace) => None,
         };
         let duration = low.duration.unwrap_or(DEFAULT_DURATION);
         let listen = match (low.prometheus_port, low.listen) {
@@ -99,14 +91,11 @@ impl Config {
             backend,
             backend_reason,
             iface,
-            netns_inode: own_netns_inode()?,
             duration: (duration > 0).then(|| Duration::from_secs(duration)),
-            sample_interval: Duration::from_secs(low.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL)),
-            bpftrace_script: low.bpftrace_script,
+            sample_interval: flags.sample_interval,
             top: low.top.unwrap_or(DEFAULT_TOP),
             quiet: low.quiet,
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-            filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
             listen,
             export_threshold: low.threshold.unwrap_or(DEFAULT_THRESHOLD),
             geoip_db: low.geoip_db,
@@ -122,20 +111,60 @@ impl Config {
     }
 }
 
-/// `-b auto`: bpftrace where it can run here, else iftop; with the reason.
-fn choose_backend() -> Result<(BackendKind, String), Error> {
-    let bpftrace = crate::backend::bpftrace::find().and_then(|_| crate::backend::bpftrace::check_kernel());
-    match bpftrace {
-        Ok(()) => Ok((BackendKind::Bpftrace, "auto: bpftrace is installed and the kernel has tracefs and BTF".into())),
-        Err(_) if crate::backend::bpftrace::find_program("iftop").is_some() => {
-            Ok((BackendKind::Iftop, format!("auto: not bpftrace, because {}", bpftrace.unwrap_err())))
+/// Each backend's own parameters, from the flags.
+fn build_backend(kind: Kind, flags: &BackendFlags) -> Result<Built, Error> {
+    Ok(match kind {
+        Kind::Bpftrace => {
+            let params = bpftrace::Params {
+                script: flags.script.clone(),
+                sample_interval: flags.sample_interval,
+                netns_inode: own_netns_inode()?,
+                ifindex: flags.iface.as_ref().map_or(0, |iface| iface.ifindex),
+                filter: flags.filter.clone(),
+            };
+            (Arc::new(Bpftrace::new(params)), flags.iface.clone())
         }
-        Err(why) => Err(Error::fatal(format!(
-            "no backend can run here: {why}; and iftop is not installed either (apt-get install iftop)"
-        ))),
-    }
+        Kind::Iftop => {
+            // iftop captures on one interface: the default route's.
+            let iface = match &flags.iface {
+                Some(iface) => iface.clone(),
+                None => resolve_iface(iftop::direction::default_route_iface().ok_or_else(|| {
+                    Error::usage("iftop needs an interface and there is no default route: name one with -i")
+                })?)?,
+            };
+            let params = iftop::Params {
+                iface: iface.name.clone(),
+                sample_interval: flags.sample_interval,
+                filter: flags.filter.clone(),
+            };
+            (Arc::new(Iftop::new(params)), Some(iface))
+        }
+    })
 }
 
+/// `-b auto`: the first backend that can run here, with the reason.
+fn choose_backend<'a>(
+    candidates: impl Iterator<Item = (&'a str, Result<Built, Error>)>,
+) -> Result<(Built, String), Error> {
+    let mut passed_over: Vec<String> = Vec::new();
+    for (name, candidate) in candidates {
+        let why_not = match candidate {
+            Ok(built) => match built.0.probe() {
+                Ok(()) => {
+                    let reason = match passed_over.is_empty() {
+                        true => format!("auto: {} can run here", built.0.name()),
+                        false => format!("auto: {}", passed_over.join("; ")),
+                    };
+                    return Ok((built, reason));
+                }
+                Err(err) => format!("not {name}, because {err}"),
+            },
+            Err(err) => format!("not {name}, because {err}"),
+        };
+        passed_over.push(why_not);
+    }
+    Err(Error::fatal(format!("no backend can run here: {}", passed_over.join("; "))))
+}
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {
     let path = format!("/sys/class/net/{name}/ifindex");
@@ -158,21 +187,26 @@ fn own_netns_inode() -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::LineParser;
     use crate::cli::lowargs;
     use std::ffi::OsString;
 
+    /// Every test names its backend: `-b auto` would depend on what this
+    /// machine has installed.
     fn resolve(args: &[&str]) -> Result<Config, Error> {
-        Config::resolve(lowargs::parse(args.iter().map(OsString::from))?)
+        let args = ["-b", "bpftrace"].iter().chain(args);
+        Config::resolve(lowargs::parse(args.map(OsString::from))?)
     }
 
     #[test]
-    fn defaults_follow_the_spec() {
-        let config = resolve(&["-b", "bpftrace"]).unwrap();
-        assert_eq!(config.backend, BackendKind::Bpftrace);
+    fn defaults_follow_the_documented_ones() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.backend.name(), "bpftrace");
+        assert_eq!(config.backend_reason, "chosen with -b");
         assert_eq!(config.duration, Some(Duration::from_secs(30)));
         assert_eq!(config.sample_interval, Duration::from_secs(2));
         assert_eq!(config.top, 10);
-        assert!(config.iface.is_none() && !config.quiet && !config.filter.include_private);
+        assert!(config.iface.is_none() && !config.quiet);
         assert!(resolve(&["-d", "0"]).unwrap().duration.is_none());
         assert_eq!((config.listen, config.export_threshold), (None, 1_048_576));
     }
@@ -191,5 +225,45 @@ mod tests {
         let err = resolve(&["-i", "nosuchif0"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("nosuchif0"));
+    }
+
+    /// A backend that can or cannot run, for `-b auto`.
+    #[derive(Debug)]
+    struct Fake(&'static str, bool);
+
+    impl Backend for Fake {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn probe(&self) -> Result<(), Error> {
+            if self.1 { Ok(()) } else { Err(Error::fatal(format!("{} is missing", self.0))) }
+        }
+        fn method(&self) -> String {
+            String::new()
+        }
+        fn command(&self) -> Result<std::process::Command, Error> {
+            Err(Error::fatal("a fake runs nothing"))
+        }
+        fn parser(&self) -> Box<dyn LineParser> {
+            unimplemented!("a fake parses nothing")
+        }
+        fn explain_start_failure(&self, _: &[String]) -> String {
+            String::new()
+        }
+    }
+
+    fn fake(name: &'static str, runs: bool) -> (&'static str, Result<Built, Error>) {
+        (name, Ok((Arc::new(Fake(name, runs)), None)))
+    }
+
+    #[test]
+    fn auto_takes_the_first_backend_that_can_run_and_says_why() {
+        let ((chosen, _), why) = choose_backend([fake("a", false), fake("b", true), fake("c", true)].into_iter()).unwrap();
+        assert_eq!((chosen.name(), why.as_str()), ("b", "auto: not a, because a is missing"));
+        let ((chosen, _), why) = choose_backend([fake("a", true), fake("b", true)].into_iter()).unwrap();
+        assert_eq!((chosen.name(), why.as_str()), ("a", "auto: a can run here"));
+        let unbuildable = ("b", Err(Error::usage("no interface")));
+        let err = choose_backend([fake("a", false), unbuildable].into_iter()).unwrap_err();
+        assert_eq!(err.to_string(), "no backend can run here: not a, because a is missing; not b, because no interface");
     }
 }

@@ -9,14 +9,14 @@ use std::str::FromStr;
 
 use lexopt::prelude::*;
 
+use crate::backend::Kind;
 use crate::error::Error;
 use crate::filter::Cidr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Auto,
-    Bpftrace,
-    Iftop,
+    Named(Kind),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,12 +133,13 @@ fn parsed<T: FromStr>(parser: &mut lexopt::Parser, flag: &str, what: &str) -> Re
 }
 
 fn backend(value: &str) -> Result<Backend, Error> {
-    match value {
-        "auto" => Ok(Backend::Auto),
-        "bpftrace" => Ok(Backend::Bpftrace),
-        "iftop" => Ok(Backend::Iftop),
-        _ => Err(Error::usage(format!("--backend: '{value}' is not one of auto, bpftrace, iftop"))),
+    if value == "auto" {
+        return Ok(Backend::Auto);
     }
+    Kind::from_name(value).map(Backend::Named).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|kind| kind.name()).collect();
+        Error::usage(format!("--backend: '{value}' is not one of auto, {}", names.join(", ")))
+    })
 }
 
 fn lang(value: &str) -> Result<Lang, Error> {
@@ -222,7 +223,7 @@ mod tests {
             "--include-private", "--lookup", "8.8.8.8", "2001:db8::1",
         ])
         .unwrap();
-        assert_eq!(low.backend, Some(Backend::Bpftrace));
+        assert_eq!(low.backend, Some(Backend::Named(Kind::Bpftrace)));
         assert_eq!(low.iface.as_deref(), Some("veth0"));
         assert_eq!((low.duration, low.sample_interval, low.top), (Some(0), Some(5), Some(3)));
         assert!(low.quiet && low.include_private);

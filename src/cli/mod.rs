@@ -1,8 +1,9 @@
 //! The command line. [`flags`] defines every flag once, with its help text;
 //! [`lowargs`] turns `argv` into typed values and rejects malformed ones
 //! without looking at the system; [`hiargs`] resolves those values against
-//! the system (interfaces, network namespace, features not built yet) into
-//! the one [`Config`] the rest of the program reads.
+//! the system (interfaces, network namespace, which backend can run) into
+//! the one [`Config`] the rest of the program reads, with each backend's own
+//! parameters built here: no other module reads the flags.
 
 mod flags;
 mod hiargs;
@@ -10,7 +11,7 @@ mod lowargs;
 
 use std::ffi::OsString;
 
-pub use hiargs::{BackendKind, Config};
+pub use hiargs::{Config, Iface};
 
 use crate::error::Error;
 

@@ -12,7 +12,7 @@ use std::time::UNIX_EPOCH;
 use super::exposition::{Metric, header, label, push_u64, sample};
 use super::procfs;
 use crate::location::{Labels, Locator};
-use crate::store::{Owner, Store};
+use crate::store::{Exported, HealthState, Series, Store};
 
 pub const TX_BYTES: Metric = Metric {
     name: "ip_traffic_tx_bytes_total",
@@ -86,52 +86,10 @@ pub const LOOKUP_ERRORS: Metric = Metric {
     help: "Location lookups that hit a damaged database record (those IPs are labelled Unknown)",
 };
 
-/// One exported IP, copied out of the store.
-struct Series {
-    ip: IpAddr,
-    tx: u64,
-    rx: u64,
-    owner: Option<Owner>,
-}
-
-/// What one scrape shows, copied under the store's lock.
-struct Snapshot {
-    series: Vec<Series>,
-    unexported_tx: u64,
-    unexported_rx: u64,
-    tracked: usize,
-    parse_errors: u64,
-    missed: u64,
-    last_report: Option<f64>,
-    backend_up: bool,
-    restarts: u64,
-    folded: u64,
-}
-
-fn snapshot(store: &Store) -> Snapshot {
-    let totals = store.lock();
-    let series = totals
-        .ips
-        .iter()
-        .filter_map(|(ip, t)| t.exported().map(|(tx, rx)| Series { ip: *ip, tx, rx, owner: t.owner }))
-        .collect();
-    Snapshot {
-        series,
-        unexported_tx: totals.unexported_tx,
-        unexported_rx: totals.unexported_rx,
-        tracked: totals.ips.len(),
-        parse_errors: totals.parse_errors,
-        missed: totals.missed_events,
-        last_report: totals.last_report.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
-        backend_up: totals.backend_up,
-        restarts: totals.backend_restarts,
-        folded: totals.folded_ips,
-    }
-}
-
 /// The whole /metrics body.
 pub fn render(store: &Store, backend: &str, locator: &Locator) -> String {
-    let mut snap = snapshot(store);
+    let mut snap = store.exported();
+    let health = store.health().get();
     // Stable order: easier to read and to diff between scrapes. IpAddr's
     // order (IPv4 first, then by value) from integers: comparing the enum
     // itself was the largest single cost of a 100,000-IP render.
@@ -142,13 +100,13 @@ pub fn render(store: &Store, backend: &str, locator: &Locator) -> String {
     let mut out = String::with_capacity(4096 + snap.series.len() * 400); // ~344 bytes per series: never grown
     byte_counters(&mut out, &snap, locator);
     process_info(&mut out, &snap.series);
-    self_description(&mut out, &snap, backend);
+    self_description(&mut out, &snap, &health, backend);
     sample(&mut out, &LOOKUP_ERRORS, locator.failures());
     procfs::write_process_metrics(&mut out);
     out
 }
 
-fn byte_counters(out: &mut String, snap: &Snapshot, locator: &Locator) {
+fn byte_counters(out: &mut String, snap: &Exported, locator: &Locator) {
     // The location labels of each series, escaped once for both families;
     // without databases they are all Unknown: escape that once per scrape.
     let unknown = location_labels(&Labels::default());
@@ -229,30 +187,30 @@ impl AddressTexts {
     }
 }
 
-fn self_description(out: &mut String, snap: &Snapshot, backend: &str) {
+fn self_description(out: &mut String, snap: &Exported, health: &HealthState, backend: &str) {
     header(out, &BUILD_INFO);
     let _ = write!(out, "{}{{", BUILD_INFO.name);
     label(out, "version", env!("CARGO_PKG_VERSION"));
     out.push(',');
     label(out, "backend", backend);
     out.push_str("} 1\n");
-    sample(out, &BACKEND_UP, u64::from(snap.backend_up));
-    sample(out, &BACKEND_RESTARTS, snap.restarts);
-    sample(out, &PARSE_ERRORS, snap.parse_errors);
-    sample(out, &MISSED_PROBE_RUNS, snap.missed);
+    sample(out, &BACKEND_UP, u64::from(health.up));
+    sample(out, &BACKEND_RESTARTS, health.restarts);
+    sample(out, &PARSE_ERRORS, snap.progress.parse_errors);
+    sample(out, &MISSED_PROBE_RUNS, health.missed_events);
     sample(out, &TRACKED_IPS, snap.tracked as u64);
-    sample(out, &FOLDED_IPS, snap.folded);
+    sample(out, &FOLDED_IPS, snap.folded_ips);
     header(out, &LAST_REPORT);
     // No report yet: the metric is absent rather than a misleading 0.
-    if let Some(t) = snap.last_report {
-        let _ = writeln!(out, "{} {t:.3}", LAST_REPORT.name);
+    if let Some(t) = snap.progress.last_report.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+        let _ = writeln!(out, "{} {:.3}", LAST_REPORT.name, t.as_secs_f64());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Comm, Record};
+    use crate::store::{Comm, Owner, Record};
 
     #[test]
     fn series_come_in_address_order_ipv4_first() {
@@ -279,7 +237,7 @@ mod tests {
             &[Record::Tx(big, 150), Record::Rx(big, 10), Record::Tx(small, 5), Record::Owner(big, owner)],
             0,
         );
-        store.lock().backend_up = true;
+        store.health().set_up(true);
         let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()));
         assert!(text.contains(
             "ip_traffic_tx_bytes_total{remote_ip=\"198.51.100.7\",country=\"Unknown\",province=\"Unknown\",city=\"Unknown\",isp=\"Unknown\"} 150\n"

@@ -8,12 +8,96 @@
 //! pressed, at most once per [`RESOLUTION`]: the monitor presses [`REFRESH_KEY`]
 //! every sample interval, so blocks keep coming on a quiet link, and once more
 //! at the end so the last bytes are printed before iftop is stopped.
+//!
+//! iftop sees packets, not sockets: which side of a host pair is remote is
+//! decided by [`direction`], and the local process by [`owners`], a /proc
+//! scan on its own thread. [`parse`] reads its blocks.
 
-use std::path::{Path, PathBuf};
+pub mod direction;
+pub mod owners;
+pub mod parse;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::{Backend, LineParser, Running, require_program};
 use crate::error::Error;
+use crate::filter::AddressFilter;
+use crate::store::Store;
+use direction::Direction;
+use parse::IftopParser;
+
+/// What the iftop backend is told.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// The capture interface (iftop watches exactly one).
+    pub iface: String,
+    pub sample_interval: Duration,
+    pub filter: AddressFilter,
+}
+
+#[derive(Debug)]
+pub struct Iftop {
+    params: Params,
+}
+
+impl Iftop {
+    pub fn new(params: Params) -> Iftop {
+        Iftop { params }
+    }
+}
+
+const INSTALL_HINT: &str = "install it: apt-get install iftop";
+const STDBUF_HINT: &str = "it comes with coreutils and makes iftop's output arrive line by line";
+
+impl Backend for Iftop {
+    fn name(&self) -> &'static str {
+        "iftop"
+    }
+
+    fn probe(&self) -> Result<(), Error> {
+        require_program("iftop", INSTALL_HINT).and(require_program("stdbuf", STDBUF_HINT)).map(drop)
+    }
+
+    fn method(&self) -> String {
+        "cumulative column, 3 significant digits; process from /proc".into()
+    }
+
+    fn command(&self) -> Result<Command, Error> {
+        let iftop = require_program("iftop", INSTALL_HINT)?;
+        let stdbuf = require_program("stdbuf", STDBUF_HINT)?;
+        Ok(command(&iftop, &stdbuf, &self.params.iface))
+    }
+
+    fn parser(&self) -> Box<dyn LineParser> {
+        Box::new(IftopParser::new(self.params.filter.clone(), Direction::new(&self.params.iface)))
+    }
+
+    fn explain_start_failure(&self, stderr: &[String]) -> String {
+        explain_start_failure(stderr)
+    }
+
+    fn start_helpers(&self, store: &Arc<Store>) {
+        owners::spawn(Arc::clone(store));
+    }
+
+    /// iftop prints a block only when a packet comes or a key is pressed:
+    /// the refresh key every interval keeps blocks coming on a quiet link.
+    fn counting_began(&self, child: &Running) {
+        child.send_keys_every(REFRESH_KEY, self.params.sample_interval.max(RESOLUTION));
+    }
+
+    /// iftop prints nothing on exit: its last block is the last word. As
+    /// soon as its figures can be recomputed, asks for one more block; a
+    /// block read from then on is the final one.
+    fn request_final_report(&self, child: &Running, last_report: Option<SystemTime>) -> Option<SystemTime> {
+        std::thread::sleep(until_next_block(last_report, SystemTime::now()));
+        let asked = SystemTime::now();
+        child.send_keys(REFRESH_KEY).then_some(asked)
+    }
+}
 
 /// iftop's `u` key: "update the display now".
 pub const REFRESH_KEY: &[u8] = b"u";
@@ -41,26 +125,19 @@ pub fn until_next_block(last: Option<SystemTime>, now: SystemTime) -> Duration {
 /// no pair is ever left out of a block and mistaken for gone.
 const MAX_PAIRS: &str = "1000000";
 
-pub fn find(program: &str, hint: &str) -> Result<PathBuf, Error> {
-    super::bpftrace::find_program(program).ok_or_else(|| Error::fatal(format!("{program} not found in PATH; {hint}")))
-}
-
-pub fn command(iftop: &Path, stdbuf: &Path, iface: &str) -> Command {
+fn command(iftop: &Path, stdbuf: &Path, iface: &str) -> Command {
     let mut cmd = Command::new(stdbuf);
     cmd.arg("-oL")
         .arg(iftop)
         .args(["-t", "-n", "-N", "-B", "-L", MAX_PAIRS, "-i", iface])
         // A pipe, never /dev/null: iftop's text mode reads keys from stdin
         // and spins at 100 % CPU on end-of-file. The key `u` makes it print.
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    super::tie_to_monitor(&mut cmd);
+        .stdin(Stdio::piped());
     cmd
 }
 
 /// One line saying why iftop did not start.
-pub fn explain_start_failure(stderr: &[String]) -> String {
+fn explain_start_failure(stderr: &[String]) -> String {
     // iftop prints interface details first; its error is the last line.
     let error = stderr
         .iter()

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::direction::{Direction, Remote};
-use super::{LineParser, Step};
+use crate::backend::{LineParser, Step};
 use crate::filter::AddressFilter;
 use crate::ip_text::parse_ip;
 use crate::store::Record;

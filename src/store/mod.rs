@@ -4,16 +4,23 @@
 //! guards everything; the backend's reader thread applies a whole report
 //! under one lock, so readers never see half a report.
 //!
-//! Export rule (`-t`): an IP gets its own series in the report where its
-//! traffic first exceeds the threshold, and keeps it for good. Its series
-//! counts from that report on (bytes of that report included); the bytes it
-//! had before stay in the `unexported` sums. So every counter only grows,
-//! and the per-IP series plus the unexported sums equal all counted bytes.
+//! Export rule (`-t`, docs/ACCOUNTING.md): an IP gets its own series in the
+//! report where its traffic first exceeds the threshold, and keeps it while
+//! it is tracked. Its series counts from that report on (bytes of that report
+//! included); the bytes it had before stay in the `unexported` sums. So
+//! every counter only grows, and the per-IP series plus the unexported sums
+//! equal all counted bytes. That invariant is kept here: callers change the
+//! totals only through [`Store::apply_report`] and read them as copies.
+//! The backend's health is beside the totals, in [`Health`].
+
+mod health;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
+
+pub use health::{Health, HealthState};
 
 /// A process command name as the kernel keeps it (at most 15 bytes), stored
 /// inline so that recording an owner never allocates.
@@ -88,34 +95,67 @@ pub enum Record {
 }
 
 #[derive(Default)]
-pub struct Totals {
-    pub ips: HashMap<IpAddr, Traffic>,
+struct Totals {
+    ips: HashMap<IpAddr, Traffic>,
     /// Complete reports received from the backend.
-    pub reports: u64,
-    pub last_report: Option<SystemTime>,
+    reports: u64,
+    last_report: Option<SystemTime>,
     /// Backend lines that could not be read.
-    pub parse_errors: u64,
-    /// Packets the kernel did not hand to the counting probes.
-    pub missed_events: u64,
-    /// `missed_events` when the current backend started (its own count starts at 0).
-    pub missed_base: u64,
+    parse_errors: u64,
     /// Bytes of IPs while they had no series of their own.
-    pub unexported_tx: u64,
-    pub unexported_rx: u64,
-    /// Whether the backend is running and reporting.
-    pub backend_up: bool,
-    pub backend_restarts: u64,
+    unexported_tx: u64,
+    unexported_rx: u64,
     /// IPs dropped by the `--max-ips` cap (or never admitted), their bytes
     /// kept in the unexported sums.
-    pub folded_ips: u64,
+    folded_ips: u64,
     /// Bytes counted without an IP (the backend's maps were full), in the
     /// unexported sums too.
+    unkeyed_bytes: u64,
+}
+
+/// How the backend's reports have been going, for the monitor's warnings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub reports: u64,
+    pub last_report: Option<SystemTime>,
+    pub parse_errors: u64,
     pub unkeyed_bytes: u64,
+}
+
+/// One remote IP with its own Prometheus series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Series {
+    pub ip: IpAddr,
+    pub tx: u64,
+    pub rx: u64,
+    pub owner: Option<Owner>,
+}
+
+/// What one scrape shows, copied under the lock: the series and the
+/// unexported sums together equal every byte counted.
+#[derive(Clone, Debug, Default)]
+pub struct Exported {
+    pub series: Vec<Series>,
+    pub unexported_tx: u64,
+    pub unexported_rx: u64,
+    pub tracked: usize,
+    pub folded_ips: u64,
+    pub progress: Progress,
+}
+
+/// The console's view of one interval.
+#[derive(Clone, Debug, Default)]
+pub struct Interval {
+    /// IPs with traffic in the interval, busiest first.
+    pub rows: Vec<Row>,
+    pub tracked: usize,
+    pub folded_ips: u64,
 }
 
 #[derive(Default)]
 pub struct Store {
     totals: Mutex<Totals>,
+    health: Health,
     /// `-t`: an IP is exported once tx + rx exceeds this many bytes.
     export_threshold: u64,
     /// `--max-ips`: how many remote IPs are held at most.
@@ -131,10 +171,10 @@ pub struct Row {
 
 impl Store {
     pub fn new(export_threshold: u64, max_ips: usize) -> Store {
-        Store { totals: Mutex::default(), export_threshold, max_ips: max_ips.max(1) }
+        Store { totals: Mutex::default(), health: Health::default(), export_threshold, max_ips: max_ips.max(1) }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Totals> {
+    fn lock(&self) -> MutexGuard<'_, Totals> {
         // A panic while holding the lock cannot leave the counters half
         // updated in a way worse than losing them, so keep serving them.
         self.totals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -251,9 +291,24 @@ impl Store {
         }
     }
 
+    /// The backend's health, beside the totals.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn progress(&self) -> Progress {
+        let totals = self.lock();
+        Progress {
+            reports: totals.reports,
+            last_report: totals.last_report,
+            parse_errors: totals.parse_errors,
+            unkeyed_bytes: totals.unkeyed_bytes,
+        }
+    }
+
     /// The IPs with traffic since the previous call, busiest first, and
     /// resets their interval counters.
-    pub fn take_interval(&self) -> Vec<Row> {
+    pub fn take_interval(&self) -> Interval {
         let mut totals = self.lock();
         let mut rows = Vec::new();
         for (ip, t) in totals.ips.iter_mut() {
@@ -263,12 +318,36 @@ impl Store {
                 t.interval_rx = 0;
             }
         }
+        let (tracked, folded_ips) = (totals.ips.len(), totals.folded_ips);
         drop(totals);
         rows.sort_by(|a, b| {
             let key = |r: &Row| r.traffic.interval_tx + r.traffic.interval_rx;
             key(b).cmp(&key(a)).then(a.ip.cmp(&b.ip))
         });
-        rows
+        Interval { rows, tracked, folded_ips }
+    }
+
+    /// A copy of what /metrics shows (series in no particular order).
+    pub fn exported(&self) -> Exported {
+        let totals = self.lock();
+        let series = totals
+            .ips
+            .iter()
+            .filter_map(|(ip, t)| t.exported().map(|(tx, rx)| Series { ip: *ip, tx, rx, owner: t.owner }))
+            .collect();
+        Exported {
+            series,
+            unexported_tx: totals.unexported_tx,
+            unexported_rx: totals.unexported_rx,
+            tracked: totals.ips.len(),
+            folded_ips: totals.folded_ips,
+            progress: Progress {
+                reports: totals.reports,
+                last_report: totals.last_report,
+                parse_errors: totals.parse_errors,
+                unkeyed_bytes: totals.unkeyed_bytes,
+            },
+        }
     }
 
     /// Every IP with counted bytes, by total traffic, busiest first.
@@ -306,16 +385,65 @@ mod tests {
             1,
         );
         store.apply_report(&[Record::Tx(ip("198.51.100.7"), 50), Record::Rx(ip("2001:db8::2"), 900)], 0);
-        let rows = store.take_interval();
+        let rows = store.take_interval().rows;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ip, ip("2001:db8::2"), "busiest first");
         assert_eq!((rows[1].traffic.tx, rows[1].traffic.rx, rows[1].traffic.interval_tx), (150, 7, 150));
         assert_eq!(rows[1].traffic.owner, Some(owner));
-        assert!(store.take_interval().is_empty(), "interval counters reset");
+        assert!(store.take_interval().rows.is_empty(), "interval counters reset");
         let totals = store.totals_by_volume();
         assert_eq!(totals[1].traffic.tx, 150, "totals survive the interval reset");
-        let t = store.lock();
-        assert_eq!((t.reports, t.parse_errors), (2, 1));
+        let progress = store.progress();
+        assert_eq!((progress.reports, progress.parse_errors), (2, 1));
+    }
+
+    /// A small deterministic generator (xorshift).
+    fn random(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |below| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        }
+    }
+
+    #[test]
+    fn series_and_unexported_sums_always_equal_every_counted_byte() {
+        // Random reports against small caps and thresholds: IPs cross the
+        // threshold, get folded, come back, arrive with every slot exported.
+        for (threshold, max_ips, seed) in [(0, 4, 1), (50, 8, 2), (500, 16, 3), (1 << 20, 3, 4), (100, 1, 5)] {
+            let store = Store::new(threshold, max_ips);
+            let mut next = random(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seed));
+            let (mut tx, mut rx) = (0u64, 0u64);
+            for _ in 0..2_000 {
+                let mut report = Vec::new();
+                for _ in 0..next(6) {
+                    let ip = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + next(40) as u32));
+                    let bytes = next(300);
+                    match next(4) {
+                        0 => report.push(Record::Owner(ip, Owner::default())),
+                        1 => {
+                            rx += bytes;
+                            report.push(Record::Rx(ip, bytes));
+                        }
+                        2 if next(20) == 0 => {
+                            (tx, rx) = (tx + bytes, rx + 1);
+                            report.push(Record::Unkeyed(bytes, 1));
+                        }
+                        _ => {
+                            tx += bytes;
+                            report.push(Record::Tx(ip, bytes));
+                        }
+                    }
+                }
+                store.apply_report(&report, 0);
+                let e = store.exported();
+                let series_tx: u64 = e.series.iter().map(|s| s.tx).sum();
+                let series_rx: u64 = e.series.iter().map(|s| s.rx).sum();
+                assert_eq!((series_tx + e.unexported_tx, series_rx + e.unexported_rx), (tx, rx), "-t {threshold} --max-ips {max_ips}");
+                assert!(e.tracked <= max_ips);
+            }
+        }
     }
 
     #[test]

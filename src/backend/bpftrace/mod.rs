@@ -1,17 +1,82 @@
 //! The bpftrace backend: finds `bpftrace`, checks what the kernel must offer
 //! (tracefs, BTF), builds the command line for the embedded script
 //! `bpftrace/traffic.bt` (or the user's), handed over as an argument so no
-//! temporary file is written, explains start failures in one line, and reads
-//! how many probe runs the kernel skipped.
+//! temporary file is written, reads its output ([`parse`] for a line,
+//! [`reports`] for a report), explains start failures in one line, and reads
+//! how many probe runs the kernel skipped. The script names each packet's
+//! process itself, from the sending socket.
+
+pub mod parse;
+pub mod reports;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::cli::Config;
+use super::{Backend, LineParser, Running};
 use crate::error::Error;
+use crate::filter::AddressFilter;
+pub use reports::BpftraceParser;
+
+/// What the bpftrace backend is told.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// `None`: the embedded traffic.bt.
+    pub script: Option<PathBuf>,
+    pub sample_interval: Duration,
+    /// Inode of the network namespace being measured (the monitor's own).
+    pub netns_inode: u64,
+    /// The interface to count on; 0 = every interface but loopback.
+    pub ifindex: u32,
+    pub filter: AddressFilter,
+}
+
+#[derive(Debug)]
+pub struct Bpftrace {
+    params: Params,
+}
+
+impl Bpftrace {
+    pub fn new(params: Params) -> Bpftrace {
+        Bpftrace { params }
+    }
+}
+
+impl Backend for Bpftrace {
+    fn name(&self) -> &'static str {
+        "bpftrace"
+    }
+
+    fn probe(&self) -> Result<(), Error> {
+        find().and_then(|_| check_kernel())
+    }
+
+    fn method(&self) -> String {
+        match &self.params.script {
+            Some(path) => format!("script {}, process from the sending socket", path.display()),
+            None => "built-in traffic.bt, process from the sending socket".into(),
+        }
+    }
+
+    fn command(&self) -> Result<Command, Error> {
+        command(&find()?, &self.params)
+    }
+
+    fn parser(&self) -> Box<dyn LineParser> {
+        Box::new(BpftraceParser::new(self.params.filter.clone()))
+    }
+
+    fn explain_start_failure(&self, stderr: &[String]) -> String {
+        explain_start_failure(stderr)
+    }
+
+    fn missed_events(&self, child: &Running) -> u64 {
+        recursion_misses(child.pid())
+    }
+}
 
 /// The counting script, compiled into the binary so a copied binary works alone.
-pub const SCRIPT: &str = include_str!("../../bpftrace/traffic.bt");
+pub const SCRIPT: &str = include_str!("../../../bpftrace/traffic.bt");
 
 /// Keys per bpftrace map, i.e. distinct remote IPs per direction in one
 /// report, unless the environment sets BPFTRACE_MAP_KEYS_MAX (a memory knob
@@ -21,24 +86,13 @@ pub const MAP_KEYS_MAX: u32 = 131_072;
 
 const INSTALL_HINT: &str = "install it: apt-get install bpftrace (Debian/Ubuntu), dnf install bpftrace, or use -b iftop";
 
-pub fn find() -> Result<PathBuf, Error> {
-    find_program("bpftrace").ok_or_else(|| Error::fatal(format!("bpftrace not found in PATH; {INSTALL_HINT}")))
-}
-
-/// An executable named `program` in PATH (no shell is asked).
-pub fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+fn find() -> Result<PathBuf, Error> {
+    super::require_program("bpftrace", INSTALL_HINT)
 }
 
 /// The kernel features the script needs, checked up front so the user gets
 /// the fix rather than bpftrace's symptoms.
-pub fn check_kernel() -> Result<(), Error> {
+fn check_kernel() -> Result<(), Error> {
     let tracefs = ["/sys/kernel/tracing/events/net", "/sys/kernel/debug/tracing/events/net"];
     if !tracefs.iter().any(|dir| Path::new(dir).is_dir()) {
         return Err(Error::fatal(
@@ -58,9 +112,9 @@ pub fn check_kernel() -> Result<(), Error> {
 /// The command for the counting child. Positional parameters: half the
 /// sample interval in ms, the network namespace inode, the ifindex (0 = all),
 /// an eighth of the sample interval in ms, 1 to count private addresses.
-pub fn command(bpftrace: &Path, config: &Config) -> Result<Command, Error> {
+fn command(bpftrace: &Path, params: &Params) -> Result<Command, Error> {
     let mut cmd = Command::new(bpftrace);
-    match &config.bpftrace_script {
+    match &params.script {
         Some(path) => {
             std::fs::File::open(path).map_err(|e| {
                 Error::fatal(format!("--bpftrace-script {}: {e}", path.display()))
@@ -71,25 +125,21 @@ pub fn command(bpftrace: &Path, config: &Config) -> Result<Command, Error> {
             cmd.arg("-e").arg(SCRIPT);
         }
     }
-    let interval_ms = config.sample_interval.as_millis();
-    let ifindex = config.iface.as_ref().map_or(0, |iface| iface.ifindex);
+    let interval_ms = params.sample_interval.as_millis();
     cmd.arg((interval_ms / 2).to_string())
-        .arg(config.netns_inode.to_string())
-        .arg(ifindex.to_string())
+        .arg(params.netns_inode.to_string())
+        .arg(params.ifindex.to_string())
         .arg((interval_ms / 8).to_string())
-        .arg(if config.filter.include_private { "1" } else { "0" });
+        .arg(if params.filter.include_private { "1" } else { "0" });
     if std::env::var_os("BPFTRACE_MAP_KEYS_MAX").is_none() {
         cmd.env("BPFTRACE_MAP_KEYS_MAX", MAP_KEYS_MAX.to_string());
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    super::tie_to_monitor(&mut cmd);
+    cmd.stdin(Stdio::null());
     Ok(cmd)
 }
 
 /// One line saying why bpftrace did not start, from what it wrote on stderr.
-pub fn explain_start_failure(stderr: &[String]) -> String {
+fn explain_start_failure(stderr: &[String]) -> String {
     let error = stderr
         .iter()
         .find(|line| line.contains("ERROR"))
@@ -111,7 +161,7 @@ pub fn explain_start_failure(stderr: &[String]) -> String {
 /// How many times the kernel skipped one of bpftrace's programs because
 /// another BPF tracing program was running on that CPU (`recursion_misses`
 /// in the programs' fdinfo). Each skip is an uncounted packet.
-pub fn recursion_misses(pid: u32) -> u64 {
+fn recursion_misses(pid: u32) -> u64 {
     program_stat(pid, "recursion_misses:")
 }
 
