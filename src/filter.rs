@@ -1,4 +1,5 @@
-//! Which remote addresses are counted. Owns the SPEC's default exclusions
+//! Which remote addresses are counted (docs/ACCOUNTING.md, "Which remote
+//! addresses count"). Owns the default exclusions
 //! (loopback, link-local, multicast, broadcast, unspecified and, unless
 //! `--include-private`, the private ranges), the user's `--exclude` CIDRs,
 //! and the folding of IPv4-mapped IPv6 addresses into plain IPv4 so one host

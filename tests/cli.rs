@@ -15,8 +15,8 @@ fn stderr_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr).lines().map(str::to_string).collect()
 }
 
-/// Every flag of SPEC's command-line table.
-const SPEC_FLAGS: [&str; 20] = [
+/// Every flag of README's command-line table.
+const DOCUMENTED_FLAGS: [&str; 20] = [
     "-b, --backend", "-i, --iface", "-d, --duration", "-s, --sample-interval",
     "-p, --prometheus-port", "--listen", "-g, --geoip-db", "--isp-db", "--qqwry", "--lang",
     "--lookup", "-t, --prometheus-export-threshold", "--include-private", "--exclude",
@@ -28,7 +28,7 @@ fn help_lists_every_flag_with_defaults() {
     let out = monitor(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in SPEC_FLAGS {
+    for flag in DOCUMENTED_FLAGS {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     for default in ["[default: auto]", "[default: 30]", "[default: 2]", "[default: 1048576]", "[default: zh-CN]", "[default: 10]"] {

@@ -1,6 +1,6 @@
 //! Every metric the exporter writes, defined once with its type and help
-//! text (the byte counters keep the seed's names and texts, which its
-//! dashboard and users' queries depend on), and the renderer that turns a
+//! text (the byte counters keep the names and texts of the first release,
+//! which the shipped dashboard and users' queries depend on), and the renderer that turns a
 //! copy of the store into the Prometheus text exposition format 0.0.4.
 //! The store's lock is held only while copying, never while formatting or
 //! writing to a socket. The format's primitives are in [`super::exposition`].

@@ -27,7 +27,7 @@ pub mod testing {
     pub use super::qqwry::writer::{Layout as QqwryLayout, build as qqwry_dat};
     use super::ChineseDb;
 
-    /// Addresses the fuzz targets look up: inside the seed files' ranges, the
+    /// Addresses the fuzz targets look up: inside the ranges of the fuzz corpus' files, the
     /// last IPv4 address, and an IPv6 one.
     const PROBES: [IpAddr; 4] = [
         IpAddr::V4(std::net::Ipv4Addr::new(1, 13, 0, 1)),
