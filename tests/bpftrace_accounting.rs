@@ -86,10 +86,10 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-p", "9464", "-t", "0", "--top", "100"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
-    // Let the flow be reported (reports lag up to 1.5 intervals): counts
-    // still in a killed bpftrace's maps die with it.
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait for the report with the flow: counts still in a killed
+    // bpftrace's maps die with it.
     let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
+    scrape_when_ip_counted(&lab, "198.51.100.7", before_kill);
     let bpftrace = monitor.backend_pid().to_string();
     let killed_at = std::time::Instant::now();
     std::process::Command::new("kill").args(["-KILL", &bpftrace]).status().expect("kill");
@@ -103,8 +103,8 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     assert!(back_after < Duration::from_secs(5), "back within 5 s, took {back_after:?}");
     let during_gap = lab.truth()[&("198.51.100.8".to_string(), "tx")];
     lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
-    std::thread::sleep(Duration::from_secs(2));
-    let metrics = lab.http_get_in_host(9464, "/metrics");
+    // Within the accounting bound: a packet or two may go unseen while none runs.
+    let metrics = scrape_when_ip_counted(&lab, "198.51.100.7", lab.truth()[&("198.51.100.7".to_string(), "tx")] * 999 / 1000);
     assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total"), Some(1.0));
     assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_up"), Some(1.0));
     let finished = monitor.interrupt();
@@ -144,9 +144,7 @@ fn a_hundred_thousand_remote_ips_in_one_interval_are_all_reported() {
     // One interval longer than the whole run: every IP lands in one report.
     let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "600", "--top", "200000", "--max-ips", "200000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
-    // Resolve the gateway first: packets queued behind an unresolved
-    // neighbour can be dropped after nftables' output hook, before a device.
-    lab.host_shell("echo x > /dev/udp/192.0.2.2/9; sleep 0.2");
+    lab.resolve_neighbours(&["192.0.2.2"]);
     // One 2-byte UDP datagram (30 bytes of IP) to each of 100,096 addresses:
     // 198.18.0.0-198.18.255.255 and 198.19.0.0-198.19.134.255. bash's
     // /dev/udp redirection sends without forking a process per packet.
@@ -243,11 +241,10 @@ fn the_ip_cap_folds_quiet_ips_without_losing_a_byte() {
     let mut lab = Lab::new();
     let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "--max-ips", "1000", "-p", "9464"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
-    lab.host_shell("echo x > /dev/udp/192.0.2.2/9; sleep 0.2");
+    lab.resolve_neighbours(&["192.0.2.2"]);
     // 5,120 distinct remote IPs, one 30-byte datagram each, over several reports.
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
-    std::thread::sleep(Duration::from_secs(3));
-    let metrics = lab.http_get_in_host(9464, "/metrics");
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"], 1.0);
     let counters = lab.truth();
     let truth = counters[&(MANY_IPS_RANGE.to_string(), "tx")];
     let gateway = counters[&("192.0.2.2".to_string(), "tx")]; // the priming datagram
@@ -271,11 +268,11 @@ fn more_ips_in_an_interval_than_the_maps_hold_still_sum_exactly() {
     // Maps with room for 1,024 IPs, then 5,120 IPs within one or two intervals.
     let mut monitor = lab.spawn_in_host(&["env", "BPFTRACE_MAP_KEYS_MAX=1024", BIN, "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
-    lab.host_shell("echo x > /dev/udp/192.0.2.2/9; sleep 0.2");
+    lab.resolve_neighbours(&["192.0.2.2"]);
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
     monitor.wait_for_stderr("bytes came from more remote IPs in one interval than bpftrace's maps hold", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(5)); // the second buffer's report, if the loop spanned two
-    let metrics = lab.http_get_in_host(9464, "/metrics");
+    // The second buffer's report too, if the loop spanned two.
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"], 1.0);
     let counters = lab.truth();
     let truth = counters[&(MANY_IPS_RANGE.to_string(), "tx")];
     let gateway = counters[&("192.0.2.2".to_string(), "tx")];
@@ -300,9 +297,10 @@ fn private_addresses_are_counted_only_with_include_private() {
         args.extend_from_slice(flags);
         let mut monitor = lab.spawn_in_host(&args);
         monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
-        // 20 + 8 + 2 = 30 bytes of IPv4, 40 + 8 + 2 = 50 of IPv6, after the neighbours resolve.
-        lab.host_shell("echo x > /dev/udp/10.0.0.2/9; echo x > /dev/udp/fd00::2/9; sleep 1; \
-                        echo x > /dev/udp/10.0.0.2/9; echo x > /dev/udp/fd00::2/9");
+        // 20 + 8 + 2 = 30 bytes of IPv4, 40 + 8 + 2 = 50 of IPv6, twice (the
+        // first datagrams also resolve the neighbours).
+        lab.resolve_neighbours(&["10.0.0.2", "fd00::2"]);
+        lab.host_shell("echo x > /dev/udp/10.0.0.2/9; echo x > /dev/udp/fd00::2/9");
         let finished = monitor.interrupt();
         assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
         let rows = lab::summary_rows(&finished.stdout);
@@ -353,7 +351,11 @@ fn sigterm_under_heavy_traffic_prints_the_summary_within_2_s() {
     let traffic = std::thread::spawn(move || {
         std::process::Command::new("ip").args(["netns", "exec", &host, "iperf3", "-c", "198.51.100.7", "-t", "6"]).output()
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Stop in the middle of the stream, once it runs at full speed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lab.truth()[&("198.51.100.7".to_string(), "tx")] < 50_000_000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let start = std::time::Instant::now();
     let finished = monitor.terminate();
     let took = start.elapsed();
@@ -378,18 +380,10 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
         lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464", "--max-ips", "100000", "-t", "1000000000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let rx_of = |lab: &Lab| lab.truth()[&(MANY_IPS_RANGE.to_string(), "rx")];
-    let family_sum = |metrics: &str| {
-        lab::metric_value(metrics, "ip_traffic_unexported_rx_bytes_total").unwrap_or(0.0)
-            + metrics
-                .lines()
-                .filter(|l| l.starts_with("ip_traffic_rx_bytes_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-    };
+    let family_sum = |metrics: &str| lab::family_sum(metrics, "rx");
     // 100,000 distinct sources within one sample interval (they take about a second).
     lab.udp_from_remote_sources(100_000);
-    std::thread::sleep(Duration::from_secs(8)); // reports lag up to 1.5 intervals
-    let metrics = lab.http_get_in_host(9464, "/metrics");
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE], 1.0);
     let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
     let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
     println!("100,000 sources: nftables {want} bytes, all families {got}, tracked {tracked}");
@@ -398,8 +392,7 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
 
     // A million, with the cap at 100,000: memory bounded, sums exact.
     lab.udp_from_remote_sources(1_000_000);
-    std::thread::sleep(Duration::from_secs(8));
-    let metrics = lab.http_get_in_host(9464, "/metrics");
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE], 1.0);
     let rss = lab::metric_value(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
     let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
     let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
@@ -408,4 +401,10 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     assert!(tracked <= 100_000.0, "{tracked}");
     assert!(rss < 200.0 * 1048576.0, "resident memory bounded: {rss}");
     drop(monitor);
+}
+
+/// Scrapes until `ip`'s TX series (the monitor runs with -t 0) holds `bytes`.
+fn scrape_when_ip_counted(lab: &Lab, ip: &str, bytes: u64) -> String {
+    let series = lab::byte_series("tx", ip);
+    lab.scrape_until(9464, Duration::from_secs(20), |m| lab::metric_value(m, &series).is_some_and(|v| v >= bytes as f64))
 }

@@ -36,10 +36,8 @@ fn prometheus_scrapes_what_nftables_counted() {
         "'{odd_path}' -u -b 1200 OPEN:/dev/zero,readbytes=1200000 UDP-SENDTO:203.0.113.9:9,bind=192.0.2.1"
     ));
     let _ = std::fs::remove_file(&odd);
-    // Reports lag up to 1.5 intervals; then one more scrape.
-    thread::sleep(Duration::from_secs(4));
-
-    let exposition = lab.http_get_in_host(9464, "/metrics");
+    let exposition = lab.scrape_when_counted(9464, &["198.51.100.7", "2001:db8::2", "203.0.113.9"], 1.0);
+    lab.wait_until_prometheus_has(&exposition);
     let check = lab::promtool_check(&exposition);
     assert!(check.0, "promtool check metrics: {}", check.1);
     assert!(exposition.contains("process=\"q\\\"x\\\\y中\""), "escaped process label:\n{exposition}");
@@ -78,16 +76,14 @@ fn threshold_hides_small_ips_until_they_pass_it_and_never_again() {
     let tx_series = byte_series("tx", ip);
 
     lab.iperf(&["-c", ip, "-n", "1M"]);
-    thread::sleep(Duration::from_secs(3));
-    let before = lab.http_get_in_host(9464, "/metrics");
+    let before = lab.scrape_when_counted(9464, &[ip], 1.0);
     let sent = lab.truth()[&(ip.to_string(), "tx")];
     assert!(sent < threshold, "{sent}");
     assert_eq!(metric_value(&before, &tx_series), None, "below -t: no series");
     assert_eq!(metric_value(&before, "ip_traffic_unexported_tx_bytes_total"), Some(sent as f64), "its bytes are in the unexported family");
 
     lab.iperf(&["-c", ip, "-n", "8M"]);
-    thread::sleep(Duration::from_secs(3));
-    let after = lab.http_get_in_host(9464, "/metrics");
+    let after = lab.scrape_when_counted(9464, &[ip], 1.0);
     let series = metric_value(&after, &tx_series).expect("past -t: a series");
     let unexported = metric_value(&after, "ip_traffic_unexported_tx_bytes_total").expect("unexported");
     let total = lab.truth()[&(ip.to_string(), "tx")] as f64;
@@ -134,6 +130,24 @@ impl Served {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         stream
+    }
+
+    /// Open descriptors and threads once neither has changed for 300 ms
+    /// (the monitor finishes starting its helper threads after it says
+    /// "counting with").
+    fn settled(&self) -> (usize, usize) {
+        let now = || (self.open_fds(), threads_of(self.child.id()));
+        let mut last = now();
+        let mut stable_since = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stable_since.elapsed() < Duration::from_millis(300) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            let current = now();
+            if current != last {
+                (last, stable_since) = (current, Instant::now());
+            }
+        }
+        last
     }
 
     fn open_fds(&self) -> usize {
@@ -200,8 +214,7 @@ fn http_server_handles_normal_odd_and_hostile_clients() {
         return;
     }
     let served = Served::start();
-    thread::sleep(Duration::from_millis(300));
-    let fds_before = served.open_fds();
+    let (fds_before, _) = served.settled();
 
     // Keep-alive: two requests, one connection; HEAD has headers, no body.
     let mut s = served.connect();
@@ -327,9 +340,8 @@ fn hostile_clients_never_stall_a_scrape_and_leave_nothing_behind() {
         return;
     }
     let served = Served::start();
-    thread::sleep(Duration::from_millis(500));
     let pid = served.child.id();
-    let (fds_before, threads_before) = (served.open_fds(), threads_of(pid));
+    let (fds_before, threads_before) = served.settled();
 
     // 500 connections, each sending one byte per second.
     let slow: Vec<TcpStream> = (0..500).map(|_| served.connect()).collect();

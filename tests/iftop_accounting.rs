@@ -103,14 +103,17 @@ fn a_router_capturing_on_its_wan_side_counts_its_lans_traffic() {
     let mut lab = Lab::new();
     lab.add_lan();
     lab.start_iperf_server();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-s", "2", "--top", "1000"]);
+    let mut monitor =
+        lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-s", "2", "--top", "1000", "-t", "0", "-p", "9464"]);
     monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
     lab.iperf_from_lan(&["-c", "198.51.100.8", "-n", "10M"]);
     lab.iperf_from_lan(&["-6", "-c", "2001:db8:2::7", "-n", "10M", "-R"]);
-    // Let iftop print it (a block every 2 s): a stop right after a short
-    // transfer can find it all still in libpcap's buffer (README: the final
-    // block lacks what libpcap holds), which one CI run under load did.
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait for iftop to print it (a block every 2 s): a stop right after a
+    // short transfer can find it all still in libpcap's buffer (README: the
+    // final block lacks what libpcap holds), which one CI run under load did.
+    let forwarded = lab.forwarded();
+    wait_for_series(&lab, &[("198.51.100.8", "tx", forwarded[&("198.51.100.8".to_string(), "tx")]),
+                            ("2001:db8:2::7", "rx", forwarded[&("2001:db8:2::7".to_string(), "rx")])]);
     let finished = monitor.interrupt();
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let counted = lab::summary_rows(&finished.stdout);
@@ -132,12 +135,13 @@ fn a_killed_iftop_is_restarted_and_counting_goes_on() {
     }
     let mut lab = Lab::new();
     lab.start_iperf_server();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-q", "--top", "100"]);
+    let mut monitor =
+        lab.spawn_in_host(&[BIN, "-b", "iftop", "-i", "vh", "-d", "0", "-q", "--top", "100", "-t", "0", "-p", "9464"]);
     monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
     lab.iperf(&["-c", "198.51.100.7", "-t", "3", "-b", "20M"]);
-    // Let iftop print it (a block every 2 s): what it has not printed dies with it.
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait for iftop to print it (a block every 2 s): what it has not printed dies with it.
     let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
+    wait_for_series(&lab, &[("198.51.100.7", "tx", before_kill)]);
     let iftop = monitor.backend_pid().to_string();
     let killed_at = std::time::Instant::now();
     std::process::Command::new("kill").args(["-KILL", &iftop]).status().expect("kill");
@@ -188,4 +192,14 @@ fn sigterm_under_a_stream_waits_only_for_iftops_next_block() {
     println!("sent before exit: nftables {sent_until_stop}, counted {counted}, missing {missing} (at most {allowed})");
     assert!(missing <= allowed, "{counted} of {sent_until_stop}");
     assert!(missing >= -BOUND * sent_until_stop as f64, "never more than was sent: {counted} of {sent_until_stop}");
+}
+
+/// Scrapes until each (IP, direction) series holds its bytes within iftop's
+/// bound (three significant digits); at most 20 s.
+fn wait_for_series(lab: &Lab, want: &[(&str, &str, u64)]) {
+    lab.scrape_until(9464, Duration::from_secs(20), |m| {
+        want.iter().all(|(ip, dir, bytes)| {
+            lab::metric_value(m, &lab::byte_series(dir, ip)).is_some_and(|v| v >= *bytes as f64 * (1.0 - BOUND))
+        })
+    });
 }

@@ -301,12 +301,50 @@ impl Lab {
             .spawn()
             .expect("socat receiver");
         self.children.push(receiver);
-        thread::sleep(Duration::from_millis(300));
+        self.wait_for_udp_socket(&receiver_ns, port);
         run(&[
             "ip", "netns", "exec", &sender_ns, "socat", "-u", "-b", "1200",
             &format!("OPEN:/dev/zero,readbytes={bytes}"),
             &format!("UDP-SENDTO:{dest}:{port},bind={source}"),
         ]);
+    }
+
+    /// Waits until a UDP socket is bound to `port` in namespace `ns`.
+    fn wait_for_udp_socket(&self, ns: &str, port: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ss = run(&["ip", "netns", "exec", ns, "ss", "-Hlun", &format!("sport = :{port}")]);
+            if !ss.stdout.is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no UDP socket on port {port} in {ns} within 10 s");
+    }
+
+    /// Scrapes `/metrics` in the host namespace until `ready` holds for the
+    /// body, or `timeout` passes; returns the last body (the caller's
+    /// assertions then say what is missing).
+    pub fn scrape_until(&self, port: u16, timeout: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let body = self.http_get_in_host(port, "/metrics");
+            if ready(&body) || Instant::now() >= deadline {
+                return body;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Scrapes until the monitor holds, over all its byte families, at
+    /// least `share` of what nftables has counted so far for `remotes`
+    /// (addresses or ranges of the truth table), in both directions: the
+    /// report with that traffic has arrived. Waits at most 20 s.
+    pub fn scrape_when_counted(&self, port: u16, remotes: &[&str], share: f64) -> String {
+        let truth = self.truth();
+        let want = |dir| share * remotes.iter().map(|r| truth[&(r.to_string(), dir)]).sum::<u64>() as f64;
+        let (tx, rx) = (want("tx"), want("rx"));
+        self.scrape_until(port, Duration::from_secs(20), |m| family_sum(m, "tx") >= tx && family_sum(m, "rx") >= rx)
     }
 
     /// An iperf3 client in the host namespace; panics if it keeps failing.
@@ -349,6 +387,25 @@ impl Lab {
              \x20   s.close()\n"
         );
         run(&["ip", "netns", "exec", &self.remote, "python3", "-c", &script]);
+    }
+
+    /// Sends one datagram from the host to each of `addrs` (on the veths'
+    /// subnets) and waits until the kernel has resolved their link-layer
+    /// addresses: packets queued behind an unresolved neighbour can be dropped
+    /// after nftables' output hook, before they reach a device.
+    pub fn resolve_neighbours(&self, addrs: &[&str]) {
+        for addr in addrs {
+            self.host_shell(&format!("echo x > /dev/udp/{addr}/9"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let out = run(&["ip", "-n", &self.host, "neigh", "show", "to", addr]);
+                if String::from_utf8_lossy(&out.stdout).contains("lladdr") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "neighbour {addr} not resolved within 10 s");
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// Runs a shell command in the host namespace and waits for it.
@@ -408,6 +465,20 @@ impl Lab {
             thread::sleep(Duration::from_millis(500));
         }
         panic!("Prometheus did not scrape {target} with up == 1 within 60 s");
+    }
+
+    /// Waits until the lab's Prometheus has scraped at least the bytes of
+    /// `exposition` (a scrape taken by the test), in both directions.
+    pub fn wait_until_prometheus_has(&self, exposition: &str) {
+        for dir in ["tx", "rx"] {
+            let want = family_sum(exposition, dir);
+            let expr = format!("sum(ip_traffic_{dir}_bytes_total) + sum(ip_traffic_unexported_{dir}_bytes_total)");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !self.promql(&expr).first().is_some_and(|(_, v)| *v >= want) {
+                assert!(Instant::now() < deadline, "Prometheus did not scrape {want} {dir} bytes within 20 s");
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
 
     /// An instant PromQL query against the lab's Prometheus: (labels, value) per series.
@@ -610,6 +681,19 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every byte an exposition holds in one direction ("tx" or "rx"): the
+/// per-IP series plus the unexported sum.
+pub fn family_sum(exposition: &str, dir: &str) -> f64 {
+    let series = format!("ip_traffic_{dir}_bytes_total{{");
+    let unexported = format!("ip_traffic_unexported_{dir}_bytes_total");
+    metric_value(exposition, &unexported).unwrap_or(0.0)
+        + exposition
+            .lines()
+            .filter(|l| l.starts_with(&series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
 }
 
 /// The byte-counter series name for `ip` with unknown location labels.
