@@ -112,5 +112,8 @@ fn missing_bpftrace_is_a_clear_error_with_the_install_hint() {
         assert!(lines[0].contains("bpftrace not found") && lines[0].contains("apt-get install bpftrace"), "{lines:?}");
     }
     let out = Command::new(BIN).args(["-d", "1"]).env("PATH", "/nonexistent").output().expect("run");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("iftop is not installed either"), "auto names both");
+    // `-b auto` says why it passed over each backend, in the order it tried them.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no backend can run here: not bpftrace, because bpftrace not found"), "auto names both: {said}");
+    assert!(said.contains("; not iftop, because iftop not found in PATH; install it: apt-get install iftop"), "auto names both: {said}");
 }

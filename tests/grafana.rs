@@ -150,6 +150,16 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
     lab.udp_flow(true, "203.0.113.9", 500_000);
     let exposition = lab.scrape_when_counted(9464, &["198.51.100.7", "198.51.100.8", "2001:db8::2", "203.0.113.9"], 1.0);
     lab.wait_until_prometheus_has(&exposition);
+    // The dashboard's rates and increases look back $__rate_interval (4 s
+    // here): wait until Prometheus holds two samples of every byte series
+    // in that window, as a dashboard some seconds after the traffic would.
+    let window_filled = "min(count_over_time(ip_traffic_tx_bytes_total[4s])) >= 2 \
+                         and min(count_over_time(ip_traffic_rx_bytes_total[4s])) >= 2";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lab.promql(window_filled).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "Prometheus never held two samples in the 4 s window");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let truth = lab.truth();
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
