@@ -202,15 +202,7 @@ fn hex_group(text: &[u8]) -> Option<(u16, usize)> {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator: the same cases on every run.
-    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
-    }
+    use crate::testing::xorshift;
 
     /// Every address written by hand reads as std writes it: random ones,
     /// sparse IPv6 (runs of zeros of every length and position), mapped IPv4.

@@ -21,3 +21,17 @@ pub mod monitor;
 pub mod report;
 pub mod store;
 mod sys;
+
+/// What several modules' unit tests share.
+#[cfg(test)]
+mod testing {
+    /// A small deterministic generator: the same cases on every run.
+    pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+}

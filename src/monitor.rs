@@ -292,8 +292,7 @@ fn on_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
 
 fn warn_about_missed_events(ctx: &Ctx, running: &Running) {
     let by_this_child = ctx.backend.missed_events(running);
-    if let Some(new) = ctx.store.health().observe_missed(by_this_child) {
-        let all = ctx.store.health().get().missed_events;
+    if let Some((new, all)) = ctx.store.health().observe_missed(by_this_child) {
         eprintln!(
             "warning: the kernel skipped {new} probe runs ({all} in all) because another BPF \
              tracing program was running on the same CPU; up to that many packets were not counted"

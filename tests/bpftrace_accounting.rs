@@ -89,7 +89,7 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     // Wait for the report with the flow: counts still in a killed
     // bpftrace's maps die with it.
     let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
-    scrape_when_ip_counted(&lab, "198.51.100.7", before_kill);
+    lab.scrape_when_series_hold(9464, &[("198.51.100.7", "tx", before_kill as f64)]);
     let bpftrace = monitor.backend_pid().to_string();
     let killed_at = std::time::Instant::now();
     std::process::Command::new("kill").args(["-KILL", &bpftrace]).status().expect("kill");
@@ -104,7 +104,8 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     let during_gap = lab.truth()[&("198.51.100.8".to_string(), "tx")];
     lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
     // Within the accounting bound: a packet or two may go unseen while none runs.
-    let metrics = scrape_when_ip_counted(&lab, "198.51.100.7", lab.truth()[&("198.51.100.7".to_string(), "tx")] * 999 / 1000);
+    let sent = lab.truth()[&("198.51.100.7".to_string(), "tx")] as f64;
+    let metrics = lab.scrape_when_series_hold(9464, &[("198.51.100.7", "tx", sent * (1.0 - BOUND))]);
     assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total"), Some(1.0));
     assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_up"), Some(1.0));
     let finished = monitor.interrupt();
@@ -244,7 +245,7 @@ fn the_ip_cap_folds_quiet_ips_without_losing_a_byte() {
     lab.resolve_neighbours(&["192.0.2.2"]);
     // 5,120 distinct remote IPs, one 30-byte datagram each, over several reports.
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
-    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"], 1.0);
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"]);
     let counters = lab.truth();
     let truth = counters[&(MANY_IPS_RANGE.to_string(), "tx")];
     let gateway = counters[&("192.0.2.2".to_string(), "tx")]; // the priming datagram
@@ -272,7 +273,7 @@ fn more_ips_in_an_interval_than_the_maps_hold_still_sum_exactly() {
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
     monitor.wait_for_stderr("bytes came from more remote IPs in one interval than bpftrace's maps hold", Duration::from_secs(10));
     // The second buffer's report too, if the loop spanned two.
-    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"], 1.0);
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"]);
     let counters = lab.truth();
     let truth = counters[&(MANY_IPS_RANGE.to_string(), "tx")];
     let gateway = counters[&("192.0.2.2".to_string(), "tx")];
@@ -383,7 +384,7 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     let family_sum = |metrics: &str| lab::family_sum(metrics, "rx");
     // 100,000 distinct sources within one sample interval (they take about a second).
     lab.udp_from_remote_sources(100_000);
-    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE], 1.0);
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE]);
     let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
     let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
     println!("100,000 sources: nftables {want} bytes, all families {got}, tracked {tracked}");
@@ -392,7 +393,7 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
 
     // A million, with the cap at 100,000: memory bounded, sums exact.
     lab.udp_from_remote_sources(1_000_000);
-    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE], 1.0);
+    let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE]);
     let rss = lab::metric_value(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
     let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
     let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
@@ -401,10 +402,4 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     assert!(tracked <= 100_000.0, "{tracked}");
     assert!(rss < 200.0 * 1048576.0, "resident memory bounded: {rss}");
     drop(monitor);
-}
-
-/// Scrapes until `ip`'s TX series (the monitor runs with -t 0) holds `bytes`.
-fn scrape_when_ip_counted(lab: &Lab, ip: &str, bytes: u64) -> String {
-    let series = lab::byte_series("tx", ip);
-    lab.scrape_until(9464, Duration::from_secs(20), |m| lab::metric_value(m, &series).is_some_and(|v| v >= bytes as f64))
 }

@@ -36,7 +36,7 @@ fn prometheus_scrapes_what_nftables_counted() {
         "'{odd_path}' -u -b 1200 OPEN:/dev/zero,readbytes=1200000 UDP-SENDTO:203.0.113.9:9,bind=192.0.2.1"
     ));
     let _ = std::fs::remove_file(&odd);
-    let exposition = lab.scrape_when_counted(9464, &["198.51.100.7", "2001:db8::2", "203.0.113.9"], 1.0);
+    let exposition = lab.scrape_when_counted(9464, &["198.51.100.7", "2001:db8::2", "203.0.113.9"]);
     lab.wait_until_prometheus_has(&exposition);
     let check = lab::promtool_check(&exposition);
     assert!(check.0, "promtool check metrics: {}", check.1);
@@ -76,14 +76,14 @@ fn threshold_hides_small_ips_until_they_pass_it_and_never_again() {
     let tx_series = byte_series("tx", ip);
 
     lab.iperf(&["-c", ip, "-n", "1M"]);
-    let before = lab.scrape_when_counted(9464, &[ip], 1.0);
+    let before = lab.scrape_when_counted(9464, &[ip]);
     let sent = lab.truth()[&(ip.to_string(), "tx")];
     assert!(sent < threshold, "{sent}");
     assert_eq!(metric_value(&before, &tx_series), None, "below -t: no series");
     assert_eq!(metric_value(&before, "ip_traffic_unexported_tx_bytes_total"), Some(sent as f64), "its bytes are in the unexported family");
 
     lab.iperf(&["-c", ip, "-n", "8M"]);
-    let after = lab.scrape_when_counted(9464, &[ip], 1.0);
+    let after = lab.scrape_when_counted(9464, &[ip]);
     let series = metric_value(&after, &tx_series).expect("past -t: a series");
     let unexported = metric_value(&after, "ip_traffic_unexported_tx_bytes_total").expect("unexported");
     let total = lab.truth()[&(ip.to_string(), "tx")] as f64;

@@ -148,7 +148,7 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
     lab.iperf(&["-c", "198.51.100.8", "-n", "4M", "-R"]);
     lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "3M"]);
     lab.udp_flow(true, "203.0.113.9", 500_000);
-    let exposition = lab.scrape_when_counted(9464, &["198.51.100.7", "198.51.100.8", "2001:db8::2", "203.0.113.9"], 1.0);
+    let exposition = lab.scrape_when_counted(9464, &["198.51.100.7", "198.51.100.8", "2001:db8::2", "203.0.113.9"]);
     lab.wait_until_prometheus_has(&exposition);
     // The dashboard's rates and increases look back $__rate_interval (4 s
     // here): wait until Prometheus holds two samples of every byte series

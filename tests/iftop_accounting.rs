@@ -112,8 +112,10 @@ fn a_router_capturing_on_its_wan_side_counts_its_lans_traffic() {
     // short transfer can find it all still in libpcap's buffer (README: the
     // final block lacks what libpcap holds), which one CI run under load did.
     let forwarded = lab.forwarded();
-    wait_for_series(&lab, &[("198.51.100.8", "tx", forwarded[&("198.51.100.8".to_string(), "tx")]),
-                            ("2001:db8:2::7", "rx", forwarded[&("2001:db8:2::7".to_string(), "rx")])]);
+    // Within iftop's bound: its figures have three significant digits.
+    let within = |ip: &str, dir| forwarded[&(ip.to_string(), dir)] as f64 * (1.0 - BOUND);
+    lab.scrape_when_series_hold(9464, &[("198.51.100.8", "tx", within("198.51.100.8", "tx")),
+                                        ("2001:db8:2::7", "rx", within("2001:db8:2::7", "rx"))]);
     let finished = monitor.interrupt();
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let counted = lab::summary_rows(&finished.stdout);
@@ -141,7 +143,7 @@ fn a_killed_iftop_is_restarted_and_counting_goes_on() {
     lab.iperf(&["-c", "198.51.100.7", "-t", "3", "-b", "20M"]);
     // Wait for iftop to print it (a block every 2 s): what it has not printed dies with it.
     let before_kill = lab.truth()[&("198.51.100.7".to_string(), "tx")];
-    wait_for_series(&lab, &[("198.51.100.7", "tx", before_kill)]);
+    lab.scrape_when_series_hold(9464, &[("198.51.100.7", "tx", before_kill as f64 * (1.0 - BOUND))]);
     let iftop = monitor.backend_pid().to_string();
     let killed_at = std::time::Instant::now();
     std::process::Command::new("kill").args(["-KILL", &iftop]).status().expect("kill");
@@ -192,14 +194,4 @@ fn sigterm_under_a_stream_waits_only_for_iftops_next_block() {
     println!("sent before exit: nftables {sent_until_stop}, counted {counted}, missing {missing} (at most {allowed})");
     assert!(missing <= allowed, "{counted} of {sent_until_stop}");
     assert!(missing >= -BOUND * sent_until_stop as f64, "never more than was sent: {counted} of {sent_until_stop}");
-}
-
-/// Scrapes until each (IP, direction) series holds its bytes within iftop's
-/// bound (three significant digits); at most 20 s.
-fn wait_for_series(lab: &Lab, want: &[(&str, &str, u64)]) {
-    lab.scrape_until(9464, Duration::from_secs(20), |m| {
-        want.iter().all(|(ip, dir, bytes)| {
-            lab::metric_value(m, &lab::byte_series(dir, ip)).is_some_and(|v| v >= *bytes as f64 * (1.0 - BOUND))
-        })
-    });
 }

@@ -187,7 +187,7 @@ fn metrics_carry_the_labels_of_a_database_covering_the_lab() {
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
     lab.iperf(&["-c", "198.51.100.7", "-n", "2M"]);
     lab.udp_flow(true, "203.0.113.9", 100_000);
-    let metrics = lab.scrape_when_counted(9464, &["198.51.100.7", "203.0.113.9"], 1.0);
+    let metrics = lab.scrape_when_counted(9464, &["198.51.100.7", "203.0.113.9"]);
     drop(monitor);
     for line in [
         "ip_traffic_tx_bytes_total{remote_ip=\"198.51.100.7\",country=\"中国\",province=\"广东省\",city=\"深圳市\",isp=\"电信\"}",

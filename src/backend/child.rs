@@ -137,7 +137,6 @@ fn send_keys(stdin: &Mutex<Option<ChildStdin>>, keys: &[u8]) -> bool {
 /// Starts `backend`'s child in its own process group, tied to the monitor's
 /// life, with its stdout read into `store` by a new reader thread.
 pub fn start(backend: &dyn Backend, store: Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
-    backend.probe()?;
     let mut cmd = backend.command()?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     tie_to_monitor(&mut cmd);

@@ -57,8 +57,9 @@ pub trait Backend: Send + Sync + Debug {
     /// How it counts and attributes processes, for the startup line.
     fn method(&self) -> String;
 
-    /// The child's command with its arguments and stdin; [`child::start`]
-    /// pipes its stdout and stderr and ties it to the monitor.
+    /// The child's command with its arguments and stdin, after the same
+    /// checks as [`Backend::probe`]; [`child::start`] pipes its stdout and
+    /// stderr and ties it to the monitor.
     fn command(&self) -> Result<Command, Error>;
 
     /// A fresh parser for one child's stdout.
@@ -107,7 +108,7 @@ pub trait LineParser: Send {
 }
 
 /// An executable named `program` in PATH (no shell is asked).
-pub fn find_program(program: &str) -> Option<PathBuf> {
+fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
 }

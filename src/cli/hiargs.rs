@@ -148,20 +148,11 @@ fn choose_backend<'a>(
 ) -> Result<(Built, String), Error> {
     let mut passed_over: Vec<String> = Vec::new();
     for (name, candidate) in candidates {
-        let why_not = match candidate {
-            Ok(built) => match built.0.probe() {
-                Ok(()) => {
-                    let reason = match passed_over.is_empty() {
-                        true => format!("auto: {} can run here", built.0.name()),
-                        false => format!("auto: {}", passed_over.join("; ")),
-                    };
-                    return Ok((built, reason));
-                }
-                Err(err) => format!("not {name}, because {err}"),
-            },
-            Err(err) => format!("not {name}, because {err}"),
-        };
-        passed_over.push(why_not);
+        match candidate.and_then(|built| built.0.probe().map(|()| built)) {
+            Ok(built) if passed_over.is_empty() => return Ok((built, format!("auto: {name} can run here"))),
+            Ok(built) => return Ok((built, format!("auto: {}", passed_over.join("; ")))),
+            Err(err) => passed_over.push(format!("not {name}, because {err}")),
+        }
     }
     Err(Error::fatal(format!("no backend can run here: {}", passed_over.join("; "))))
 }

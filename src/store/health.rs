@@ -44,13 +44,13 @@ impl Health {
     }
 
     /// The current child's own count of missed events; returns how many are
-    /// new since the last call, if any.
-    pub fn observe_missed(&self, by_current_child: u64) -> Option<u64> {
+    /// new since the last call and how many there are in all, if any are new.
+    pub fn observe_missed(&self, by_current_child: u64) -> Option<(u64, u64)> {
         let mut state = self.lock();
         let total = state.missed_base + by_current_child;
         let new = total.checked_sub(state.missed_events).filter(|n| *n > 0)?;
         state.missed_events = total;
-        Some(new)
+        Some((new, total))
     }
 }
 
@@ -62,10 +62,10 @@ mod tests {
     fn missed_events_add_up_across_restarts() {
         let health = Health::default();
         assert_eq!(health.observe_missed(0), None);
-        assert_eq!(health.observe_missed(6), Some(6));
+        assert_eq!(health.observe_missed(6), Some((6, 6)));
         assert_eq!(health.observe_missed(6), None, "the same count again is nothing new");
         health.restarted();
-        assert_eq!(health.observe_missed(2), Some(2), "a new child counts from zero");
+        assert_eq!(health.observe_missed(2), Some((2, 8)), "a new child counts from zero");
         let state = health.get();
         assert_eq!((state.missed_events, state.restarts, state.up), (8, 1, false));
         health.set_up(true);

@@ -113,6 +113,17 @@ struct Totals {
     unkeyed_bytes: u64,
 }
 
+impl Totals {
+    fn progress(&self) -> Progress {
+        Progress {
+            reports: self.reports,
+            last_report: self.last_report,
+            parse_errors: self.parse_errors,
+            unkeyed_bytes: self.unkeyed_bytes,
+        }
+    }
+}
+
 /// How the backend's reports have been going, for the monitor's warnings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -297,13 +308,7 @@ impl Store {
     }
 
     pub fn progress(&self) -> Progress {
-        let totals = self.lock();
-        Progress {
-            reports: totals.reports,
-            last_report: totals.last_report,
-            parse_errors: totals.parse_errors,
-            unkeyed_bytes: totals.unkeyed_bytes,
-        }
+        self.lock().progress()
     }
 
     /// The IPs with traffic since the previous call, busiest first, and
@@ -341,12 +346,7 @@ impl Store {
             unexported_rx: totals.unexported_rx,
             tracked: totals.ips.len(),
             folded_ips: totals.folded_ips,
-            progress: Progress {
-                reports: totals.reports,
-                last_report: totals.last_report,
-                parse_errors: totals.parse_errors,
-                unkeyed_bytes: totals.unkeyed_bytes,
-            },
+            progress: totals.progress(),
         }
     }
 
@@ -397,23 +397,14 @@ mod tests {
         assert_eq!((progress.reports, progress.parse_errors), (2, 1));
     }
 
-    /// A small deterministic generator (xorshift).
-    fn random(mut state: u64) -> impl FnMut(u64) -> u64 {
-        move |below| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % below
-        }
-    }
-
     #[test]
     fn series_and_unexported_sums_always_equal_every_counted_byte() {
         // Random reports against small caps and thresholds: IPs cross the
         // threshold, get folded, come back, arrive with every slot exported.
         for (threshold, max_ips, seed) in [(0, 4, 1), (50, 8, 2), (500, 16, 3), (1 << 20, 3, 4), (100, 1, 5)] {
             let store = Store::new(threshold, max_ips);
-            let mut next = random(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seed));
+            let mut random = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seed));
+            let mut next = |below: u64| random() % below;
             let (mut tx, mut rx) = (0u64, 0u64);
             for _ in 0..2_000 {
                 let mut report = Vec::new();

@@ -337,14 +337,22 @@ impl Lab {
     }
 
     /// Scrapes until the monitor holds, over all its byte families, at
-    /// least `share` of what nftables has counted so far for `remotes`
+    /// least what nftables has counted so far for `remotes`
     /// (addresses or ranges of the truth table), in both directions: the
     /// report with that traffic has arrived. Waits at most 20 s.
-    pub fn scrape_when_counted(&self, port: u16, remotes: &[&str], share: f64) -> String {
+    pub fn scrape_when_counted(&self, port: u16, remotes: &[&str]) -> String {
         let truth = self.truth();
-        let want = |dir| share * remotes.iter().map(|r| truth[&(r.to_string(), dir)]).sum::<u64>() as f64;
+        let want = |dir| remotes.iter().map(|r| truth[&(r.to_string(), dir)]).sum::<u64>() as f64;
         let (tx, rx) = (want("tx"), want("rx"));
         self.scrape_until(port, Duration::from_secs(20), |m| family_sum(m, "tx") >= tx && family_sum(m, "rx") >= rx)
+    }
+
+    /// Scrapes until each `(remote IP, "tx"|"rx", bytes)` has a series with
+    /// at least those bytes (location labels Unknown); at most 20 s.
+    pub fn scrape_when_series_hold(&self, port: u16, want: &[(&str, &str, f64)]) -> String {
+        self.scrape_until(port, Duration::from_secs(20), |m| {
+            want.iter().all(|(ip, dir, bytes)| metric_value(m, &byte_series(dir, ip)).is_some_and(|v| v >= *bytes))
+        })
     }
 
     /// An iperf3 client in the host namespace; panics if it keeps failing.

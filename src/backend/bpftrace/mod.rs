@@ -59,7 +59,9 @@ impl Backend for Bpftrace {
     }
 
     fn command(&self) -> Result<Command, Error> {
-        command(&find()?, &self.params)
+        let bpftrace = find()?;
+        check_kernel()?;
+        command(&bpftrace, &self.params)
     }
 
     fn parser(&self) -> Box<dyn LineParser> {
