@@ -54,7 +54,7 @@ pub fn human_bytes(bytes: u64) -> String {
 
 fn owner_cells(row: &Row) -> (String, String) {
     match row.traffic.owner {
-        Some(owner) => (owner.pid.to_string(), owner.comm.as_str()),
+        Some(owner) => (owner.pid.to_string(), owner.comm.display()),
         None => ("-".into(), "-".into()),
     }
 }

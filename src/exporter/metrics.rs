@@ -158,7 +158,7 @@ fn process_info(out: &mut String, series: &[Series]) {
             out.push_str("\",pid=\"");
             push_u64(out, u64::from(owner.pid));
             out.push_str("\",");
-            label(out, "process", &owner.comm.as_str());
+            label(out, "process", &owner.comm.display());
             out.push_str("} 1\n");
         }
     }
@@ -232,7 +232,7 @@ mod tests {
         let store = Store::new(100, 1_000_000);
         let big: IpAddr = "198.51.100.7".parse().unwrap();
         let small: IpAddr = "2001:db8::2".parse().unwrap();
-        let owner = Owner { pid: 42, comm: Comm::new(b"we\"ird\\") };
+        let owner = Owner { pid: 42, comm: Comm::new(b"we\"ird\\\n") };
         store.apply_report(
             &[Record::Tx(big, 150), Record::Rx(big, 10), Record::Tx(small, 5), Record::Owner(big, owner)],
             0,
@@ -246,7 +246,11 @@ mod tests {
         assert!(!text.contains("remote_ip=\"2001:db8::2\""), "below the threshold");
         assert!(text.contains("ip_traffic_unexported_tx_bytes_total 5\n"));
         assert!(text.contains("ip_traffic_unexported_rx_bytes_total 0\n"));
-        assert!(text.contains("ip_traffic_remote_process_info{remote_ip=\"198.51.100.7\",pid=\"42\",process=\"we\\\"ird\\\\\"} 1\n"), "{text}");
+        // Shown escaped (`we"ird\\\x0a`), then escaped again for the exposition format.
+        assert!(
+            text.contains(r#"ip_traffic_remote_process_info{remote_ip="198.51.100.7",pid="42",process="we\"ird\\\\\\x0a"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(&format!("ip_traffic_monitor_build_info{{version=\"{}\",backend=\"bpftrace\"}} 1\n", env!("CARGO_PKG_VERSION"))));
         assert!(text.contains("ip_traffic_monitor_backend_up 1\n"));
         assert!(text.contains("ip_traffic_monitor_tracked_ips 2\n"));

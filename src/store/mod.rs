@@ -39,14 +39,41 @@ impl Comm {
         comm
     }
 
-    pub fn as_str(&self) -> String {
-        String::from_utf8_lossy(&self.bytes[..usize::from(self.len)]).into_owned()
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
+
+    /// The name to show: a process chooses its own name, so control
+    /// characters (a newline, a terminal escape) and bytes that are not
+    /// UTF-8 are shown as `\xNN` and a backslash as `\\`; nothing in it
+    /// can act on a terminal or a parser.
+    pub fn display(&self) -> String {
+        let mut out = String::with_capacity(usize::from(self.len));
+        for chunk in self.as_bytes().utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => {
+                        let mut utf8 = [0u8; 4];
+                        c.encode_utf8(&mut utf8).bytes().for_each(|b| push_hex_escape(&mut out, b));
+                    }
+                    c => out.push(c),
+                }
+            }
+            chunk.invalid().iter().for_each(|&b| push_hex_escape(&mut out, b));
+        }
+        out
+    }
+}
+
+fn push_hex_escape(out: &mut String, byte: u8) {
+    use std::fmt::Write;
+    let _ = write!(out, "\\x{byte:02x}");
 }
 
 impl std::fmt::Debug for Comm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_str())
+        write!(f, "{:?}", self.display())
     }
 }
 
@@ -522,6 +549,19 @@ mod tests {
 
     #[test]
     fn comm_is_truncated_to_the_kernel_limit() {
-        assert_eq!(Comm::new(b"a-very-long-process-name").as_str(), "a-very-long-proc");
+        assert_eq!(Comm::new(b"a-very-long-process-name").display(), "a-very-long-proc");
+    }
+
+    #[test]
+    fn hostile_names_are_shown_escaped() {
+        for (name, shown) in [
+            (&b"\n@rx[::]: 9999"[..], "\\x0a@rx[::]: 9999"),
+            (b"a)\n@end\n", "a)\\x0a@end\\x0a"),
+            (b"\x1b[2J\\x41\xff", "\\x1b[2J\\\\x41\\xff"),
+            (b"\xe4\xb8\xad\xc2\x85", "\u{4e2d}\\xc2\\x85"), // 中, then U+0085 (a C1 control)
+            (b"we\"ird, (x)", "we\"ird, (x)"),
+        ] {
+            assert_eq!(Comm::new(name).display(), shown, "{name:?}");
+        }
     }
 }

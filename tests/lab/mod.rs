@@ -397,6 +397,23 @@ impl Lab {
         run(&["ip", "netns", "exec", &self.remote, "python3", "-c", &script]);
     }
 
+    /// As the unprivileged user 65534 in the host namespace, a process that
+    /// names itself `name` (prctl PR_SET_NAME: any bytes but NUL, the
+    /// kernel keeps 15) sends one 1-byte UDP datagram to each of `dests`.
+    pub fn udp_as_nobody_named(&self, name: &[u8], dests: &[String]) {
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        let script = "import ctypes, socket, sys\n\
+                      ctypes.CDLL(None).prctl(15, bytes.fromhex(sys.argv[1]), 0, 0, 0)\n\
+                      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                      for d in sys.argv[2:]:\n\
+                      \x20   s.sendto(b'x', (d, 9))\n";
+        let mut args = vec!["ip", "netns", "exec", &self.host, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        // The system interpreter: a per-user one (pyenv) is not readable by uid 65534.
+        args.extend(["/usr/bin/python3", "-c", script, &hex]);
+        args.extend(dests.iter().map(String::as_str));
+        run(&args);
+    }
+
     /// Sends one datagram from the host to each of `addrs` (on the veths'
     /// subnets) and waits until the kernel has resolved their link-layer
     /// addresses: packets queued behind an unresolved neighbour can be dropped
@@ -689,6 +706,16 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The bytes of the per-IP series in one direction whose remote IP starts with `prefix`.
+pub fn series_sum(exposition: &str, dir: &str, prefix: &str) -> f64 {
+    let series = format!("ip_traffic_{dir}_bytes_total{{remote_ip=\"{prefix}");
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Every byte an exposition holds in one direction ("tx" or "rx"): the
