@@ -52,11 +52,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     watch_signals(events_tx.clone())?;
     // Bind before starting the backend: a port in use fails fast.
     if let Some(addr) = config.listen {
-        let shared = Arc::new(exporter::Shared {
-            store: Arc::clone(&store),
-            backend: backend.name(),
-            locator: Arc::clone(&locator),
-        });
+        let shared = Arc::new(exporter::Shared::new(Arc::clone(&store), backend.name(), Arc::clone(&locator)));
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }

@@ -42,9 +42,28 @@ impl Reject {
     }
 }
 
-/// The length of the head (terminator included) once `buf` holds one.
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)
+/// How far a buffer holds a request head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadScan {
+    /// Not yet: read more.
+    Incomplete,
+    /// A head of this length, its terminating blank line included.
+    Complete(usize),
+    /// A line ends in a bare LF: answered 400 at once (RFC 9112 allows
+    /// rejecting it; waiting for a CRLF blank line that never comes would
+    /// hold the client until the head timeout).
+    BareLf,
+}
+
+pub fn scan_head(buf: &[u8]) -> HeadScan {
+    let end = memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+    let searched = &buf[..end.unwrap_or(buf.len())];
+    let bare_lf = memchr::memchr_iter(b'\n', searched).any(|i| i == 0 || searched[i - 1] != b'\r');
+    match end {
+        _ if bare_lf => HeadScan::BareLf,
+        Some(end) => HeadScan::Complete(end),
+        None => HeadScan::Incomplete,
+    }
 }
 
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Reject> {
@@ -68,7 +87,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Reject> {
         return Err(Reject::BadRequest);
     }
     let path = request_path(target).ok_or(Reject::BadRequest)?;
-    let mut keep_alive = !http10;
+    let (mut asks_keep_alive, mut asks_close) = (false, false);
     let mut has_host = false;
     let mut has_body = false;
     for line in lines.take_while(|l| !l.is_empty()) {
@@ -81,11 +100,8 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Reject> {
             has_host = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for option in value.split(|&b| b == b',').map(trim) {
-                if option.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if option.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
+                asks_close |= option.eq_ignore_ascii_case(b"close");
+                asks_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
@@ -101,9 +117,10 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Reject> {
         b"HEAD" => Method::Head,
         _ => return Err(Reject::MethodNotAllowed),
     };
-    // A body is never read: answer, then close rather than misread it as
-    // the next request.
-    Ok(Request { method, path, keep_alive: keep_alive && !has_body })
+    // `close` wins over `keep-alive` wherever it is. A body is never read:
+    // answer, then close rather than misread it as the next request.
+    let keep_alive = (!http10 || asks_keep_alive) && !asks_close && !has_body;
+    Ok(Request { method, path, keep_alive })
 }
 
 /// Origin form `/path?query`, or absolute form `http://host/path`.
@@ -190,8 +207,25 @@ mod tests {
     }
 
     #[test]
-    fn head_end_needs_the_blank_line() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nGET"), Some(18));
+    fn a_head_ends_at_the_crlf_blank_line_and_a_bare_lf_is_refused_at_once() {
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHost: x\r\n"), HeadScan::Incomplete);
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\n\r\nGET"), HeadScan::Complete(18));
+        // Pipelined bytes after the head are the next request's business.
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\n\r\nGET /\n"), HeadScan::Complete(18));
+        for bare in [&b"GET / HTTP/1.1\nHost: x\n\n"[..], b"GET / HTTP/1.1\n", b"\n", b"GET / HTTP/1.1\r\nHost: x\n"] {
+            assert_eq!(scan_head(bare), HeadScan::BareLf, "{:?}", String::from_utf8_lossy(bare));
+        }
+    }
+
+    #[test]
+    fn connection_close_wins_over_keep_alive() {
+        for head in [
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close, keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: Close\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+        ] {
+            assert!(!get(head).unwrap().keep_alive, "{head:?}");
+        }
     }
 }

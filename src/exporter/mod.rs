@@ -1,37 +1,44 @@
 //! The Prometheus exporter: a small hand-written HTTP/1.1 server on its own
 //! threads. One thread accepts; each connection gets a thread with a small
-//! stack, read and write timeouts, and a deadline for its request head, so a
-//! slow or hostile client only ever holds up itself. At most
-//! [`MAX_CONNECTIONS`] are open; past that the connection idle the longest
-//! is closed to make room, so a flood of idle connections cannot lock out a
-//! scraper. Serves `/metrics` (GET, HEAD) and a small index page.
+//! stack, a deadline for its request head and one for each whole response
+//! (not each write), so a slow or hostile client only ever holds up itself.
+//! [`connections`] decides who gives way when the server or one client
+//! address is full; [`body`] renders /metrics once per change of the store
+//! and shares it between connections. Serves `/metrics` (GET, HEAD) and a
+//! small index page.
 
+mod body;
+pub mod connections;
 mod exposition;
 #[doc(hidden)]
 pub mod http;
 pub mod metrics;
 mod procfs;
 
-use std::collections::HashMap;
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::location::Locator;
 use crate::store::Store;
-use http::{Method, Reject, Request};
+use body::{Bodies, Body};
+use connections::Registry;
+use http::{HeadScan, Method, Reject, Request};
 
-pub const MAX_CONNECTIONS: usize = 256;
 /// Time a kept-alive connection may wait for its next request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time from a request's first byte to the end of its head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time one write may block on a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time one whole response may take to send, however the client reads.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(20);
+/// A response is written in pieces this large, each one progress.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Requests served on one connection before it is closed (pipelined or not).
+const MAX_REQUESTS: u32 = 100;
 const THREAD_STACK: usize = 128 * 1024;
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -43,6 +50,19 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub backend: &'static str,
     pub locator: Arc<Locator>,
+    bodies: Bodies,
+}
+
+impl Shared {
+    pub fn new(store: Arc<Store>, backend: &'static str, locator: Arc<Locator>) -> Shared {
+        Shared { store, backend, locator, bodies: Bodies::default() }
+    }
+
+    fn metrics_body(&self) -> Body {
+        self.bodies.get(self.store.generation(), || {
+            metrics::render(&self.store, self.backend, &self.locator).into_bytes()
+        })
+    }
 }
 
 /// Binds `addr` (so a port in use is a startup error) and serves it from
@@ -59,114 +79,84 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<SocketAddr, Error>
     Ok(bound)
 }
 
-/// Open connections, so that the one idle the longest can be closed when
-/// the cap is reached.
-#[derive(Default)]
-struct Registry {
-    conns: Mutex<HashMap<u64, Slot>>,
-    next_id: AtomicU64,
-}
-
-struct Slot {
-    stream: TcpStream,
-    /// `Some`: waiting for (the rest of) a request head since then; `None`: answering.
-    idle_since: Option<Instant>,
-}
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a new connection, closing the longest-idle one if full.
-    /// `None` when every open connection is busy answering.
-    fn admit(&self, stream: &TcpStream) -> Option<u64> {
-        let mut conns = self.lock();
-        if conns.len() >= MAX_CONNECTIONS {
-            let oldest = conns
-                .iter()
-                .filter_map(|(id, slot)| slot.idle_since.map(|t| (t, *id)))
-                .min()
-                .map(|(_, id)| id)?;
-            if let Some(slot) = conns.remove(&oldest) {
-                let _ = slot.stream.shutdown(Shutdown::Both);
-            }
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let clone = stream.try_clone().ok()?;
-        conns.insert(id, Slot { stream: clone, idle_since: Some(Instant::now()) });
-        Some(id)
-    }
-
-    fn set_idle(&self, id: u64, idle: bool) {
-        if let Some(slot) = self.lock().get_mut(&id) {
-            slot.idle_since = if idle { Some(slot.idle_since.unwrap_or_else(Instant::now)) } else { None };
-        }
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
+/// A descriptor held in reserve: when the process runs out, it is freed to
+/// accept (and close) the waiting connection, so the listener never stalls
+/// on a full backlog.
+fn reserve_descriptor() -> Option<File> {
+    File::open("/dev/null").ok()
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, registry: &Arc<Registry>) {
+    let mut reserve = reserve_descriptor();
     loop {
         match listener.accept() {
-            Ok((stream, _)) => admit(stream, shared, registry),
-            // Out of descriptors or a connection reset while queued: keep serving.
-            Err(_) => thread::sleep(Duration::from_millis(50)),
+            Ok((stream, peer)) => admit(stream, peer, shared, registry),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Out of descriptors: the stalest connection gives way (its
+                // descriptor comes back when its thread closes it), and the
+                // reserve lets the waiting client in now.
+                registry.evict_stalest();
+                drop(reserve.take());
+                if let Ok((stream, peer)) = listener.accept() {
+                    admit(stream, peer, shared, registry);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            // A connection reset while queued, or similar: keep serving.
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+        if reserve.is_none() {
+            reserve = reserve_descriptor();
         }
     }
 }
 
-fn admit(stream: TcpStream, shared: &Arc<Shared>, registry: &Arc<Registry>) {
-    let Some(id) = registry.admit(&stream) else {
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let body = "too many busy connections\n";
-        let head = http::response_head("503 Service Unavailable", "text/plain; charset=utf-8", body.len(), false, "");
-        let _ = (&stream).write_all(format!("{head}{body}").as_bytes());
-        return;
-    };
+fn admit(mut stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, registry: &Arc<Registry>) {
+    let id = registry.admit(&stream, peer.ip());
     let (shared, registry2) = (Arc::clone(shared), Arc::clone(registry));
     let spawned = thread::Builder::new()
         .name("exporter-conn".into())
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            serve_connection(stream, &shared, &registry2, id);
+            serve_connection(&mut stream, &shared, &registry2, id);
+            // Forgotten before it is closed (on drop): see connections::Slot.
             registry2.remove(id);
+            drop(stream);
         });
     if spawned.is_err() {
+        // The stream was closed with the closure, before this: harmless,
+        // since only this (the accept) thread ever shuts a slot down.
         registry.remove(id);
     }
 }
 
 enum HeadError {
     Closed,
-    TooLarge,
+    Rejected(Reject),
 }
 
-fn serve_connection(mut stream: TcpStream, shared: &Shared, registry: &Registry, id: u64) {
+fn serve_connection(stream: &mut TcpStream, shared: &Shared, registry: &Registry, id: u64) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        registry.set_idle(id, true);
-        let end = match read_head(&mut stream, &mut buf) {
+    for served in 1..=MAX_REQUESTS {
+        let end = match read_head(stream, &mut buf) {
             Ok(end) => end,
             Err(HeadError::Closed) => return,
-            Err(HeadError::TooLarge) => {
-                let _ = respond_error(&mut stream, Reject::HeadTooLarge);
+            Err(HeadError::Rejected(reject)) => {
+                let _ = respond_error(stream, reject);
+                let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
         };
-        registry.set_idle(id, false);
+        registry.touch(id);
+        let deadline = Instant::now() + RESPONSE_DEADLINE;
         let keep_alive = match http::parse_head(&buf[..end]) {
-            Ok(request) => match respond(&mut stream, shared, &request) {
-                Ok(()) => request.keep_alive,
-                Err(_) => false,
-            },
+            Ok(request) => {
+                let keep_alive = request.keep_alive && served < MAX_REQUESTS;
+                respond(stream, shared, &request, keep_alive, &mut |_| registry.touch(id), deadline).is_ok() && keep_alive
+            }
             Err(reject) => {
-                let _ = respond_error(&mut stream, reject);
+                let _ = respond_error(stream, reject);
                 false
             }
         };
@@ -183,11 +173,14 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, HeadErr
     let mut started = (!buf.is_empty()).then(Instant::now);
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = http::head_end(buf) {
-            return if end > http::MAX_HEAD { Err(HeadError::TooLarge) } else { Ok(end) };
-        }
-        if buf.len() > http::MAX_HEAD {
-            return Err(HeadError::TooLarge);
+        match http::scan_head(buf) {
+            HeadScan::Complete(end) if end > http::MAX_HEAD => return Err(HeadError::Rejected(Reject::HeadTooLarge)),
+            HeadScan::Complete(end) => return Ok(end),
+            HeadScan::BareLf => return Err(HeadError::Rejected(Reject::BadRequest)),
+            HeadScan::Incomplete if buf.len() > http::MAX_HEAD => {
+                return Err(HeadError::Rejected(Reject::HeadTooLarge));
+            }
+            HeadScan::Incomplete => {}
         }
         let timeout = match started {
             None => IDLE_TIMEOUT,
@@ -208,23 +201,47 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, HeadErr
     }
 }
 
-fn respond(stream: &mut TcpStream, shared: &Shared, request: &Request) -> std::io::Result<()> {
-    let (status, content_type, body) = match request.path {
-        b"/metrics" => ("200 OK", METRICS_TYPE, metrics::render(&shared.store, shared.backend, &shared.locator)),
-        b"/" => ("200 OK", "text/html; charset=utf-8", INDEX.to_string()),
-        _ => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_string()),
+fn respond(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    request: &Request,
+    keep_alive: bool,
+    progress: &mut dyn FnMut(usize),
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let (status, content_type, body): (_, _, Body) = match request.path {
+        b"/metrics" => ("200 OK", METRICS_TYPE, shared.metrics_body()),
+        b"/" => ("200 OK", "text/html; charset=utf-8", Arc::new(INDEX.as_bytes().to_vec())),
+        _ => ("404 Not Found", "text/plain; charset=utf-8", Arc::new(b"not found: try /metrics\n".to_vec())),
     };
-    let head = http::response_head(status, content_type, body.len(), request.keep_alive, "");
-    stream.write_all(head.as_bytes())?;
+    let head = http::response_head(status, content_type, body.len(), keep_alive, "");
+    write_before(stream, head.as_bytes(), deadline, progress)?;
     if request.method == Method::Get {
-        stream.write_all(body.as_bytes())?;
+        write_before(stream, &body, deadline, progress)?;
     }
-    stream.flush()
+    Ok(())
+}
+
+/// Writes `bytes` in chunks, each allowed only the time left before
+/// `deadline`: a client that reads slowly cannot stretch one response
+/// past it. `progress` hears of every chunk written.
+fn write_before(stream: &mut TcpStream, bytes: &[u8], deadline: Instant, progress: &mut dyn FnMut(usize)) -> std::io::Result<()> {
+    for chunk in bytes.chunks(WRITE_CHUNK) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        stream.write_all(chunk)?;
+        progress(chunk.len());
+    }
+    Ok(())
 }
 
 fn respond_error(stream: &mut TcpStream, reject: Reject) -> std::io::Result<()> {
     let body = format!("{}\n", reject.status());
     let allow = if reject == Reject::MethodNotAllowed { "Allow: GET, HEAD\r\n" } else { "" };
     let head = http::response_head(reject.status(), "text/plain; charset=utf-8", body.len(), false, allow);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     stream.write_all(format!("{head}{body}").as_bytes())
 }

@@ -3,11 +3,14 @@
 //! the kernel did not hand to it. The monitor writes it; the exporter and
 //! the console read copies.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Default)]
 pub struct Health {
     state: Mutex<HealthState>,
+    /// Bumped by every change, so a rendered copy knows it is stale.
+    changes: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,18 +30,30 @@ impl Health {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Locks the state for a change.
+    fn change(&self) -> MutexGuard<'_, HealthState> {
+        self.changes.fetch_add(1, Ordering::Release);
+        self.lock()
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
     pub fn get(&self) -> HealthState {
         *self.lock()
     }
 
     pub fn set_up(&self, up: bool) {
-        self.lock().up = up;
+        if self.get().up != up {
+            self.change().up = up;
+        }
     }
 
     /// A new child replaced a dead one: counted, and its missed events
     /// count from what the dead ones missed.
     pub fn restarted(&self) {
-        let mut state = self.lock();
+        let mut state = self.change();
         state.restarts += 1;
         state.missed_base = state.missed_events;
     }
@@ -49,6 +64,7 @@ impl Health {
         let mut state = self.lock();
         let total = state.missed_base + by_current_child;
         let new = total.checked_sub(state.missed_events).filter(|n| *n > 0)?;
+        self.changes.fetch_add(1, Ordering::Release);
         state.missed_events = total;
         Some((new, total))
     }

@@ -17,6 +17,7 @@ mod health;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -198,6 +199,8 @@ pub struct Store {
     export_threshold: u64,
     /// `--max-ips`: how many remote IPs are held at most.
     max_ips: usize,
+    /// Bumped by every change to the totals (see [`Store::generation`]).
+    changes: AtomicU64,
 }
 
 /// A row for the console: a remote IP with its counters at one moment.
@@ -209,7 +212,19 @@ pub struct Row {
 
 impl Store {
     pub fn new(export_threshold: u64, max_ips: usize) -> Store {
-        Store { totals: Mutex::default(), health: Health::default(), export_threshold, max_ips: max_ips.max(1) }
+        Store {
+            totals: Mutex::default(),
+            health: Health::default(),
+            export_threshold,
+            max_ips: max_ips.max(1),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// A number that changes whenever the totals or the health do: what
+    /// was rendered from them at one generation holds until the next.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Acquire).wrapping_add(self.health.changes())
     }
 
     fn lock(&self) -> MutexGuard<'_, Totals> {
@@ -224,6 +239,7 @@ impl Store {
     /// addresses the filter counts.
     pub fn apply_report(&self, records: &[Record], parse_errors: u64) {
         let mut guard = self.lock();
+        self.changes.fetch_add(1, Ordering::Release);
         let totals = &mut *guard;
         for record in records {
             match *record {
@@ -322,6 +338,7 @@ impl Store {
     /// Sets the owner of each listed IP that is tracked already.
     pub fn set_owners(&self, owners: &[(IpAddr, Owner)]) {
         let mut totals = self.lock();
+        self.changes.fetch_add(1, Ordering::Release);
         for (ip, owner) in owners {
             if let Some(t) = totals.ips.get_mut(ip) {
                 t.owner = Some(*owner);
