@@ -275,7 +275,8 @@ fn on_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
     warn_about_missed_events(ctx, running);
     warn_about_unreadable_lines(progress.parse_errors, running.name, &mut seen.unreadable_lines);
     warn_about_unkeyed_bytes(progress.unkeyed_bytes, &mut seen.unkeyed_bytes);
-    let interval = ctx.store.take_interval();
+    let top = if ctx.config.quiet { 0 } else { ctx.config.top };
+    let interval = ctx.store.take_interval(top);
     if ctx.config.quiet {
         return;
     }

@@ -102,8 +102,8 @@ impl Columns {
     }
 }
 
-/// The rows of either table, the first `view.top` of them.
-fn table(out: &mut impl Write, rows: &[Row], view: &View, columns: Columns) -> std::io::Result<()> {
+/// The rows of either table, the first `view.top` of them; `of` rows in all.
+fn table(out: &mut impl Write, rows: &[Row], of: usize, view: &View, columns: Columns) -> std::io::Result<()> {
     let [a, b, c, d] = columns.titles();
     let w = columns.width();
     let title = format!(
@@ -121,16 +121,15 @@ fn table(out: &mut impl Write, rows: &[Row], view: &View, columns: Columns) -> s
             view.location(row)
         )?;
     }
-    if rows.len() > view.top {
-        writeln!(out, "... and {} more (--top to show more)", rows.len() - view.top)?;
+    let shown = rows.len().min(view.top);
+    if of > shown {
+        writeln!(out, "... and {} more (--top to show more)", of - shown)?;
     }
     Ok(())
 }
 
 /// The table printed after every report.
 pub fn interval_table(out: &mut impl Write, interval: &Interval, view: &View, elapsed: Duration) -> std::io::Result<()> {
-    let rows = &interval.rows;
-    let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.interval_tx, rx + r.traffic.interval_rx));
     let folded = match interval.folded_ips {
         0 => String::new(),
         n => format!(" ({n} folded by --max-ips)"),
@@ -139,15 +138,15 @@ pub fn interval_table(out: &mut impl Write, interval: &Interval, view: &View, el
         out,
         "\n[{:>6.1}s] {} active / {} tracked remote IPs{folded}, this interval TX {} RX {}",
         elapsed.as_secs_f64(),
-        rows.len(),
+        interval.active,
         interval.tracked,
-        human_bytes(tx),
-        human_bytes(rx)
+        human_bytes(interval.tx),
+        human_bytes(interval.rx)
     )?;
-    if rows.is_empty() {
+    if interval.active == 0 {
         return writeln!(out, "(no traffic to counted remote IPs in this interval)");
     }
-    table(out, rows, view, Columns::Interval)
+    table(out, &interval.rows, interval.active, view, Columns::Interval)
 }
 
 /// The final summary: totals per remote IP with exact byte counts.
@@ -164,7 +163,7 @@ pub fn summary(out: &mut impl Write, rows: &[Row], view: &View, elapsed: Duratio
     if rows.is_empty() {
         return writeln!(out, "(no traffic to counted remote IPs)");
     }
-    table(out, rows, view, Columns::Totals)
+    table(out, rows, rows.len(), view, Columns::Totals)
 }
 
 #[cfg(test)]
@@ -200,14 +199,14 @@ mod tests {
     fn tables_show_top_rows_owner_and_exact_totals() {
         let rows = vec![row("198.51.100.7", 3_000_000, 10), row("2001:db8::2", 5, 5)];
         let mut out = Vec::new();
-        let interval = Interval { rows: rows.clone(), tracked: 2, folded_ips: 0 };
+        let interval = Interval { rows: rows[..1].to_vec(), active: 2, tx: 3_000_005, rx: 15, tracked: 2, folded_ips: 0 };
         interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None }, Duration::from_secs(2)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("198.51.100.7") && text.contains("2.9 MiB") && text.contains("curl"), "{text}");
         assert!(!text.contains("2001:db8::2") && text.contains("1 more"), "{text}");
         assert!(!text.contains('\x1b'), "no colour off a terminal");
         let mut out = Vec::new();
-        let interval = Interval { rows: rows.clone(), tracked: 2, folded_ips: 7 };
+        let interval = Interval { rows: rows[..1].to_vec(), active: 2, tx: 3_000_005, rx: 15, tracked: 2, folded_ips: 7 };
         interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None }, Duration::from_secs(2)).unwrap();
         assert!(String::from_utf8(out).unwrap().contains("2 tracked remote IPs (7 folded by --max-ips)"));
 

@@ -167,6 +167,9 @@ fn supervise(
     Running { child, reader, stderr, name, stdin }
 }
 
+/// Records a report buffer keeps between reports.
+const REPORT_CAPACITY_KEPT: usize = 4096;
+
 /// The reader thread: parses every line, collects one report's records and
 /// applies them to the store at its end, so each delta is added once.
 fn read_reports(stdout: ChildStdout, mut parser: Box<dyn LineParser>, store: &Store, events: &Sender<Event>) {
@@ -189,6 +192,8 @@ fn read_reports(stdout: ChildStdout, mut parser: Box<dyn LineParser>, store: &St
             Step::ReportEnd => {
                 store.apply_report(&report, malformed);
                 report.clear();
+                // One report of 100,000 IPs need not keep its 5 MB for good.
+                report.shrink_to(REPORT_CAPACITY_KEPT);
                 malformed = 0;
                 let _ = events.send(Event::Report);
             }

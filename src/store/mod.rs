@@ -185,8 +185,12 @@ pub struct Exported {
 /// The console's view of one interval.
 #[derive(Clone, Debug, Default)]
 pub struct Interval {
-    /// IPs with traffic in the interval, busiest first.
+    /// The busiest IPs of the interval, busiest first (as many as asked for).
     pub rows: Vec<Row>,
+    /// IPs with traffic in the interval, and its bytes, all of them.
+    pub active: usize,
+    pub tx: u64,
+    pub rx: u64,
     pub tracked: usize,
     pub folded_ips: u64,
 }
@@ -355,25 +359,42 @@ impl Store {
         self.lock().progress()
     }
 
-    /// The IPs with traffic since the previous call, busiest first, and
-    /// resets their interval counters.
-    pub fn take_interval(&self) -> Interval {
+    /// The `top` busiest IPs since the previous call, busiest first, with
+    /// the interval's sums, and resets the interval counters. Memory in
+    /// `top`, not in the IPs tracked: a flood of 100,000 IPs costs the
+    /// console nothing.
+    pub fn take_interval(&self, top: usize) -> Interval {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
         let mut totals = self.lock();
-        let mut rows = Vec::new();
-        for (ip, t) in totals.ips.iter_mut() {
-            if t.interval_tx + t.interval_rx > 0 {
-                rows.push(Row { ip: *ip, traffic: *t });
-                t.interval_tx = 0;
-                t.interval_rx = 0;
+        let mut interval = Interval { tracked: totals.ips.len(), folded_ips: totals.folded_ips, ..Interval::default() };
+        // The `top` largest (volume, then lowest address), in a min-heap.
+        let mut busiest = BinaryHeap::with_capacity(top.saturating_add(1).min(1 << 16));
+        for (ip, t) in &totals.ips {
+            let volume = t.interval_tx + t.interval_rx;
+            if volume == 0 {
+                continue;
+            }
+            interval.active += 1;
+            interval.tx += t.interval_tx;
+            interval.rx += t.interval_rx;
+            if top > 0 {
+                busiest.push(Reverse((volume, Reverse(*ip))));
+                if busiest.len() > top {
+                    busiest.pop();
+                }
             }
         }
-        let (tracked, folded_ips) = (totals.ips.len(), totals.folded_ips);
-        drop(totals);
-        rows.sort_by(|a, b| {
-            let key = |r: &Row| r.traffic.interval_tx + r.traffic.interval_rx;
-            key(b).cmp(&key(a)).then(a.ip.cmp(&b.ip))
-        });
-        Interval { rows, tracked, folded_ips }
+        interval.rows = busiest
+            .into_sorted_vec()
+            .into_iter()
+            .filter_map(|Reverse((_, Reverse(ip)))| Some(Row { ip, traffic: *totals.ips.get(&ip)? }))
+            .collect();
+        for t in totals.ips.values_mut() {
+            t.interval_tx = 0;
+            t.interval_rx = 0;
+        }
+        interval
     }
 
     /// A copy of what /metrics shows (series in no particular order).
@@ -429,12 +450,14 @@ mod tests {
             1,
         );
         store.apply_report(&[Record::Tx(ip("198.51.100.7"), 50), Record::Rx(ip("2001:db8::2"), 900)], 0);
-        let rows = store.take_interval().rows;
+        let interval = store.take_interval(10);
+        assert_eq!((interval.active, interval.tx, interval.rx), (2, 150, 907));
+        let rows = interval.rows;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ip, ip("2001:db8::2"), "busiest first");
         assert_eq!((rows[1].traffic.tx, rows[1].traffic.rx, rows[1].traffic.interval_tx), (150, 7, 150));
         assert_eq!(rows[1].traffic.owner, Some(owner));
-        assert!(store.take_interval().rows.is_empty(), "interval counters reset");
+        assert!(store.take_interval(10).rows.is_empty(), "interval counters reset");
         let totals = store.totals_by_volume();
         assert_eq!(totals[1].traffic.tx, 150, "totals survive the interval reset");
         let progress = store.progress();
@@ -553,6 +576,19 @@ mod tests {
         let t = store.lock();
         assert_eq!(t.ips.len(), 2);
         assert_eq!((t.unexported_tx, t.folded_ips), (5, 1));
+    }
+
+    #[test]
+    fn an_interval_keeps_only_the_busiest_rows_but_sums_them_all() {
+        let store = Store::new(0, 1000);
+        let volumes = [("198.51.100.1", 5), ("198.51.100.2", 50), ("198.51.100.3", 7), ("198.51.100.4", 50), ("2001:db8::1", 1)];
+        let records: Vec<Record> = volumes.iter().map(|(a, v)| Record::Tx(ip(a), *v)).collect();
+        store.apply_report(&records, 0);
+        let interval = store.take_interval(2);
+        let shown: Vec<IpAddr> = interval.rows.iter().map(|r| r.ip).collect();
+        assert_eq!(shown, [ip("198.51.100.2"), ip("198.51.100.4")], "busiest first, a tie by address");
+        assert_eq!((interval.active, interval.tx, interval.rx, interval.tracked), (5, 113, 0, 5));
+        assert_eq!(store.take_interval(0).active, 0, "every interval counter was reset, not only the rows shown");
     }
 
     #[test]

@@ -206,6 +206,24 @@ impl Lab {
         lan
     }
 
+    /// A veth from the test process's own namespace to the host, so that
+    /// the test itself can be the exporter's client: the host answers on
+    /// 10.254.253.2 and 10.254.254.2, reached from 10.254.253.1 and
+    /// 10.254.254.1 (two client addresses). Private addresses, never
+    /// counted; the root-side device goes with the host namespace.
+    pub fn link_to_test(&mut self) -> [std::net::IpAddr; 2] {
+        let outside = format!("itm-t{}", std::process::id() % 10_000_000);
+        let h = self.host.as_str();
+        run(&["ip", "link", "add", &outside, "type", "veth", "peer", "name", "vt", "netns", h]);
+        for net in ["10.254.253", "10.254.254"] {
+            run(&["ip", "addr", "add", &format!("{net}.1/24"), "dev", &outside]);
+            run(&["ip", "-n", h, "addr", "add", &format!("{net}.2/24"), "dev", "vt"]);
+        }
+        run(&["ip", "link", "set", &outside, "up"]);
+        run(&["ip", "-n", h, "link", "set", "vt", "up"]);
+        ["10.254.253.2".parse().expect("ip"), "10.254.254.2".parse().expect("ip")]
+    }
+
     /// (remote IP, "tx"|"rx") → bytes the host forwarded, from `itm_fwd`.
     pub fn forwarded(&self) -> BTreeMap<(String, &'static str), u64> {
         self.counters("itm_fwd")
