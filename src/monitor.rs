@@ -170,22 +170,33 @@ const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 /// A backend that ran this long before dying restarts after the first delay again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
+/// No report for this many report intervals: the backend is marked down.
+const STALL_INTERVALS: u32 = 3;
+/// No report for this many: it is killed and restarted like a dead one.
+const HUNG_INTERVALS: u32 = 10;
+
 fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
     let deadline = ctx.config.duration.map(|d| ctx.started + d);
     let mut seen = Seen::default();
     let mut delay = RESTART_DELAY;
     let mut up_since = Instant::now();
+    let mut watchdog = Watchdog::new(ctx.backend.report_interval());
     loop {
-        let event = match deadline {
-            Some(deadline) => match ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => Event::Exited,
-            },
-            None => ctx.events.recv().unwrap_or(Event::Exited),
+        let wake = deadline.map_or(watchdog.next_check(), |d| d.min(watchdog.next_check()));
+        let event = match ctx.events.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                watchdog.check(ctx, running);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => Event::Exited,
         };
         match event {
-            Event::Report => on_report(ctx, running, &mut seen),
+            Event::Report => {
+                watchdog.heard(ctx, running);
+                on_report(ctx, running, &mut seen);
+            }
             Event::Signal => break,
             Event::Attached => {}
             Event::Exited => {
@@ -196,6 +207,7 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
                     Some(new) => {
                         *running = new;
                         up_since = Instant::now();
+                        watchdog = Watchdog::new(ctx.backend.report_interval());
                     }
                     None => return Ok(()), // stopped (signal or duration) while it was down
                 }
@@ -205,6 +217,57 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
     await_final_report(ctx, running, &mut seen);
     running.stop(STOP_GRACE);
     Ok(())
+}
+
+/// Notices a backend that is alive but silent (stopped, hung, starved): no
+/// report for [`STALL_INTERVALS`] intervals marks it down, for
+/// [`HUNG_INTERVALS`] kills it, so that it is restarted like a dead one.
+struct Watchdog {
+    interval: Duration,
+    last_report: Instant,
+    stalled: bool,
+}
+
+impl Watchdog {
+    fn new(interval: Duration) -> Watchdog {
+        Watchdog { interval: interval.max(Duration::from_millis(100)), last_report: Instant::now(), stalled: false }
+    }
+
+    fn next_check(&self) -> Instant {
+        let intervals = if self.stalled { HUNG_INTERVALS } else { STALL_INTERVALS };
+        self.last_report + self.interval * intervals
+    }
+
+    fn heard(&mut self, ctx: &Ctx, running: &Running) {
+        self.last_report = Instant::now();
+        if std::mem::take(&mut self.stalled) {
+            ctx.store.health().set_up(true);
+            eprintln!("{} reports again", running.name);
+        }
+    }
+
+    fn check(&mut self, ctx: &Ctx, running: &Running) {
+        let silent = self.last_report.elapsed();
+        if silent >= self.interval * HUNG_INTERVALS {
+            eprintln!(
+                "{} has sent no report for {:.1} s: killing it, to start a new one",
+                running.name,
+                silent.as_secs_f64()
+            );
+            // Its stdout closes, and the reader's Exited event restarts it.
+            running.kill();
+            self.last_report = Instant::now(); // no second kill before the Exited event
+        } else if silent >= self.interval * STALL_INTERVALS && !self.stalled {
+            self.stalled = true;
+            ctx.store.health().set_up(false);
+            eprintln!(
+                "warning: {} has sent no report for {:.1} s (one is due every {:.1} s): marked down until it reports again",
+                running.name,
+                silent.as_secs_f64(),
+                self.interval.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// The backend died: say so, mark it down, and start a new one after a

@@ -403,3 +403,49 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     assert!(rss < 200.0 * 1048576.0, "resident memory bounded: {rss}");
     drop(monitor);
 }
+
+#[test]
+fn a_stopped_bpftrace_is_marked_down_and_then_resumes_or_is_replaced() {
+    if !lab::require_lab("a_stopped_bpftrace_is_marked_down_and_then_resumes_or_is_replaced") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let port = lab::free_port();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let value = |m: &str, name: &str| lab::metric_value(m, name).unwrap_or(-1.0);
+    let signal = |sig: &str, pid: u32| {
+        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill").success());
+    };
+
+    // Stopped for a few intervals: marked down, traffic meanwhile still
+    // counted by the kernel side, and up again once it reports.
+    let bpftrace = monitor.backend_pid();
+    signal("-STOP", bpftrace);
+    lab.iperf(&["-c", "198.51.100.7", "-n", "5M"]);
+    monitor.wait_for_stderr("marked down until it reports again", Duration::from_secs(10));
+    let metrics = lab.http_get_in_host(port, "/metrics");
+    assert_eq!(value(&metrics, "ip_traffic_monitor_backend_up"), 0.0, "down while stopped");
+    signal("-CONT", bpftrace);
+    monitor.wait_for_stderr("bpftrace reports again", Duration::from_secs(10));
+    let sent = lab.truth()[&("198.51.100.7".to_string(), "tx")] as f64;
+    let metrics = lab.scrape_when_series_hold(port, &[("198.51.100.7", "tx", sent)]);
+    let counted = value(&metrics, &lab::byte_series("tx", "198.51.100.7"));
+    println!("sent while bpftrace was stopped: nftables {sent}, counted {counted}");
+    assert_eq!(counted, sent, "no byte lost or doubled while it was stopped");
+    assert_eq!(value(&metrics, "ip_traffic_monitor_backend_up"), 1.0);
+    assert_eq!(value(&metrics, "ip_traffic_monitor_backend_restarts_total"), 0.0, "resumed, not restarted");
+
+    // Stopped for good: killed after 10 intervals and replaced, counted as a restart.
+    signal("-STOP", bpftrace);
+    monitor.wait_for_stderr("killing it", Duration::from_secs(20));
+    monitor.wait_for_stderr("bpftrace restarted", Duration::from_secs(30));
+    let metrics = lab.scrape_until(port, Duration::from_secs(10), |m| value(m, "ip_traffic_monitor_backend_up") == 1.0);
+    assert_eq!(value(&metrics, "ip_traffic_monitor_backend_restarts_total"), 1.0);
+    assert_eq!(value(&metrics, "ip_traffic_monitor_backend_up"), 1.0);
+    assert_ne!(monitor.backend_pid(), bpftrace, "a new child");
+    assert!(lab::is_gone(bpftrace), "the stopped one is gone");
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+}

@@ -20,8 +20,12 @@ use ip_traffic_monitor_cli::filter::AddressFilter;
 use ip_traffic_monitor_cli::location::Lang;
 use ip_traffic_monitor_cli::monitor;
 
-/// Prints one report of 5 bytes sent to 198.51.100.7, then exits: every
-/// child the monitor starts adds 5 bytes and then dies.
+/// One report in the bpftrace script's format: 5 bytes sent to
+/// 198.51.100.7 by PID 7, named "fake" (hex-escaped, as the script prints names).
+const ONE_REPORT: &str = "@attached\\n@tx[198.51.100.7]: 5\\n@comm[7]: \\\\x66\\\\x61\\\\x6b\\\\x65\\n@proc[198.51.100.7]: 7\\n@end\\n";
+
+/// Prints one report, then exits: every child the monitor starts adds 5
+/// bytes and then dies.
 #[derive(Debug)]
 struct OneReportThenExit;
 
@@ -37,9 +41,46 @@ impl Backend for OneReportThenExit {
     }
     fn command(&self) -> Result<Command, Error> {
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "printf '@attached\\n@tx[198.51.100.7]: 5\\n@proc[198.51.100.7]: (7, fake)\\n@end\\n'"]);
+        cmd.args(["-c", &format!("printf '{ONE_REPORT}'")]);
         cmd.stdin(Stdio::null());
         Ok(cmd)
+    }
+    fn report_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn parser(&self) -> Box<dyn LineParser> {
+        Box::new(BpftraceParser::new(AddressFilter::default()))
+    }
+    fn explain_start_failure(&self, _stderr: &[String]) -> String {
+        "the fake did not start".into()
+    }
+}
+
+/// Prints one report, then lives on without a word (a hung backend): a
+/// report is due every 200 ms.
+#[derive(Debug)]
+struct OneReportThenSilence;
+
+const SILENCE_INTERVAL: Duration = Duration::from_millis(200);
+
+impl Backend for OneReportThenSilence {
+    fn name(&self) -> &'static str {
+        "silent"
+    }
+    fn probe(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn method(&self) -> String {
+        "one report, then silence".into()
+    }
+    fn command(&self) -> Result<Command, Error> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", &format!("printf '{ONE_REPORT}'; exec sleep 600")]);
+        cmd.stdin(Stdio::null());
+        Ok(cmd)
+    }
+    fn report_interval(&self) -> Duration {
+        SILENCE_INTERVAL
     }
     fn parser(&self) -> Box<dyn LineParser> {
         Box::new(BpftraceParser::new(AddressFilter::default()))
@@ -112,4 +153,40 @@ fn any_backend_is_supervised_restarted_and_counted_on() {
     assert!(metrics.contains(&build_info), "{metrics}");
     assert!(metrics.contains("ip_traffic_remote_process_info{remote_ip=\"198.51.100.7\",pid=\"7\",process=\"fake\"} 1"));
     assert_eq!(run.join().expect("the monitor thread"), Ok(0), "the run ends (its next restart would come after -d) with exit code 0");
+}
+
+#[test]
+fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
+    if !lab::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED a_silent_backend_is_marked_down_then_killed_and_restarted: the monitor needs root");
+        return;
+    }
+    let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
+    let config = config(Arc::new(OneReportThenSilence), listen, 8);
+    let started = Instant::now();
+    let run = std::thread::spawn(move || monitor::run(&config).map_err(|e| e.to_string()));
+
+    // Up after its report; down 3 intervals (0.6 s) later without one;
+    // killed after 10 (2 s) and restarted 1 s after that (the backoff).
+    let value = |m: &str, name: &str| lab::metric_value(m, name).unwrap_or(-1.0);
+    let mut seen_down_at = None;
+    let mut restarted_at = None;
+    while started.elapsed() < Duration::from_secs(7) && restarted_at.is_none() {
+        let metrics = scrape(listen).unwrap_or_default();
+        let (up, restarts) = (value(&metrics, "ip_traffic_monitor_backend_up"), value(&metrics, "ip_traffic_monitor_backend_restarts_total"));
+        if up == 0.0 && restarts == 0.0 && value(&metrics, &lab::byte_series("tx", "198.51.100.7")) == 5.0 {
+            seen_down_at.get_or_insert(started.elapsed());
+        }
+        if restarts == 1.0 && up == 1.0 {
+            restarted_at = Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("marked down at {seen_down_at:?}, restarted at {restarted_at:?}");
+    let down = seen_down_at.expect("backend_up went to 0 while the child was silent");
+    let back = restarted_at.expect("the silent child was killed and a new one counted as a restart");
+    assert!(down < back, "down before the restart");
+    assert!(back >= SILENCE_INTERVAL * 10, "not killed before 10 intervals of silence: {back:?}");
+    assert_eq!(run.join().expect("the monitor thread"), Ok(0));
 }

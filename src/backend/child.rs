@@ -105,6 +105,12 @@ impl Running {
         status
     }
 
+    /// Kills the child and its process group at once (it is hung: a
+    /// stopped process would not act on SIGINT).
+    pub fn kill(&self) {
+        sys::signal_group(self.child.id(), sys::SIGKILL);
+    }
+
     /// Waits for a child whose stdout already closed.
     pub fn wait(&mut self) -> Option<ExitStatus> {
         if let Some(reader) = self.reader.take() {

@@ -16,7 +16,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::store::{Record, Store};
@@ -61,6 +61,9 @@ pub trait Backend: Send + Sync + Debug {
     /// checks as [`Backend::probe`]; [`child::start`] pipes its stdout and
     /// stderr and ties it to the monitor.
     fn command(&self) -> Result<Command, Error>;
+
+    /// How often a running child prints a report: the watchdog's clock.
+    fn report_interval(&self) -> Duration;
 
     /// A fresh parser for one child's stdout.
     fn parser(&self) -> Box<dyn LineParser>;

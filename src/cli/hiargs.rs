@@ -235,6 +235,9 @@ mod tests {
         fn command(&self) -> Result<std::process::Command, Error> {
             Err(Error::fatal("a fake runs nothing"))
         }
+        fn report_interval(&self) -> std::time::Duration {
+            std::time::Duration::from_secs(2)
+        }
         fn parser(&self) -> Box<dyn LineParser> {
             unimplemented!("a fake parses nothing")
         }

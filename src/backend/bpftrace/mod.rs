@@ -64,6 +64,10 @@ impl Backend for Bpftrace {
         command(&bpftrace, &self.params)
     }
 
+    fn report_interval(&self) -> Duration {
+        self.params.sample_interval
+    }
+
     fn parser(&self) -> Box<dyn LineParser> {
         Box::new(BpftraceParser::new(self.params.filter.clone()))
     }

@@ -71,6 +71,10 @@ impl Backend for Iftop {
         Ok(command(&iftop, &stdbuf, &self.params.iface))
     }
 
+    fn report_interval(&self) -> Duration {
+        self.params.sample_interval.max(RESOLUTION)
+    }
+
     fn parser(&self) -> Box<dyn LineParser> {
         Box::new(IftopParser::new(self.params.filter.clone(), Direction::new(&self.params.iface)))
     }
@@ -86,7 +90,7 @@ impl Backend for Iftop {
     /// iftop prints a block only when a packet comes or a key is pressed:
     /// the refresh key every interval keeps blocks coming on a quiet link.
     fn counting_began(&self, child: &Running) {
-        child.send_keys_every(REFRESH_KEY, self.params.sample_interval.max(RESOLUTION));
+        child.send_keys_every(REFRESH_KEY, self.report_interval());
     }
 
     /// iftop prints nothing on exit: its last block is the last word. As
