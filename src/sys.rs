@@ -11,8 +11,12 @@ pub const SIGINT: i32 = libc::SIGINT;
 pub const SIGKILL: i32 = libc::SIGKILL;
 
 pub fn is_root() -> bool {
+    effective_uid() == 0
+}
+
+pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
 }
 
 /// Sends `sig` to the process group led by `pid` (children are started as

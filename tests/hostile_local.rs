@@ -82,3 +82,132 @@ fn shown_name(name: &[u8]) -> String {
         .map(|&b| if b.is_ascii_graphic() || b == b' ' { (b as char).to_string() } else { format!("\\x{b:02x}") })
         .collect()
 }
+
+/// A directory of fake backend programs that leave a mark if run.
+struct FakePrograms {
+    dir: std::path::PathBuf,
+}
+
+impl FakePrograms {
+    fn new() -> FakePrograms {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("itm-fakes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).expect("dir");
+        for name in ["bpftrace", "iftop", "stdbuf", "bin/bpftrace", "bin/iftop", "bin/stdbuf"] {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\ntouch {}/RAN\nexit 1\n", dir.display())).expect("fake");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        FakePrograms { dir }
+    }
+
+    fn ran(&self) -> bool {
+        self.dir.join("RAN").exists()
+    }
+}
+
+impl Drop for FakePrograms {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn programs_in_the_working_directory_or_relative_path_entries_never_run() {
+    if !lab::require("programs_in_the_working_directory_or_relative_path_entries_never_run", &["iftop"]) {
+        return;
+    }
+    let _serial = lab::serial();
+    let fakes = FakePrograms::new();
+    // Empty and relative PATH entries, each pointing at a fake, as root.
+    let path = ":bin:.:/nonexistent";
+    // Installed: the real iftop runs (on loopback, for a second).
+    let out = std::process::Command::new(BIN)
+        .args(["-b", "iftop", "-i", "lo", "-d", "1", "-q"])
+        .current_dir(&fakes.dir)
+        .env("PATH", path)
+        .output()
+        .expect("run");
+    assert!(!fakes.ran(), "a program from the working directory ran as root");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Not installed: one clear line, and still no fake.
+    for backend in ["bpftrace", "iftop"] {
+        let mut args = vec!["-m".to_string(), "--propagation".into(), "private".into()];
+        let run = ["/usr/bin/env", &format!("PATH={path}"), BIN, "-b", backend, "-i", "lo", "-d", "1"];
+        args.extend(lab::without_programs(&["bpftrace", "iftop", "stdbuf"], &run));
+        let out = std::process::Command::new("unshare").args(&args).current_dir(&fakes.dir).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!fakes.ran(), "-b {backend}: a program from the working directory ran as root");
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("{backend} not found in /usr/local/sbin, ")), "{stderr}");
+    }
+}
+
+#[test]
+fn a_script_root_would_run_must_be_private_regular_and_sane_in_size() {
+    use std::os::unix::fs::PermissionsExt;
+    if !lab::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED a_script_root_would_run_must_be_private_regular_and_sane_in_size: chown needs root");
+        return;
+    }
+    let script = |name: &str, bytes: &[u8], mode: u32, owner: Option<u32>| {
+        let file = lab::TempFile::new(name, bytes);
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).expect("chmod");
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(file.path(), Some(uid), Some(uid)).expect("chown");
+        }
+        file
+    };
+    let body = b"BEGIN { printf(\"@attached\\n\"); }\n";
+    let nobodys = script("nobody.bt", body, 0o644, Some(65534));
+    let open = script("open.bt", body, 0o666, None);
+    let group = script("group.bt", body, 0o620, None);
+    let huge = script("huge.bt", &vec![b'#'; 200 * 1024], 0o644, None);
+    for (path, why) in [
+        (nobodys.path(), "owned by uid 65534"),
+        (open.path(), "writable by group or others (mode 666)"),
+        (group.path(), "writable by group or others (mode 620)"),
+        (huge.path(), "larger than 127 KiB"),
+        ("/dev/zero", "not a regular file"),
+        ("/nonexistent.bt", "No such file"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(BIN).args(["--bpftrace-script", path, "-d", "1"]).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("--bpftrace-script {path}: {why}")), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}: refused at once");
+    }
+}
+
+#[test]
+fn a_script_is_read_once_and_a_later_change_to_the_file_is_never_run() {
+    if !lab::require_lab("a_script_is_read_once_and_a_later_change_to_the_file_is_never_run") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // Reports 10 bytes for 198.51.100.7 once, then exits: the monitor restarts it.
+    let script = lab::script(
+        "once",
+        "BEGIN { printf(\"@attached\\n\"); }\ninterval:ms:500 { printf(\"@tx[198.51.100.7]: 10\\n@end\\n\"); exit(); }\n",
+    );
+    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "--bpftrace-script", script.path()]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(60));
+    // The file now says something else; every restart must still run what was checked.
+    std::fs::write(
+        script.path(),
+        "BEGIN { printf(\"@attached\\n\"); }\ninterval:ms:500 { printf(\"@tx[198.51.100.8]: 99\\n@end\\n\"); exit(); }\n",
+    )
+    .expect("rewrite");
+    monitor.wait_for_stderr("bpftrace restarted", Duration::from_secs(30));
+    monitor.wait_for_stderr("bpftrace restarted", Duration::from_secs(30));
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    assert!(!counted.contains_key("198.51.100.8"), "the rewritten file ran: {counted:?}");
+    assert!(counted["198.51.100.7"].0 >= 20, "the checked text ran at every restart: {counted:?}");
+}

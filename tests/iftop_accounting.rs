@@ -45,11 +45,9 @@ fn a_missing_iftop_is_one_clear_line() {
     if !require("a_missing_iftop_is_one_clear_line") {
         return;
     }
-    let out = std::process::Command::new(BIN)
-        .args(["-b", "iftop", "-i", "lo", "-d", "1"])
-        .env("PATH", "/nonexistent")
-        .output()
-        .expect("run");
+    let mut args = vec!["-m".to_string(), "--propagation".into(), "private".into()];
+    args.extend(lab::without_programs(&["iftop"], &[BIN, "-b", "iftop", "-i", "lo", "-d", "1"]));
+    let out = std::process::Command::new("unshare").args(&args).output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -61,24 +59,12 @@ fn auto_falls_back_to_iftop_without_bpftrace_and_says_why() {
     if !require("auto_falls_back_to_iftop_without_bpftrace_and_says_why") {
         return;
     }
-    // A PATH with iftop and stdbuf but no bpftrace.
-    let dir = std::env::temp_dir().join(format!("itm-path-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    for tool in ["iftop", "stdbuf"] {
-        let real = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .map(|d| std::path::Path::new(d).join(tool))
-            .find(|p| p.exists())
-            .expect("tool installed");
-        std::os::unix::fs::symlink(real, dir.join(tool)).expect("symlink");
-    }
+    // iftop and stdbuf installed, bpftrace not.
     let mut lab = Lab::new();
-    let path = dir.to_string_lossy().into_owned();
-    let mut monitor = lab.spawn_in_host(&["env", &format!("PATH={path}"), BIN, "-i", "vh", "-d", "0", "-q"]);
+    let cmd = lab::without_programs(&["bpftrace"], &[BIN, "-i", "vh", "-d", "0", "-q"]);
+    let mut monitor = lab.spawn_in_host(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
     monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
     let finished = monitor.interrupt();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let announce = finished.stderr.iter().find(|l| l.contains("counting with iftop")).expect("announced");
     assert!(announce.contains("auto: not bpftrace, because bpftrace not found"), "{announce}");

@@ -11,9 +11,9 @@
 pub mod bpftrace;
 pub mod child;
 pub mod iftop;
+pub mod trusted;
 
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -108,22 +108,6 @@ pub enum Step {
 /// Turns a backend's output, line by line, into store records.
 pub trait LineParser: Send {
     fn feed(&mut self, line: &[u8], report: &mut Vec<Record>) -> Step;
-}
-
-/// An executable named `program` in PATH (no shell is asked).
-fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `program` in PATH, or an error with the install hint.
-pub fn require_program(program: &str, hint: &str) -> Result<PathBuf, Error> {
-    find_program(program).ok_or_else(|| Error::fatal(format!("{program} not found in PATH; {hint}")))
 }
 
 #[cfg(test)]

@@ -93,7 +93,9 @@ pub const FLAGS: &[Flag] = &[
         default: None,
         group: Group::Counting,
         doc: "Run this bpftrace script instead of the built-in one \
-              (its output format is in README).",
+              (its output format is in README). Read once at startup; it must be \
+              a regular file of root (or of the running user), writable by no one \
+              else, at most 127 KiB.",
     },
     Flag {
         short: None,

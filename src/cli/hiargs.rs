@@ -57,7 +57,7 @@ struct BackendFlags {
     iface: Option<Iface>,
     sample_interval: Duration,
     filter: AddressFilter,
-    script: Option<PathBuf>,
+    script: Option<bpftrace::Script>,
 }
 
 /// A backend ready to start, and the interface it counts on.
@@ -69,7 +69,8 @@ impl Config {
             iface: low.iface.map(resolve_iface).transpose()?,
             sample_interval: Duration::from_secs(low.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL)),
             filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
-            script: low.bpftrace_script,
+            // Read and vetted once, before any backend is chosen: a bad script is an error, not a fallback.
+            script: low.bpftrace_script.as_deref().map(bpftrace::Script::load).transpose()?,
         };
         let ((backend, iface), backend_reason) = match low.backend {
             Some(lowargs::Backend::Named(kind)) => (build_backend(kind, &flags)?, "chosen with -b".to_string()),

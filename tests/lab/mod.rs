@@ -86,6 +86,24 @@ fn run(args: &[&str]) -> Output {
     output
 }
 
+/// Where the monitor looks for the programs it runs (it never uses PATH).
+pub const SYSTEM_DIRS: [&str; 7] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", "/snap/bin"];
+
+/// `cmd` prefixed so that it runs with `programs` missing from the system
+/// directories: `/dev/null` is bind-mounted over each copy, in a mount
+/// namespace of its own (`ip netns exec` gives one; elsewhere wrap the
+/// result in `unshare -m`). Nothing on the machine changes.
+pub fn without_programs(programs: &[&str], cmd: &[&str]) -> Vec<String> {
+    let mut script = String::new();
+    for program in programs {
+        for dir in SYSTEM_DIRS {
+            script.push_str(&format!("[ -e {dir}/{program} ] && mount --bind /dev/null {dir}/{program}; "));
+        }
+    }
+    script.push_str("exec \"$0\" \"$@\"");
+    ["sh", "-c", &script].iter().chain(cmd).map(|s| s.to_string()).collect()
+}
+
 /// Holds the lab lock: for tests that run the monitor outside a `Lab`.
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())

@@ -1,7 +1,8 @@
 //! The bpftrace backend: finds `bpftrace`, checks what the kernel must offer
 //! (tracefs, BTF), builds the command line for the embedded script
-//! `bpftrace/traffic.bt` (or the user's), handed over as an argument so no
-//! temporary file is written, reads its output ([`parse`] for a line,
+//! `bpftrace/traffic.bt` (or the user's, vetted and read once at startup),
+//! handed over as an argument so no temporary file is written and no file
+//! is read again, reads its output ([`parse`] for a line,
 //! [`reports`] for a report), explains start failures in one line, and reads
 //! how many probe runs the kernel skipped. The script names each packet's
 //! process itself, from the sending socket.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Backend, LineParser, Running};
+use super::{Backend, LineParser, Running, trusted};
 use crate::error::Error;
 use crate::filter::AddressFilter;
 pub use reports::BpftraceParser;
@@ -22,13 +23,33 @@ pub use reports::BpftraceParser;
 #[derive(Clone, Debug)]
 pub struct Params {
     /// `None`: the embedded traffic.bt.
-    pub script: Option<PathBuf>,
+    pub script: Option<Script>,
     pub sample_interval: Duration,
     /// Inode of the network namespace being measured (the monitor's own).
     pub netns_inode: u64,
     /// The interface to count on; 0 = every interface but loopback.
     pub ifindex: u32,
     pub filter: AddressFilter,
+}
+
+/// A user's script (`--bpftrace-script`), read once: every child of the
+/// run gets this text, whatever happens to the file later.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub path: PathBuf,
+    text: String,
+}
+
+/// The longest script accepted: it travels as one argument (`-e`), and
+/// Linux limits one argument to 128 KiB.
+pub const MAX_SCRIPT_BYTES: usize = 128 * 1024 - 1;
+
+impl Script {
+    /// Reads and vets the script root will run (see [`trusted::read_vetted_text`]).
+    pub fn load(path: &Path) -> Result<Script, Error> {
+        let text = trusted::read_vetted_text(path, MAX_SCRIPT_BYTES, "--bpftrace-script")?;
+        Ok(Script { path: path.to_path_buf(), text })
+    }
 }
 
 #[derive(Debug)]
@@ -53,7 +74,7 @@ impl Backend for Bpftrace {
 
     fn method(&self) -> String {
         match &self.params.script {
-            Some(path) => format!("script {}, process from the sending socket", path.display()),
+            Some(script) => format!("script {}, process from the sending socket", script.path.display()),
             None => "built-in traffic.bt, process from the sending socket".into(),
         }
     }
@@ -93,7 +114,7 @@ pub const MAP_KEYS_MAX: u32 = 131_072;
 const INSTALL_HINT: &str = "install it: apt-get install bpftrace (Debian/Ubuntu), dnf install bpftrace, or use -b iftop";
 
 fn find() -> Result<PathBuf, Error> {
-    super::require_program("bpftrace", INSTALL_HINT)
+    trusted::require_program("bpftrace", INSTALL_HINT)
 }
 
 /// The kernel features the script needs, checked up front so the user gets
@@ -119,24 +140,18 @@ fn check_kernel() -> Result<(), Error> {
 /// sample interval in ms, the network namespace inode, the ifindex (0 = all),
 /// an eighth of the sample interval in ms, 1 to count private addresses.
 fn command(bpftrace: &Path, params: &Params) -> Result<Command, Error> {
-    let mut cmd = Command::new(bpftrace);
-    match &params.script {
-        Some(path) => {
-            std::fs::File::open(path).map_err(|e| {
-                Error::fatal(format!("--bpftrace-script {}: {e}", path.display()))
-            })?;
-            cmd.arg(path);
-        }
-        None => {
-            cmd.arg("-e").arg(SCRIPT);
-        }
-    }
+    let mut cmd = trusted::command(bpftrace);
+    let text = params.script.as_ref().map_or(SCRIPT, |script| &script.text);
+    cmd.arg("-e").arg(text);
     let interval_ms = params.sample_interval.as_millis();
     cmd.arg((interval_ms / 2).to_string())
         .arg(params.netns_inode.to_string())
         .arg(params.ifindex.to_string())
         .arg((interval_ms / 8).to_string())
         .arg(if params.filter.include_private { "1" } else { "0" });
+    // bpftrace's own knobs (BPFTRACE_MAP_KEYS_MAX and the like) pass
+    // through the clean environment; nothing else does.
+    cmd.envs(std::env::vars_os().filter(|(name, _)| name.as_encoded_bytes().starts_with(b"BPFTRACE_")));
     if std::env::var_os("BPFTRACE_MAP_KEYS_MAX").is_none() {
         cmd.env("BPFTRACE_MAP_KEYS_MAX", MAP_KEYS_MAX.to_string());
     }

@@ -22,7 +22,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Backend, LineParser, Running, require_program};
+use super::trusted::{self, require_program};
+use super::{Backend, LineParser, Running};
 use crate::error::Error;
 use crate::filter::AddressFilter;
 use crate::store::Store;
@@ -130,7 +131,7 @@ pub fn until_next_block(last: Option<SystemTime>, now: SystemTime) -> Duration {
 const MAX_PAIRS: &str = "1000000";
 
 fn command(iftop: &Path, stdbuf: &Path, iface: &str) -> Command {
-    let mut cmd = Command::new(stdbuf);
+    let mut cmd = trusted::command(stdbuf);
     cmd.arg("-oL")
         .arg(iftop)
         .args(["-t", "-n", "-N", "-B", "-L", MAX_PAIRS, "-i", iface])
