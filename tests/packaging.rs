@@ -94,8 +94,15 @@ fn make_install_and_uninstall_keep_an_edited_configuration() {
     let version = Command::new(&bin).arg("--version").output().expect("run installed");
     assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("ip_traffic_monitor_cli {}", env!("CARGO_PKG_VERSION")));
 
-    // The admin edits the configuration; a new install keeps it.
+    // As shipped, /metrics (remote IPs, local processes) is served on loopback only.
     let conf = stage.0.join("etc/default/ip-traffic-monitor");
+    let shipped = std::fs::read_to_string(&conf).unwrap();
+    let active: Vec<&str> = shipped.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(active, ["IP_TRAFFIC_MONITOR_OPTS=\"--listen 127.0.0.1:9464\""], "{shipped}");
+    let openwrt = std::fs::read_to_string(Path::new(ROOT).join("packaging/openwrt/ip-traffic-monitor.init")).unwrap();
+    assert!(openwrt.contains("IP_TRAFFIC_MONITOR_OPTS=\"--listen 127.0.0.1:9464\"") && !openwrt.contains("-p 9090"), "{openwrt}");
+
+    // The admin edits the configuration; a new install keeps it.
     let edited = "IP_TRAFFIC_MONITOR_OPTS=\"--listen 127.0.0.1:9464 -i eth1\"\n";
     std::fs::write(&conf, edited).unwrap();
     make(&["install", &destdir, "PREFIX=/usr"]);
@@ -198,4 +205,178 @@ fn the_static_binary_alone_counts_the_lab_exactly() {
             assert!((got as f64 - want as f64).abs() <= 0.001 * want as f64, "{ip} {dir}: {got} vs {want}");
         }
     }
+}
+
+/// A systemd of its own, as PID 1 of a new PID and mount namespace (the
+/// machine needs no systemd, and nothing of the host's units runs): it
+/// starts only `ip-traffic-monitor.service`, the packaged unit with a
+/// drop-in that sets the flags and sends the output to a file. A fresh
+/// tmpfs on /sys/fs/cgroup keeps systemd's remounts off the host's; the
+/// cgroups it creates in the shared hierarchies are removed afterwards.
+struct ServiceUnderTest {
+    unshare: std::process::Child,
+    dir: PathBuf,
+    cgroups_before: std::collections::BTreeSet<PathBuf>,
+}
+
+const SYSTEMD: &str = "/lib/systemd/systemd";
+
+fn cgroup_dirs() -> std::collections::BTreeSet<PathBuf> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+                dirs.insert(entry.path());
+            }
+        }
+    }
+    dirs
+}
+
+impl ServiceUnderTest {
+    fn start(binary: &Path, flags: &str) -> ServiceUnderTest {
+        // Not under /tmp or /root: the unit has PrivateTmp and ProtectHome.
+        let dir = PathBuf::from(format!("/usr/local/lib/itm-service-test-{}", std::process::id()));
+        let units = dir.join("units");
+        std::fs::create_dir_all(units.join("ip-traffic-monitor.service.d")).expect("unit dir");
+        std::fs::copy(binary, dir.join("ip_traffic_monitor_cli")).expect("copy the binary");
+        let unit = std::fs::read_to_string(Path::new(ROOT).join("packaging/ip-traffic-monitor.service.in"))
+            .unwrap()
+            .replace("@BINDIR@", &dir.to_string_lossy());
+        std::fs::write(units.join("ip-traffic-monitor.service"), unit).unwrap();
+        let log = dir.join("log");
+        let dropin = format!(
+            "[Service]\nEnvironmentFile=\nEnvironment=\"IP_TRAFFIC_MONITOR_OPTS={flags}\"\n\
+             StandardOutput=append:{log}\nStandardError=append:{log}\nRestart=no\n",
+            log = log.display()
+        );
+        std::fs::write(units.join("ip-traffic-monitor.service.d/test.conf"), dropin).unwrap();
+        std::fs::write(units.join("itm-test.target"), "[Unit]\nWants=ip-traffic-monitor.service\n").unwrap();
+        let cgroups_before = cgroup_dirs();
+        let script = format!(
+            "mount -t tmpfs -o mode=755 itm-cgroup /sys/fs/cgroup && \
+             {{ mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; true; }} && \
+             exec env SYSTEMD_UNIT_PATH={} {SYSTEMD} --system --unit=itm-test.target",
+            units.display()
+        );
+        let unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private", "sh", "-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("unshare");
+        ServiceUnderTest { unshare, dir, cgroups_before }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// The monitor the service runs, once it runs.
+    fn main_pid(&self) -> Option<u32> {
+        let exe = self.dir.join("ip_traffic_monitor_cli");
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            (std::fs::read_link(entry.path().join("exe")).ok()? == exe).then_some(pid)
+        })
+    }
+}
+
+impl Drop for ServiceUnderTest {
+    fn drop(&mut self) {
+        // Killing the namespace's PID 1 (systemd) kills everything in it.
+        for pid in lab::children(self.unshare.id()) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.main_pid().is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Deepest first; a cgroup empties as its processes are reaped.
+        let mut created: Vec<PathBuf> = cgroup_dirs().difference(&self.cgroups_before).cloned().collect();
+        created.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for dir in created {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_default().trim().to_string()
+}
+
+#[test]
+fn the_hardened_unit_starts_and_counts_with_each_backend() {
+    if !lab::require("the_hardened_unit_starts_and_counts_with_each_backend", &["iftop"]) {
+        return;
+    }
+    if !Path::new(SYSTEMD).exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs systemd");
+        eprintln!("SKIPPED the_hardened_unit_starts_and_counts_with_each_backend: needs {SYSTEMD}");
+        return;
+    }
+    let _serial = lab::serial();
+    for backend in ["bpftrace", "iftop"] {
+        let port = lab::free_port();
+        let flags = format!("--listen 127.0.0.1:{port} -b {backend} -i lo");
+        let flags = if backend == "bpftrace" { flags.replace(" -i lo", "") } else { flags };
+        let service = ServiceUnderTest::start(Path::new(lab::BIN), &flags);
+        // Up means: started under every sandbox setting, and reporting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let metrics = loop {
+            let body = scrape(port).unwrap_or_default();
+            if lab::metric_value(&body, "ip_traffic_monitor_backend_up") == Some(1.0) {
+                break body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{backend}: not up within 90 s; its output:\n{}", service.log());
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(metrics.contains(&format!("backend=\"{backend}\"")), "{metrics}");
+        let pid = service.main_pid().expect("the service's monitor");
+        let child = lab::children(pid).first().copied().expect("its backend");
+        println!("{backend}: service up, monitor {pid}, backend {child}");
+        for pid in [pid, child] {
+            assert_eq!(status_field(pid, "Seccomp:"), "2", "SystemCallFilter");
+            assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "NoNewPrivileges");
+            assert_eq!(status_field(pid, "Umask:"), "0077", "UMask");
+        }
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        let read_only = |target: &str| {
+            mounts.lines().any(|l| l.split(' ').nth(4) == Some(target) && l.split(' ').nth(5).is_some_and(|o| o.starts_with("ro")))
+        };
+        assert!(read_only("/proc/sys") && read_only("/sys"), "ProtectKernelTunables");
+        let dev: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/dev"))
+            .expect("its /dev")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(dev.contains(&"null".to_string()) && !dev.iter().any(|d| ["mem", "kmsg", "port"].contains(&d.as_str())), "PrivateDevices: {dev:?}");
+        let memory = "/sys/fs/cgroup/memory/system.slice/ip-traffic-monitor.service/memory.limit_in_bytes";
+        // Where the memory controller is mounted (cgroup v1 here); v2 hosts skip this check.
+        if let Ok(limit) = std::fs::read_to_string(memory) {
+            assert_eq!(limit.trim(), (512u64 << 20).to_string(), "MemoryMax");
+        }
+    }
+}
+
+/// GET /metrics on 127.0.0.1:port.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
