@@ -61,7 +61,22 @@ impl FromStr for Cidr {
         if masked_differs(network, prefix) {
             return Err(format!("'{text}' has host bits set"));
         }
-        Ok(Cidr { network, prefix })
+        Ok(Cidr { network, prefix }.canonical())
+    }
+}
+
+impl Cidr {
+    /// A block of IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d/n`, n >= 96)
+    /// as the IPv4 block it stands for: addresses are compared in
+    /// [`canonical`] form, where a mapped address is IPv4.
+    fn canonical(self) -> Cidr {
+        match self.network {
+            IpAddr::V6(v6) if self.prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => Cidr { network: IpAddr::V4(v4), prefix: self.prefix - 96 },
+                None => self,
+            },
+            _ => self,
+        }
     }
 }
 
@@ -175,12 +190,23 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_blocks_match_the_ipv4_addresses_they_map() {
+        let filter = AddressFilter { include_private: false, exclude: vec!["::ffff:203.0.113.0/120".parse().unwrap()] };
+        assert_eq!(filter.exclude[0], "203.0.113.0/24".parse().unwrap());
+        for counted_as in ["203.0.113.9", "::ffff:203.0.113.9"] {
+            assert!(!filter.counts(canonical(ip(counted_as))), "{counted_as} is excluded");
+        }
+        assert!(filter.counts(canonical(ip("::ffff:198.51.100.7"))));
+        assert_eq!("::ffff:198.51.100.7".parse::<Cidr>().unwrap(), "198.51.100.7/32".parse().unwrap());
+    }
+
+    #[test]
     fn cidr_parsing_rejects_nonsense() {
         assert_eq!("198.51.100.7".parse::<Cidr>().unwrap().prefix, 32);
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix, 0);
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
         assert!("::/0".parse::<Cidr>().unwrap().contains(ip("2001:db8::1")));
-        for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "foo", "10.0.0.0/", "10.0.0.0/x", ""] {
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "foo", "10.0.0.0/", "10.0.0.0/x", "", "::ffff:203.0.113.1/120"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} should be rejected");
         }
     }

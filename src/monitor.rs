@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::backend::{Backend, Event, Running, child};
@@ -77,23 +77,31 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     store.health().set_up(false);
     let mut out = std::io::stdout().lock();
     let view = report::View { top: config.top, color: config.color, locator: Some(&locator) };
-    let _ = report::summary(&mut out, &store.totals_by_volume(), &view, started.elapsed());
+    let _ = report::summary(&mut out, report::Summary::Final, &store.totals_by_volume(), &view, started.elapsed());
     let _ = out.flush();
     outcome.map(|()| 0)
 }
 
 fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(|e| Error::fatal(format!("cannot install signal handlers: {e}")))?;
     thread::spawn(move || {
         for signal in signals.forever() {
-            // SIGHUP (a closed terminal, `systemctl reload`): there is no file
-            // to reopen, so it is noted and counting goes on.
-            if signal == SIGHUP {
-                eprintln!("SIGHUP received: ignored, counting goes on (stop with SIGINT or SIGTERM)");
-                continue;
-            }
-            if events.send(Event::Signal).is_err() {
+            let event = match signal {
+                // A closed terminal, `systemctl reload`: there is no file to
+                // reopen, so it is noted and counting goes on.
+                SIGHUP => {
+                    eprintln!("SIGHUP received: ignored, counting goes on (stop with SIGINT or SIGTERM)");
+                    continue;
+                }
+                SIGUSR2 => {
+                    eprintln!("SIGUSR2 received: ignored (SIGUSR1 prints the totals so far)");
+                    continue;
+                }
+                SIGUSR1 => Event::ShowTotals,
+                _ => Event::Signal,
+            };
+            if events.send(event).is_err() {
                 break;
             }
         }
@@ -116,7 +124,7 @@ fn wait_attached(backend: &dyn Backend, events: &Receiver<Event>, running: &mut 
                 running.wait();
                 return Err(Error::fatal(backend.explain_start_failure(&running.stderr.lines())));
             }
-            Ok(Event::Report) => {}
+            Ok(Event::Report | Event::ShowTotals) => {}
             Err(_) => {
                 return Err(Error::fatal(format!(
                     "{} did not attach within {} s",
@@ -198,6 +206,7 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
                 on_report(ctx, running, &mut seen);
             }
             Event::Signal => break,
+            Event::ShowTotals => show_totals(ctx),
             Event::Attached => {}
             Event::Exited => {
                 if up_since.elapsed() >= HEALTHY_RUN {
@@ -285,7 +294,7 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
         if deadline.is_some_and(|d| d <= wake) {
             return None;
         }
-        if let Ok(Event::Signal) = ctx.events.recv_timeout(*delay) {
+        if !wait_unless_stopped(ctx, *delay) {
             return None;
         }
         *delay = (*delay * 2).min(RESTART_DELAY_MAX);
@@ -308,6 +317,27 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
             Err(err) => eprintln!("{err}"),
         }
     }
+}
+
+/// Waits `delay`, answering SIGUSR1 meanwhile; false if a stop signal came.
+fn wait_unless_stopped(ctx: &Ctx, delay: Duration) -> bool {
+    let until = Instant::now() + delay;
+    loop {
+        match ctx.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Event::Signal) => return false,
+            Ok(Event::ShowTotals) => show_totals(ctx),
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// SIGUSR1: the totals table as at the end of a run, and counting goes on.
+fn show_totals(ctx: &Ctx) {
+    let mut out = std::io::stdout().lock();
+    let view = report::View { top: ctx.config.top, color: ctx.config.color, locator: Some(ctx.locator) };
+    let _ = report::summary(&mut out, report::Summary::SoFar, &ctx.store.totals_by_volume(), &view, ctx.started.elapsed());
+    let _ = out.flush();
 }
 
 /// Before stopping: a backend that does not print its last report when

@@ -149,12 +149,24 @@ pub fn interval_table(out: &mut impl Write, interval: &Interval, view: &View, el
     table(out, &interval.rows, interval.active, view, Columns::Interval)
 }
 
-/// The final summary: totals per remote IP with exact byte counts.
-pub fn summary(out: &mut impl Write, rows: &[Row], view: &View, elapsed: Duration) -> std::io::Result<()> {
+/// Which totals table: the one at the end of the run, or one asked for
+/// while it goes on (SIGUSR1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Summary {
+    Final,
+    SoFar,
+}
+
+/// Totals per remote IP with exact byte counts.
+pub fn summary(out: &mut impl Write, which: Summary, rows: &[Row], view: &View, elapsed: Duration) -> std::io::Result<()> {
     let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.tx, rx + r.traffic.rx));
+    let title = match which {
+        Summary::Final => "Summary",
+        Summary::SoFar => "Totals so far (SIGUSR1)",
+    };
     writeln!(
         out,
-        "\n== Summary: {:.1} s, {} remote IPs, TX {} ({tx} bytes), RX {} ({rx} bytes) ==",
+        "\n== {title}: {:.1} s, {} remote IPs, TX {} ({tx} bytes), RX {} ({rx} bytes) ==",
         elapsed.as_secs_f64(),
         rows.len(),
         human_bytes(tx),
@@ -211,7 +223,7 @@ mod tests {
         assert!(String::from_utf8(out).unwrap().contains("2 tracked remote IPs (7 folded by --max-ips)"));
 
         let mut out = Vec::new();
-        summary(&mut out, &rows, &View { top: 10, color: false, locator: None }, Duration::from_secs(30)).unwrap();
+        summary(&mut out, Summary::Final, &rows, &View { top: 10, color: false, locator: None }, Duration::from_secs(30)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("3000000") && text.contains("2001:db8::2") && text.contains("(3000005 bytes)"), "{text}");
     }

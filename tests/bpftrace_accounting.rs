@@ -449,3 +449,35 @@ fn a_stopped_bpftrace_is_marked_down_and_then_resumes_or_is_replaced() {
     let finished = monitor.interrupt();
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
 }
+
+#[test]
+fn sigusr1_prints_the_totals_so_far_and_sigusr2_is_ignored() {
+    if !lab::require_lab("sigusr1_prints_the_totals_so_far_and_sigusr2_is_ignored") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    let port = lab::free_port();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.iperf(&["-c", "198.51.100.7", "-n", "2M"]);
+    let sent = lab.truth()[&("198.51.100.7".to_string(), "tx")];
+    lab.scrape_when_series_hold(port, &[("198.51.100.7", "tx", sent as f64)]);
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &monitor.pid().to_string()]).status().expect("kill").success());
+    };
+    signal("-USR1");
+    signal("-USR2");
+    monitor.wait_for_stderr("SIGUSR2 received: ignored", Duration::from_secs(5));
+    let metrics = lab.http_get_in_host(port, "/metrics");
+    assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_up"), Some(1.0), "still counting");
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let so_far = finished.stdout.iter().position(|l| l.starts_with("== Totals so far (SIGUSR1)")).expect("a totals table on SIGUSR1");
+    let end = finished.stdout.iter().position(|l| l.starts_with("== Summary")).expect("the summary at the end");
+    assert!(so_far < end);
+    let row = finished.stdout[so_far..end].iter().find(|l| l.starts_with("198.51.100.7 ")).expect("the flow's row");
+    let tx: u64 = row.split_whitespace().nth(5).and_then(|v| v.parse().ok()).expect("exact TX bytes");
+    println!("SIGUSR1 table: {row}");
+    assert_eq!(tx, sent, "the totals so far, exact");
+}

@@ -40,7 +40,8 @@ fn prometheus_scrapes_what_nftables_counted() {
     lab.wait_until_prometheus_has(&exposition);
     let check = lab::promtool_check(&exposition);
     assert!(check.0, "promtool check metrics: {}", check.1);
-    assert!(exposition.contains("process=\"q\\\"x\\\\y中\""), "escaped process label:\n{exposition}");
+    // Shown as `q"x\\y中` (a backslash doubled), then escaped for the label.
+    assert!(exposition.contains(r#"process="q\"x\\\\y中""#), "escaped process label:\n{exposition}");
 
     let truth = lab.truth();
     println!("{:<14} {:<3} {:>10} {:>10}", "remote", "dir", "nftables", "prometheus");
@@ -252,6 +253,19 @@ fn http_server_handles_normal_odd_and_hostile_clients() {
             assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
         }
     }
+
+    // A request with bare LF line ends is refused at once, not after the 10 s head timeout.
+    let started = Instant::now();
+    let mut s = served.connect();
+    s.write_all(b"GET /metrics HTTP/1.1\nHost: t\n\n").expect("write");
+    assert_eq!(read_response(&mut s, false).0, "HTTP/1.1 400 Bad Request");
+    assert!(started.elapsed() < Duration::from_secs(1), "bare LF answered in {:?}", started.elapsed());
+    // `close` wins over `keep-alive`, whatever their order.
+    let mut s = served.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close, keep-alive\r\n\r\n").expect("write");
+    let (status, headers, _) = read_response(&mut s, false);
+    assert_eq!((status.as_str(), header(&headers, "connection")), ("HTTP/1.1 200 OK", Some("close")));
+    assert_eq!(s.read(&mut [0u8; 16]).expect("eof"), 0, "closed");
 
     // 200 idle connections, and a client sending one byte per second.
     let idle: Vec<TcpStream> = (0..200).map(|_| served.connect()).collect();

@@ -31,6 +31,8 @@ pub enum Event {
     Exited,
     /// SIGINT or SIGTERM arrived.
     Signal,
+    /// SIGUSR1 arrived: print the totals so far, and go on.
+    ShowTotals,
 }
 
 /// The last lines a child wrote to stderr.

@@ -200,7 +200,7 @@ pub const FLAGS: &[Flag] = &[
         value: Some("CIDR[,CIDR...]"),
         default: None,
         group: Group::Filtering,
-        doc: "Never count these ranges (repeatable).",
+        doc: "Never count these ranges (repeatable); ::ffff:a.b.c.d/n means the IPv4 range.",
     },
     Flag {
         short: Some('h'),
