@@ -410,14 +410,9 @@ fn a_stopped_bpftrace_is_marked_down_and_then_resumes_or_is_replaced() {
         return;
     }
     let mut lab = Lab::new();
-    lab.start_iperf_server();
-    let port = lab::free_port();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
-    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let (mut monitor, port) = lab.start_counting();
     let value = |m: &str, name: &str| lab::metric_value(m, name).unwrap_or(-1.0);
-    let signal = |sig: &str, pid: u32| {
-        assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill").success());
-    };
+    let signal = lab::signal;
 
     // Stopped for a few intervals: marked down, traffic meanwhile still
     // counted by the kernel side, and up again once it reports.
@@ -456,18 +451,12 @@ fn sigusr1_prints_the_totals_so_far_and_sigusr2_is_ignored() {
         return;
     }
     let mut lab = Lab::new();
-    lab.start_iperf_server();
-    let port = lab::free_port();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
-    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    let (mut monitor, port) = lab.start_counting();
     lab.iperf(&["-c", "198.51.100.7", "-n", "2M"]);
     let sent = lab.truth()[&("198.51.100.7".to_string(), "tx")];
     lab.scrape_when_series_hold(port, &[("198.51.100.7", "tx", sent as f64)]);
-    let signal = |sig: &str| {
-        assert!(std::process::Command::new("kill").args([sig, &monitor.pid().to_string()]).status().expect("kill").success());
-    };
-    signal("-USR1");
-    signal("-USR2");
+    lab::signal("-USR1", monitor.pid());
+    lab::signal("-USR2", monitor.pid());
     monitor.wait_for_stderr("SIGUSR2 received: ignored", Duration::from_secs(5));
     let metrics = lab.http_get_in_host(port, "/metrics");
     assert_eq!(lab::metric_value(&metrics, "ip_traffic_monitor_backend_up"), Some(1.0), "still counting");

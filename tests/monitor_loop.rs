@@ -24,63 +24,41 @@ use ip_traffic_monitor_cli::monitor;
 /// 198.51.100.7 by PID 7, named "fake" (hex-escaped, as the script prints names).
 const ONE_REPORT: &str = "@attached\\n@tx[198.51.100.7]: 5\\n@comm[7]: \\\\x66\\\\x61\\\\x6b\\\\x65\\n@proc[198.51.100.7]: 7\\n@end\\n";
 
-/// Prints one report, then exits: every child the monitor starts adds 5
-/// bytes and then dies.
+/// A backend whose child is a small shell script: `name` in the metrics,
+/// `script` run by /bin/sh, a report due every `interval`.
 #[derive(Debug)]
-struct OneReportThenExit;
-
-impl Backend for OneReportThenExit {
-    fn name(&self) -> &'static str {
-        "fake"
-    }
-    fn probe(&self) -> Result<(), Error> {
-        Ok(())
-    }
-    fn method(&self) -> String {
-        "one report, then exit".into()
-    }
-    fn command(&self) -> Result<Command, Error> {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &format!("printf '{ONE_REPORT}'")]);
-        cmd.stdin(Stdio::null());
-        Ok(cmd)
-    }
-    fn report_interval(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn parser(&self) -> Box<dyn LineParser> {
-        Box::new(BpftraceParser::new(AddressFilter::default()))
-    }
-    fn explain_start_failure(&self, _stderr: &[String]) -> String {
-        "the fake did not start".into()
-    }
+struct Fake {
+    name: &'static str,
+    script: &'static str,
+    interval: Duration,
 }
 
-/// Prints one report, then lives on without a word (a hung backend): a
-/// report is due every 200 ms.
-#[derive(Debug)]
-struct OneReportThenSilence;
+/// Prints one report, then exits: every child the monitor starts adds 5
+/// bytes and then dies.
+const ONE_REPORT_THEN_EXIT: Fake = Fake { name: "fake", script: "", interval: Duration::from_secs(1) };
 
-const SILENCE_INTERVAL: Duration = Duration::from_millis(200);
+/// Prints one report, then lives on without a word (a hung backend).
+const ONE_REPORT_THEN_SILENCE: Fake =
+    Fake { name: "silent", script: "; exec sleep 600", interval: Duration::from_millis(200) };
 
-impl Backend for OneReportThenSilence {
+impl Backend for Fake {
     fn name(&self) -> &'static str {
-        "silent"
+        self.name
     }
     fn probe(&self) -> Result<(), Error> {
         Ok(())
     }
     fn method(&self) -> String {
-        "one report, then silence".into()
+        format!("printf, then `{}`", self.script)
     }
     fn command(&self) -> Result<Command, Error> {
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &format!("printf '{ONE_REPORT}'; exec sleep 600")]);
+        cmd.args(["-c", &format!("printf '{ONE_REPORT}'{}", self.script)]);
         cmd.stdin(Stdio::null());
         Ok(cmd)
     }
     fn report_interval(&self) -> Duration {
-        SILENCE_INTERVAL
+        self.interval
     }
     fn parser(&self) -> Box<dyn LineParser> {
         Box::new(BpftraceParser::new(AddressFilter::default()))
@@ -127,7 +105,7 @@ fn any_backend_is_supervised_restarted_and_counted_on() {
         return;
     }
     let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
-    let config = config(Arc::new(OneReportThenExit), listen, 6);
+    let config = config(Arc::new(ONE_REPORT_THEN_EXIT), listen, 6);
     let run = std::thread::spawn(move || monitor::run(&config).map_err(|e| e.to_string()));
 
     // Restarts come after 1 s, then 2 s of backoff: by then three children
@@ -163,7 +141,7 @@ fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
         return;
     }
     let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
-    let config = config(Arc::new(OneReportThenSilence), listen, 8);
+    let config = config(Arc::new(ONE_REPORT_THEN_SILENCE), listen, 8);
     let started = Instant::now();
     let run = std::thread::spawn(move || monitor::run(&config).map_err(|e| e.to_string()));
 
@@ -187,6 +165,6 @@ fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
     let down = seen_down_at.expect("backend_up went to 0 while the child was silent");
     let back = restarted_at.expect("the silent child was killed and a new one counted as a restart");
     assert!(down < back, "down before the restart");
-    assert!(back >= SILENCE_INTERVAL * 10, "not killed before 10 intervals of silence: {back:?}");
+    assert!(back >= ONE_REPORT_THEN_SILENCE.interval * 10, "not killed before 10 intervals of silence: {back:?}");
     assert_eq!(run.join().expect("the monitor thread"), Ok(0));
 }

@@ -301,6 +301,17 @@ impl Lab {
         Monitor { child: Some(child), stderr_lines: lines, stderr: Vec::new(), stdout: Some(out) }
     }
 
+    /// The usual run for watching the monitor itself: an iperf3 server in
+    /// the remote, and the monitor on `vh` reporting every second, quiet,
+    /// exporting every IP (-t 0) on a free port, counting.
+    pub fn start_counting(&mut self) -> (Monitor, u16) {
+        self.start_iperf_server();
+        let port = free_port();
+        let mut monitor = self.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
+        monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+        (monitor, port)
+    }
+
     pub fn start_iperf_server(&mut self) {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.remote, "iperf3", "-s"])
@@ -667,6 +678,12 @@ impl Drop for Monitor {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends `signal` (as `kill` spells it: "-STOP", "-USR1") to `pid`.
+pub fn signal(signal: &str, pid: u32) {
+    let sent = Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
+    assert!(sent.success(), "kill {signal} {pid}");
 }
 
 /// The processes `pid` started, from /proc.
