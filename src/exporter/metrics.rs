@@ -27,12 +27,12 @@ pub const RX_BYTES: Metric = Metric {
 pub const UNEXPORTED_TX: Metric = Metric {
     name: "ip_traffic_unexported_tx_bytes_total",
     kind: "counter",
-    help: "Transmitted bytes to remote IPs while they had no series of their own (below the export threshold, folded by --max-ips, or beyond bpftrace's map room)",
+    help: "Transmitted bytes not on a current per-IP series: of remote IPs below the export threshold, dropped under --max-ips (their series too), or beyond bpftrace's map room",
 };
 pub const UNEXPORTED_RX: Metric = Metric {
     name: "ip_traffic_unexported_rx_bytes_total",
     kind: "counter",
-    help: "Received bytes from remote IPs while they had no series of their own (below the export threshold, folded by --max-ips, or beyond bpftrace's map room)",
+    help: "Received bytes not on a current per-IP series: of remote IPs below the export threshold, dropped under --max-ips (their series too), or beyond bpftrace's map room",
 };
 pub const PROCESS_INFO: Metric = Metric {
     name: "ip_traffic_remote_process_info",
@@ -72,7 +72,12 @@ pub const TRACKED_IPS: Metric = Metric {
 pub const FOLDED_IPS: Metric = Metric {
     name: "ip_traffic_monitor_folded_ips_total",
     kind: "counter",
-    help: "Remote IPs dropped from memory (or never admitted) under the --max-ips cap, their bytes kept in the unexported counters",
+    help: "Remote IPs dropped from memory under the --max-ips cap, the quietest first, their bytes kept in the unexported counters",
+};
+pub const EVICTED_SERIES: Metric = Metric {
+    name: "ip_traffic_monitor_evicted_series_total",
+    kind: "counter",
+    help: "Of the dropped remote IPs, those that had their own series: it ended, its bytes moved to the unexported counters",
 };
 pub const LAST_REPORT: Metric = Metric {
     name: "ip_traffic_monitor_last_report_timestamp_seconds",
@@ -200,6 +205,7 @@ fn self_description(out: &mut String, snap: &Exported, health: &HealthState, bac
     sample(out, &MISSED_PROBE_RUNS, health.missed_events);
     sample(out, &TRACKED_IPS, snap.tracked as u64);
     sample(out, &FOLDED_IPS, snap.folded_ips);
+    sample(out, &EVICTED_SERIES, snap.evicted_series);
     header(out, &LAST_REPORT);
     // No report yet: the metric is absent rather than a misleading 0.
     if let Some(t) = snap.progress.last_report.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {

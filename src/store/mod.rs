@@ -7,9 +7,12 @@
 //! Export rule (`-t`, docs/ACCOUNTING.md): an IP gets its own series in the
 //! report where its traffic first exceeds the threshold, and keeps it while
 //! it is tracked. Its series counts from that report on (bytes of that report
-//! included); the bytes it had before stay in the `unexported` sums. So
-//! every counter only grows, and the per-IP series plus the unexported sums
-//! equal all counted bytes. That invariant is kept here: callers change the
+//! included); the bytes it had before stay in the `unexported` sums. When
+//! `--max-ips` is reached the quietest IPs give way, exported ones too once
+//! they are the quietest: their series end and their bytes move to the
+//! unexported sums ("bytes not on a current series"). So every counter only
+//! grows, and the per-IP series plus the unexported sums equal all counted
+//! bytes, and a flood never locks later IPs out of a series of their own. That invariant is kept here: callers change the
 //! totals only through [`Store::apply_report`] and read them as copies.
 //! The backend's health is beside the totals, in [`Health`].
 
@@ -133,9 +136,10 @@ struct Totals {
     /// Bytes of IPs while they had no series of their own.
     unexported_tx: u64,
     unexported_rx: u64,
-    /// IPs dropped by the `--max-ips` cap (or never admitted), their bytes
-    /// kept in the unexported sums.
+    /// IPs dropped by the `--max-ips` cap, their bytes kept in the unexported sums.
     folded_ips: u64,
+    /// Of those, IPs that had their own series (it ended when they went).
+    evicted_series: u64,
     /// Bytes counted without an IP (the backend's maps were full), in the
     /// unexported sums too.
     unkeyed_bytes: u64,
@@ -179,7 +183,19 @@ pub struct Exported {
     pub unexported_rx: u64,
     pub tracked: usize,
     pub folded_ips: u64,
+    pub evicted_series: u64,
     pub progress: Progress,
+}
+
+/// Reports within which an IP counts as active: among active IPs the
+/// smallest give way first, so a flood of new one-packet sources evicts
+/// itself rather than a busy peer whose bytes of this report are not applied yet.
+const ACTIVE_REPORTS: u64 = 2;
+
+/// The eviction order, quietest first: not seen for the longest, and among
+/// the IPs active in the last [`ACTIVE_REPORTS`] reports, the fewest bytes.
+fn quietness(t: &Traffic, now: u64) -> (u64, u64) {
+    (t.last_seen.min(now.saturating_sub(ACTIVE_REPORTS)), t.tx + t.rx)
 }
 
 /// The console's view of one interval.
@@ -268,14 +284,8 @@ impl Store {
     }
 
     fn add(&self, totals: &mut Totals, ip: IpAddr, bytes: u64, direction: Direction) {
-        if !totals.ips.contains_key(&ip) && !self.make_room(totals) {
-            // Every tracked IP is exported: this one is summed, not tracked.
-            totals.folded_ips += 1;
-            match direction {
-                Direction::Tx => totals.unexported_tx += bytes,
-                Direction::Rx => totals.unexported_rx += bytes,
-            }
-            return;
+        if !totals.ips.contains_key(&ip) {
+            self.make_room(totals);
         }
         let report = totals.reports;
         let t = totals.ips.entry(ip).or_default();
@@ -299,34 +309,34 @@ impl Store {
         }
     }
 
-    /// Makes room for one more IP under `--max-ips`: when full, the quietest
-    /// tenth of the never-exported IPs go (their bytes are all in the
-    /// unexported sums already, so totals stay exact; exported IPs are kept
-    /// so no series vanishes). One pass frees room for many arrivals. False
-    /// when every tracked IP is exported.
-    fn make_room(&self, totals: &mut Totals) -> bool {
+    /// Makes room for one more IP under `--max-ips`: when the table is
+    /// full, the quietest tenth gives way, exported IPs included (see
+    /// [`quietness`]). An evicted IP's bytes are all in the unexported sums
+    /// (an exported IP's series values move there and its series ends), so
+    /// every family only grows and together they still hold every byte
+    /// counted. One pass over the table frees room for a tenth of it: on
+    /// average a new IP costs a constant, whatever the table holds.
+    fn make_room(&self, totals: &mut Totals) {
         if totals.ips.len() < self.max_ips {
-            return true;
+            return;
         }
-        let mut quiet: Vec<(u64, u64, IpAddr)> = totals
-            .ips
-            .iter()
-            .filter(|(_, t)| t.export_base.is_none())
-            .map(|(ip, t)| (t.last_seen, t.tx + t.rx, *ip))
-            .collect();
-        if quiet.is_empty() {
-            return false;
-        }
-        let n = (self.max_ips / 10).clamp(1, quiet.len());
-        quiet.select_nth_unstable(n - 1);
-        for &(_, bytes, ip) in &quiet[..n] {
-            totals.ips.remove(&ip);
+        let now = totals.reports;
+        let mut order: Vec<(u64, u64, IpAddr)> =
+            totals.ips.iter().map(|(ip, t)| { let (a, b) = quietness(t, now); (a, b, *ip) }).collect();
+        let n = (self.max_ips / 10).clamp(1, order.len());
+        order.select_nth_unstable(n - 1);
+        for &(_, _, ip) in &order[..n] {
+            let Some(t) = totals.ips.remove(&ip) else { continue };
+            if let Some((tx, rx)) = t.exported() {
+                totals.unexported_tx += tx;
+                totals.unexported_rx += rx;
+                totals.evicted_series += 1;
+            }
             // An entry holding only an owner (its bytes not reported yet) folds no traffic.
-            if bytes > 0 {
+            if t.tx + t.rx > 0 {
                 totals.folded_ips += 1;
             }
         }
-        true
     }
 
     /// Whether `t`'s new bytes belong to its own series: it was exported
@@ -411,6 +421,7 @@ impl Store {
             unexported_rx: totals.unexported_rx,
             tracked: totals.ips.len(),
             folded_ips: totals.folded_ips,
+            evicted_series: totals.evicted_series,
             progress: totals.progress(),
         }
     }
@@ -543,12 +554,18 @@ mod tests {
         assert_eq!(store.totals_by_volume()[0].traffic.owner, Some(owner));
     }
 
+    /// Every byte the store holds: the series plus the unexported sums.
+    fn all_bytes(store: &Store) -> u64 {
+        let e = store.exported();
+        e.series.iter().map(|s| s.tx + s.rx).sum::<u64>() + e.unexported_tx + e.unexported_rx
+    }
+
     #[test]
-    fn the_cap_folds_quiet_unexported_ips_and_keeps_every_byte() {
+    fn a_full_table_evicts_the_quietest_exported_or_not_and_keeps_every_byte() {
         let store = Store::new(100, 10);
-        let exported: Vec<IpAddr> = (0..5).map(|i| ip(&format!("198.51.100.{i}"))).collect();
-        for e in &exported {
-            store.apply_report(&[Record::Tx(*e, 1000)], 0); // past -t: exported
+        let early: Vec<IpAddr> = (0..5).map(|i| ip(&format!("198.51.100.{i}"))).collect();
+        for e in &early {
+            store.apply_report(&[Record::Tx(*e, 1000)], 0); // past -t: exported, then silent
         }
         let mut sent = 5000;
         for i in 0..1000u32 {
@@ -556,26 +573,50 @@ mod tests {
             store.apply_report(&[Record::Rx(small, 7)], 0);
             sent += 7;
         }
+        let e = store.exported();
+        assert!(e.tracked <= 10, "{} tracked", e.tracked);
+        assert!(e.series.is_empty(), "the early IPs went silent and gave way: {:?}", e.series);
+        assert_eq!(e.evicted_series, 5);
+        assert_eq!(all_bytes(&store), sent, "all families together equal what was counted");
+        assert!(e.folded_ips >= 990, "{}", e.folded_ips);
         let t = store.lock();
-        assert!(t.ips.len() <= 10, "{} tracked", t.ips.len());
-        for e in &exported {
-            assert!(t.ips.contains_key(e), "exported IPs are never folded");
-        }
-        let tracked: u64 = t.ips.values().map(|t| t.exported().map_or(0, |(tx, rx)| tx + rx)).sum();
-        assert_eq!(tracked + t.unexported_tx + t.unexported_rx, sent, "all families together equal what was counted");
-        assert!(t.folded_ips >= 990, "{}", t.folded_ips);
-        let recent = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + 999));
-        assert!(t.ips.contains_key(&recent), "the newest stays, the quietest went");
+        assert!(t.ips.contains_key(&IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + 999))), "the newest stays");
     }
 
     #[test]
-    fn with_every_slot_exported_new_ips_are_summed_untracked() {
+    fn a_table_full_of_exported_ips_still_gives_a_new_ip_its_series() {
         let store = Store::new(0, 2);
         store.apply_report(&[Record::Tx(ip("198.51.100.1"), 1), Record::Tx(ip("198.51.100.2"), 1)], 0);
         store.apply_report(&[Record::Tx(ip("198.51.100.3"), 5), Record::Owner(ip("198.51.100.3"), Owner::default())], 0);
-        let t = store.lock();
-        assert_eq!(t.ips.len(), 2);
-        assert_eq!((t.unexported_tx, t.folded_ips), (5, 1));
+        let e = store.exported();
+        assert!(e.series.iter().any(|s| s.ip == ip("198.51.100.3") && s.tx == 5), "{:?}", e.series);
+        assert_eq!((e.tracked, e.evicted_series, e.folded_ips, e.unexported_tx), (2, 1, 1, 1));
+        assert_eq!(all_bytes(&store), 7);
+    }
+
+    #[test]
+    fn busy_peers_keep_their_series_through_a_flood_of_new_sources() {
+        let store = Store::new(0, 200);
+        let busy: Vec<IpAddr> = (0..10).map(|i| ip(&format!("2001:db8::{i}"))).collect();
+        let mut fresh = 0u32;
+        for _ in 0..100 {
+            // The flood's records come first: a busy peer's bytes of this report are not in yet.
+            let mut report: Vec<Record> = (0..500)
+                .map(|_| {
+                    fresh += 1;
+                    Record::Rx(IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + fresh)), 60)
+                })
+                .collect();
+            report.extend(busy.iter().map(|b| Record::Tx(*b, 1000)));
+            store.apply_report(&report, 0);
+        }
+        let e = store.exported();
+        for b in &busy {
+            let series = e.series.iter().find(|s| s.ip == *b).map(|s| s.tx);
+            assert_eq!(series, Some(100 * 1000), "{b}: every byte on its series since the first");
+        }
+        assert!(e.evicted_series > 40_000, "the flood made room for itself: {}", e.evicted_series);
+        assert_eq!(all_bytes(&store), 100 * (500 * 60 + 10 * 1000));
     }
 
     #[test]
