@@ -393,8 +393,10 @@ fn warn_about_missed_events(ctx: &Ctx, running: &Running) {
 fn warn_about_unkeyed_bytes(unkeyed: u64, seen: &mut u64) {
     if unkeyed > *seen {
         eprintln!(
-            "warning: {} bytes came from more remote IPs in one interval than bpftrace's maps hold \
-             (BPFTRACE_MAP_KEYS_MAX); they are in the unexported totals, not on an IP",
+            "warning: {} bytes counted in the kernel reached no remote IP: bpftrace's maps were full \
+             (more remote IPs in one interval than BPFTRACE_MAP_KEYS_MAX) or it printed them too late \
+             (starved of CPU); they are in the unexported totals and in \
+             ip_traffic_monitor_unattributed_bytes_total, so every total stays exact",
             unkeyed - *seen
         );
         *seen = unkeyed;

@@ -271,7 +271,7 @@ fn more_ips_in_an_interval_than_the_maps_hold_still_sum_exactly() {
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.resolve_neighbours(&["192.0.2.2"]);
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
-    monitor.wait_for_stderr("bytes came from more remote IPs in one interval than bpftrace's maps hold", Duration::from_secs(10));
+    monitor.wait_for_stderr("bytes counted in the kernel reached no remote IP", Duration::from_secs(10));
     // The second buffer's report too, if the loop spanned two.
     let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE, "192.0.2.2"]);
     let counters = lab.truth();
@@ -387,8 +387,8 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     let metrics = lab.scrape_when_counted(9464, &[MANY_IPS_RANGE]);
     let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
     let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
-    println!("100,000 sources: nftables {want} bytes, all families {got}, tracked {tracked}");
-    assert_eq!(got, want, "every source counted");
+    println!("100,000 sources: tracked {tracked}");
+    lab::assert_counted("100,000 sources, all families", want, got, &metrics, 30.0);
     assert!(tracked >= 99_000.0, "{tracked}");
 
     // A million, with the cap at 100,000: memory bounded, sums exact.
@@ -397,8 +397,8 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     let rss = lab::metric_value(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
     let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
     let (want, got) = (rx_of(&lab) as f64, family_sum(&metrics));
-    println!("1,000,000 sources: nftables {want} bytes, all families {got}, tracked {tracked}, monitor RSS {} MiB", rss / 1048576.0);
-    assert_eq!(got, want, "all families together equal the nftables total");
+    println!("1,000,000 sources: tracked {tracked}, monitor RSS {} MiB", rss / 1048576.0);
+    lab::assert_counted("1,000,000 sources, all families", want, got, &metrics, 30.0);
     assert!(tracked <= 100_000.0, "{tracked}");
     assert!(rss < 200.0 * 1048576.0, "resident memory bounded: {rss}");
     drop(monitor);

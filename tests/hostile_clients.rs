@@ -85,18 +85,6 @@ fn metric(body: &[u8], name: &str) -> f64 {
     lab::metric_value(&String::from_utf8_lossy(body), name).unwrap_or(0.0)
 }
 
-/// Memory depends on the allocator: measure the binary people run (the
-/// static musl build, which `make test` makes first), else the test build.
-fn shipped_binary() -> &'static str {
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/target/static/ip_traffic_monitor_cli");
-    if std::path::Path::new(shipped).exists() {
-        return shipped;
-    }
-    assert!(std::env::var_os("CI").is_none(), "make test builds target/static first");
-    println!("no target/static binary (make release): measuring the test build, with glibc's allocator");
-    BIN
-}
-
 /// The lab with 100,000 remote sources counted and exported (-t 0); the
 /// monitor serves on 0.0.0.0 and the test reaches it at two addresses.
 fn lab_with_many_series() -> (Lab, Monitor, [SocketAddr; 2]) {
@@ -105,7 +93,7 @@ fn lab_with_many_series() -> (Lab, Monitor, [SocketAddr; 2]) {
     let hosts = lab.link_to_test();
     let port = lab::free_port();
     let listen = format!("0.0.0.0:{port}");
-    let mut monitor = lab.spawn_in_host(&[shipped_binary(), "-i", "vh", "-d", "0", "-s", "4", "-q", "-t", "0", "--listen", &listen]);
+    let mut monitor = lab.spawn_in_host(&[lab::shipped_binary(), "-i", "vh", "-d", "0", "-s", "4", "-q", "-t", "0", "--listen", &listen]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let servers = hosts.map(|ip: IpAddr| SocketAddr::new(ip, port));
     lab.udp_from_remote_sources(SOURCES);

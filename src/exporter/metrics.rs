@@ -64,6 +64,11 @@ pub const MISSED_PROBE_RUNS: Metric = Metric {
     kind: "counter",
     help: "Probe runs the kernel skipped because another BPF tracing program was running (packets possibly not counted)",
 };
+pub const UNATTRIBUTED: Metric = Metric {
+    name: "ip_traffic_monitor_unattributed_bytes_total",
+    kind: "counter",
+    help: "Bytes the backend counted that reached no remote IP (bpftrace's maps were full, or it printed them too late), included in the unexported counters",
+};
 pub const TRACKED_IPS: Metric = Metric {
     name: "ip_traffic_monitor_tracked_ips",
     kind: "gauge",
@@ -203,6 +208,7 @@ fn self_description(out: &mut String, snap: &Exported, health: &HealthState, bac
     sample(out, &BACKEND_RESTARTS, health.restarts);
     sample(out, &PARSE_ERRORS, snap.progress.parse_errors);
     sample(out, &MISSED_PROBE_RUNS, health.missed_events);
+    sample(out, &UNATTRIBUTED, snap.progress.unkeyed_bytes);
     sample(out, &TRACKED_IPS, snap.tracked as u64);
     sample(out, &FOLDED_IPS, snap.folded_ips);
     sample(out, &EVICTED_SERIES, snap.evicted_series);

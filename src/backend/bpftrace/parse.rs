@@ -3,13 +3,14 @@
 //! README ("自定义 bpftrace 脚本") so that users can write their own scripts:
 //!
 //! ```text
-//! @tx0[198.51.100.7]: 20992712       bytes sent to an IP since the last report
-//! @rx[2001:db8::2]: 10506212         bytes received from it (any map named tx*/rx*)
+//! @tx0[198.51.100.7]: 20992712       bytes sent to an IP since the last report,
+//!                                     from buffer 0 (any map named tx or txN, N a digit)
+//! @rx1[2001:db8::2]: 10506212        bytes received from it, from buffer 1 (rx, rxN)
+//! @cumtx0: 20992712                  optional, after buffer 0's per-IP lines: every
+//! @cumrx0: 10506212                  byte buffer 0 ever took, never cleared
 //! @proc[198.51.100.7]: 2135          the PID of the local process talking to it
 //! @comm[2135]: \x69\x70\x65...       that process's name, each byte as \xNN
 //!                                     (printf "%rx" of buf(comm, 16)), NUL-padded
-//! @tx0[0.0.0.0]: 20992712            optional: all bytes sent in the report,
-//!                                     whichever the IP (0.0.0.0 is never a peer)
 //! @end                               the report is complete
 //! @attached                          printed once from BEGIN: counting has begun
 //! ```
@@ -28,10 +29,20 @@ use memchr::memchr;
 use crate::ip_text::parse_ip;
 use crate::store::Comm;
 
+/// A direction, as the script's map names spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Tx,
+    Rx,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line {
-    Tx(IpAddr, u64),
-    Rx(IpAddr, u64),
+    /// Bytes of one IP, from one buffer (0 to 9).
+    Tx(IpAddr, u64, u8),
+    Rx(IpAddr, u64, u8),
+    /// Every byte a buffer ever took in one direction.
+    Total(Dir, u8, u64),
     /// The PID that last sent to the IP.
     Owner(IpAddr, u32),
     /// A PID's name.
@@ -57,7 +68,33 @@ pub fn parse_line(line: &[u8]) -> Line {
     if line.starts_with(b"Attaching ") {
         return Line::Blank;
     }
-    parse_map_entry(line).unwrap_or(Line::Malformed)
+    match line.strip_prefix(b"@cum") {
+        Some(total) => parse_total(total),
+        None => parse_map_entry(line),
+    }
+    .unwrap_or(Line::Malformed)
+}
+
+/// `@cum(tx|rx)[N]: VALUE` (after `@cum`)
+fn parse_total(rest: &[u8]) -> Option<Line> {
+    let colon = memchr(b':', rest)?;
+    let (name, value) = (&rest[..colon], rest[colon..].strip_prefix(b": ")?);
+    let (dir, buffer) = dir_and_buffer(name)?;
+    Some(Line::Total(dir, buffer, parse_u64(value)?))
+}
+
+/// `tx`, `tx0` ... `rx9`: the direction and the buffer (0 when unnumbered).
+fn dir_and_buffer(name: &[u8]) -> Option<(Dir, u8)> {
+    let (dir, rest) = match name.split_at_checked(2)? {
+        (b"tx", rest) => (Dir::Tx, rest),
+        (b"rx", rest) => (Dir::Rx, rest),
+        _ => return None,
+    };
+    match rest {
+        [] => Some((dir, 0)),
+        [d @ b'0'..=b'9'] => Some((dir, d - b'0')),
+        _ => None,
+    }
 }
 
 /// `@NAME[KEY]: VALUE`
@@ -71,15 +108,14 @@ fn parse_map_entry(line: &[u8]) -> Option<Line> {
         return Some(Line::Name(parse_pid(key)?, parse_hex_name(value)?));
     }
     let ip = parse_ip(key)?;
-    if name.starts_with(b"tx") {
-        Some(Line::Tx(ip, parse_u64(value)?))
-    } else if name.starts_with(b"rx") {
-        Some(Line::Rx(ip, parse_u64(value)?))
-    } else if name.starts_with(b"proc") {
-        Some(Line::Owner(ip, parse_pid(value)?))
-    } else {
-        None
+    if name.starts_with(b"proc") {
+        return Some(Line::Owner(ip, parse_pid(value)?));
     }
+    let bytes = parse_u64(value)?;
+    Some(match dir_and_buffer(name)? {
+        (Dir::Tx, buffer) => Line::Tx(ip, bytes, buffer),
+        (Dir::Rx, buffer) => Line::Rx(ip, bytes, buffer),
+    })
 }
 
 fn parse_pid(digits: &[u8]) -> Option<u32> {
@@ -140,21 +176,20 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// Recorded from bpftrace 0.17 running bpftrace/traffic.bt in the lab
-    /// (the owner lines since in the format the script prints now).
+    /// Recorded from bpftrace 0.17 running bpftrace/traffic.bt between two
+    /// namespaces (a UDP datagram from bash, the ICMP error back), then
+    /// stopped: END prints the running totals once more.
     const RECORDED: &str = "Attaching 5 probes...\n\
         @attached\n\
+        @comm[29261]: \\x62\\x61\\x73\\x68\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\n\
+        @tx0[192.0.2.2]: 31\n\
+        @cumtx0: 31\n\
+        @rx0[192.0.2.2]: 59\n\
+        @cumrx0: 59\n\
+        @proc[192.0.2.2]: 29261\n\
         @end\n\
-        @tx1[0.0.0.0]: 157\n\
-        @rx1[0.0.0.0]: 233\n\
-        @tx1[192.0.2.2]: 34\n\
-        @tx1[2001:db8::2]: 51\n\
-        @tx1[ff02::1:ff00:2]: 72\n\
-        @rx1[192.0.2.2]: 62\n\
-        @rx1[2001:db8::2]: 171\n\
-        @comm[14466]: \\x62\\x61\\x73\\x68\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\n\
-        @proc[2001:db8::2]: 14466\n\
         \n\
+        @cumtx0: 31\n\
         @end\n";
 
     #[test]
@@ -165,17 +200,15 @@ mod tests {
             vec![
                 Line::Blank,
                 Line::Attached,
+                Line::Name(29261, Comm::new(b"bash")),
+                Line::Tx(ip("192.0.2.2"), 31, 0),
+                Line::Total(Dir::Tx, 0, 31),
+                Line::Rx(ip("192.0.2.2"), 59, 0),
+                Line::Total(Dir::Rx, 0, 59),
+                Line::Owner(ip("192.0.2.2"), 29261),
                 Line::End,
-                Line::Tx(ip("0.0.0.0"), 157),
-                Line::Rx(ip("0.0.0.0"), 233),
-                Line::Tx(ip("192.0.2.2"), 34),
-                Line::Tx(ip("2001:db8::2"), 51),
-                Line::Tx(ip("ff02::1:ff00:2"), 72),
-                Line::Rx(ip("192.0.2.2"), 62),
-                Line::Rx(ip("2001:db8::2"), 171),
-                Line::Name(14466, Comm::new(b"bash")),
-                Line::Owner(ip("2001:db8::2"), 14466),
                 Line::Blank,
+                Line::Total(Dir::Tx, 0, 31),
                 Line::End,
             ]
         );
@@ -183,8 +216,19 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_becomes_ipv4_and_crlf_is_tolerated() {
-        assert_eq!(parse_line(b"@rx0[::ffff:198.51.100.7]: 5\r\n"), Line::Rx(ip("198.51.100.7"), 5));
-        assert_eq!(parse_line(b"@tx[203.0.113.9]: 0"), Line::Tx(ip("203.0.113.9"), 0));
+        assert_eq!(parse_line(b"@rx0[::ffff:198.51.100.7]: 5\r\n"), Line::Rx(ip("198.51.100.7"), 5, 0));
+        assert_eq!(parse_line(b"@tx[203.0.113.9]: 0"), Line::Tx(ip("203.0.113.9"), 0, 0));
+        assert_eq!(parse_line(b"@tx7[203.0.113.9]: 3"), Line::Tx(ip("203.0.113.9"), 3, 7));
+    }
+
+    #[test]
+    fn running_totals_name_their_direction_and_buffer() {
+        assert_eq!(parse_line(b"@cumtx0: 20992712"), Line::Total(Dir::Tx, 0, 20992712));
+        assert_eq!(parse_line(b"@cumrx1: 0"), Line::Total(Dir::Rx, 1, 0));
+        assert_eq!(parse_line(b"@cumrx: 7\n"), Line::Total(Dir::Rx, 0, 7));
+        for bad in ["@cumtx12: 5", "@cumfoo0: 1", "@cumtx0:5", "@cumtx0: -1", "@cumtx0: 1x", "@cum: 1", "@cumtx0[1.2.3.4]: 5"] {
+            assert_eq!(parse_line(bad.as_bytes()), Line::Malformed, "{bad:?}");
+        }
     }
 
     #[test]
@@ -221,6 +265,8 @@ mod tests {
             "@tx0[hello]: 5",
             "@tx0[1.2.3.4.5]: 5",
             "@other[198.51.100.7]: 5",
+            "@txbytes[198.51.100.7]: 5",
+            "@tx10[198.51.100.7]: 5",
             "@txall0: 5",
             "@proc[198.51.100.7]: (12, curl)",
             "@proc[198.51.100.7]: x",
@@ -248,7 +294,7 @@ mod tests {
 
     #[test]
     fn largest_counter_value_is_exact() {
-        assert_eq!(parse_line(b"@tx[8.8.8.8]: 18446744073709551615"), Line::Tx(ip("8.8.8.8"), u64::MAX));
+        assert_eq!(parse_line(b"@tx[8.8.8.8]: 18446744073709551615"), Line::Tx(ip("8.8.8.8"), u64::MAX, 0));
         assert_eq!(parse_line(b"@tx[8.8.8.8]: 18446744073709551616"), Line::Malformed);
     }
 }

@@ -1,27 +1,32 @@
 //! From lines to reports: the records of one bpftrace report (from one
 //! `@end` to the next), keeping only the addresses the filter counts, the
-//! bytes of the report's totals that no per-IP line accounts for, and each
-//! owner's PID joined to the name its `@comm` line gave.
+//! bytes of the buffers' running totals that no per-IP line carries, and
+//! each owner's PID joined to the name its `@comm` line gave.
 
 use std::collections::HashMap;
 use std::mem;
 use std::net::IpAddr;
 
-use super::parse::{Line, parse_line};
+use super::parse::{Dir, Line, parse_line};
 use crate::backend::{LineParser, Step};
 use crate::filter::AddressFilter;
 use crate::store::{Comm, Owner, Record};
 
-/// The bpftrace script's reports (lines as [`parse`] reads them), with the address filter.
-/// It also checks each report's per-IP bytes against the script's totals
-/// (key 0.0.0.0, never a peer): what the totals hold beyond them came from
-/// IPs the maps had no room for.
+/// The bpftrace script's reports (lines as [`parse`] reads them), with the
+/// address filter. It also holds each buffer's per-IP lines against the
+/// buffer's running total (`@cumtx0: N`, never cleared, printed after the
+/// buffer's per-IP lines): what the total holds beyond every byte the lines
+/// of this child carried so far was counted in the kernel but will never
+/// reach an IP (the map had no room, or a late clear wiped it before it was
+/// printed); it goes to the unexported totals as unkeyed bytes. So nothing
+/// the kernel counted is lost, however late bpftrace prints.
 pub struct BpftraceParser {
     filter: AddressFilter,
-    /// Per-IP bytes in the report so far, filtered or not: `(tx, rx)`.
-    keyed: (u64, u64),
-    /// The report's totals, if the script prints them.
-    all: (Option<u64>, Option<u64>),
+    /// Bytes the lines of this child carried, per direction and buffer:
+    /// per-IP lines (filtered or not) and unkeyed bytes already reported.
+    carried: [[u64; BUFFERS]; 2],
+    /// This report's unkeyed bytes: `(tx, rx)`.
+    unkeyed: (u64, u64),
     /// PIDs' names from this report's `@comm` lines and the last report's
     /// (a name printed on one CPU may be read just after a report printed
     /// on another).
@@ -37,8 +42,8 @@ impl BpftraceParser {
     pub fn new(filter: AddressFilter) -> BpftraceParser {
         BpftraceParser {
             filter,
-            keyed: (0, 0),
-            all: (None, None),
+            carried: [[0; BUFFERS]; 2],
+            unkeyed: (0, 0),
             names: HashMap::new(),
             names_before: HashMap::new(),
             owners: Vec::new(),
@@ -67,33 +72,46 @@ impl BpftraceParser {
         self.names_before = mem::take(&mut self.names);
     }
 
-    /// Bytes of the totals that no per-IP line accounts for.
+    /// A buffer's running total: what it holds beyond what the lines
+    /// carried is unkeyed.
+    fn reconcile(&mut self, dir: Dir, buffer: u8, total: u64) {
+        let carried = &mut self.carried[dir as usize][usize::from(buffer)];
+        let beyond = total.saturating_sub(*carried);
+        *carried += beyond;
+        match dir {
+            Dir::Tx => self.unkeyed.0 += beyond,
+            Dir::Rx => self.unkeyed.1 += beyond,
+        }
+    }
+
+    fn carry(&mut self, dir: Dir, buffer: u8, bytes: u64) {
+        let carried = &mut self.carried[dir as usize][usize::from(buffer)];
+        *carried = carried.saturating_add(bytes);
+    }
+
     fn end_report(&mut self) -> Option<Record> {
-        let unkeyed = |all: Option<u64>, keyed: u64| all.map_or(0, |all| all.saturating_sub(keyed));
-        let record = Record::Unkeyed(unkeyed(self.all.0, self.keyed.0), unkeyed(self.all.1, self.keyed.1));
-        (self.keyed, self.all) = ((0, 0), (None, None));
-        (record != Record::Unkeyed(0, 0)).then_some(record)
+        let (tx, rx) = std::mem::take(&mut self.unkeyed);
+        (tx + rx > 0).then_some(Record::Unkeyed(tx, rx))
     }
 }
+
+/// Buffers a script may number its maps with (`tx0` ... `tx9`).
+const BUFFERS: usize = 10;
 
 impl LineParser for BpftraceParser {
     fn feed(&mut self, line: &[u8], report: &mut Vec<Record>) -> Step {
         let (ip, record) = match parse_line(line) {
-            Line::Tx(ip, bytes) if ip.is_unspecified() => {
-                self.all.0 = Some(self.all.0.unwrap_or(0).saturating_add(bytes));
-                return Step::Continue;
-            }
-            Line::Rx(ip, bytes) if ip.is_unspecified() => {
-                self.all.1 = Some(self.all.1.unwrap_or(0).saturating_add(bytes));
-                return Step::Continue;
-            }
-            Line::Tx(ip, bytes) if bytes > 0 => {
-                self.keyed.0 = self.keyed.0.saturating_add(bytes);
+            Line::Tx(ip, bytes, buffer) => {
+                self.carry(Dir::Tx, buffer, bytes);
                 (ip, Record::Tx(ip, bytes))
             }
-            Line::Rx(ip, bytes) if bytes > 0 => {
-                self.keyed.1 = self.keyed.1.saturating_add(bytes);
+            Line::Rx(ip, bytes, buffer) => {
+                self.carry(Dir::Rx, buffer, bytes);
                 (ip, Record::Rx(ip, bytes))
+            }
+            Line::Total(dir, buffer, total) => {
+                self.reconcile(dir, buffer, total);
+                return Step::Continue;
             }
             Line::Owner(ip, pid) => {
                 if self.filter.counts(ip) {
@@ -105,7 +123,7 @@ impl LineParser for BpftraceParser {
                 self.names.insert(pid, comm);
                 return Step::Continue;
             }
-            Line::Tx(..) | Line::Rx(..) | Line::Blank => return Step::Continue,
+            Line::Blank => return Step::Continue,
             Line::End => {
                 self.name_owners(report);
                 report.extend(self.end_report());
@@ -114,7 +132,7 @@ impl LineParser for BpftraceParser {
             Line::Attached => return Step::Attached,
             Line::Malformed => return Step::Malformed,
         };
-        if self.filter.counts(ip) {
+        if self.filter.counts(ip) && !matches!(record, Record::Tx(_, 0) | Record::Rx(_, 0)) {
             report.push(record);
         }
         Step::Continue
@@ -134,14 +152,28 @@ mod tests {
     }
 
     #[test]
-    fn bytes_the_totals_hold_beyond_the_per_ip_lines_are_unkeyed() {
+    fn bytes_a_full_map_had_no_room_for_are_unkeyed() {
         let mut parser = BpftraceParser::new(AddressFilter::default());
-        // The map had room for one IP of two: 40 of the 100 bytes sent have no IP.
-        let report = feed_all(&mut parser, "@tx0[0.0.0.0]: 100\n@rx0[0.0.0.0]: 7\n@tx0[198.51.100.7]: 60\n@rx0[198.51.100.7]: 7\n@end\n");
         let ip = "198.51.100.7".parse().unwrap();
+        // The map had room for one IP of two: 40 of the 100 bytes sent have no IP.
+        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 60\n@cumtx0: 100\n@rx0[198.51.100.7]: 7\n@cumrx0: 7\n@end\n");
         assert_eq!(report, vec![Record::Tx(ip, 60), Record::Rx(ip, 7), Record::Unkeyed(40, 0)]);
-        // The next report starts from zero.
-        assert_eq!(feed_all(&mut parser, "@tx1[0.0.0.0]: 5\n@tx1[198.51.100.7]: 5\n@end\n"), vec![Record::Tx(ip, 5)]);
+        // Each buffer's total runs on: only what is new beyond its lines counts.
+        assert_eq!(feed_all(&mut parser, "@tx1[198.51.100.7]: 5\n@cumtx1: 5\n@end\n"), vec![Record::Tx(ip, 5)]);
+        assert_eq!(feed_all(&mut parser, "@tx0[198.51.100.7]: 10\n@cumtx0: 110\n@end\n"), vec![Record::Tx(ip, 10)]);
+    }
+
+    #[test]
+    fn bytes_a_late_clear_wiped_reach_the_totals_by_the_next_report() {
+        let mut parser = BpftraceParser::new(AddressFilter::default());
+        let ip = "198.51.100.7".parse().unwrap();
+        // bpftrace printed buffer 0 late, while it was in use again: 30 bytes
+        // came in between its per-IP lines and its total, and the clear wiped them.
+        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 50\n@cumtx0: 80\n@end\n");
+        assert_eq!(report, vec![Record::Tx(ip, 50), Record::Unkeyed(30, 0)]);
+        // 15 more came in between the total and the clear: the next total holds them.
+        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 20\n@cumtx0: 115\n@end\n");
+        assert_eq!(report, vec![Record::Tx(ip, 20), Record::Unkeyed(15, 0)]);
     }
 
     #[test]
@@ -160,10 +192,19 @@ mod tests {
     }
 
     #[test]
+    fn totals_printed_again_at_the_end_add_nothing() {
+        let mut parser = BpftraceParser::new(AddressFilter::default());
+        let ip = "192.0.2.2".parse().unwrap();
+        let first = feed_all(&mut parser, "@tx0[192.0.2.2]: 31\n@cumtx0: 31\n@rx0[192.0.2.2]: 59\n@cumrx0: 59\n@end\n");
+        assert_eq!(first, vec![Record::Tx(ip, 31), Record::Rx(ip, 59)]);
+        assert!(feed_all(&mut parser, "\n@cumtx0: 31\n\n@cumrx0: 59\n@end\n").is_empty());
+    }
+
+    #[test]
     fn filtered_ips_and_scripts_without_totals_leave_nothing_unkeyed() {
         let mut parser = BpftraceParser::new(AddressFilter::default());
         // ff02::1:ff00:2 is not counted (multicast), but it is in the total.
-        let report = feed_all(&mut parser, "@tx1[0.0.0.0]: 106\n@tx1[192.0.2.2]: 34\n@tx1[ff02::1:ff00:2]: 72\n@end\n");
+        let report = feed_all(&mut parser, "@tx1[192.0.2.2]: 34\n@tx1[ff02::1:ff00:2]: 72\n@cumtx1: 106\n@end\n");
         assert_eq!(report, vec![Record::Tx("192.0.2.2".parse().unwrap(), 34)]);
         assert_eq!(feed_all(&mut parser, "@tx[198.51.100.7]: 5\n@end\n").len(), 1);
     }
