@@ -1,6 +1,6 @@
 //! Parser throughput, lines per second, on samples in the exact formats the
 //! backends print: bpftrace running bpftrace/traffic.bt (per report,
-//! `@tx1[...]`, `@rx1[...]` and `@proc[...]` lines for 60 % IPv4 and 40 % IPv6
+//! `@tx1[...]`, `@rx1[...]`, `@cumtx1`, `@comm[...]` and `@proc[...]` lines for 60 % IPv4 and 40 % IPv6
 //! addresses, blank lines, `@end`) and iftop 1.0pre4's text mode (blocks of
 //! 2,000 host pairs, as recorded in src/backend/iftop_parse.rs's tests).
 //! Each is run against a naive parser of the same lines, written the way a
@@ -35,16 +35,21 @@ fn bpftrace_sample() -> Vec<u8> {
     let mut lines = 0;
     while lines < LINES {
         for map in ["tx1", "rx1"] {
+            let mut total = 0;
             for i in 0..IPS_PER_REPORT {
                 out.push_str(&format!("@{map}[{}]: {}\n", ip_text(i), 1_000 + i * 37));
+                total += 1_000 + i * 37;
             }
-            out.push('\n');
+            out.push_str(&format!("@cum{map}: {total}\n\n"));
+        }
+        for pid in 1000..1050 {
+            out.push_str(&format!("@comm[{pid}]: \\x6e\\x67\\x69\\x6e\\x78\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\n"));
         }
         for i in 0..IPS_PER_REPORT / 4 {
-            out.push_str(&format!("@proc[{}]: ({}, nginx)\n", ip_text(i), 1000 + i % 50));
+            out.push_str(&format!("@proc[{}]: {}\n", ip_text(i), 1000 + i % 50));
         }
         out.push_str("\n@end\n");
-        lines += 2 * IPS_PER_REPORT + IPS_PER_REPORT / 4 + 4;
+        lines += 2 * IPS_PER_REPORT + IPS_PER_REPORT / 4 + 50 + 6;
     }
     out.into_bytes()
 }
@@ -109,7 +114,7 @@ fn ours_bpftrace(sample: &[u8]) -> u64 {
     let mut bytes = 0u64;
     for line in lines(sample) {
         match parse_line(black_box(line)) {
-            Line::Tx(ip, n) | Line::Rx(ip, n) if filter.counts(ip) => bytes += n,
+            Line::Tx(ip, n, _) | Line::Rx(ip, n, _) if filter.counts(ip) => bytes += n,
             other => {
                 black_box(other);
             }

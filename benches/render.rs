@@ -32,7 +32,7 @@ fn main() {
         let mut size = 0;
         for _ in 0..7 {
             let start = Instant::now();
-            let text = render(&store, "bpftrace", &ip_traffic_monitor_cli::location::Locator::from_sources(ip_traffic_monitor_cli::location::Sources::none(), Default::default()));
+            let text = render(&store, "bpftrace", &ip_traffic_monitor_cli::location::Locator::from_sources(ip_traffic_monitor_cli::location::Sources::none(), Default::default()), &Default::default());
             times.push(start.elapsed().as_secs_f64() * 1000.0);
             size = text.len();
         }

@@ -18,7 +18,7 @@ use crate::backend::{Backend, Event, Running, child};
 use crate::cli::Config;
 use crate::error::Error;
 use crate::exporter;
-use crate::location::Locator;
+use crate::location::{Ledger, Locator};
 use crate::report;
 use crate::store::Store;
 use crate::sys;
@@ -48,11 +48,14 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     }
     let backend = &*config.backend;
     let store = Arc::new(Store::new(config.export_threshold, config.max_ips));
+    let ledger = Arc::new(Ledger::default());
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
     // Bind before starting the backend: a port in use fails fast.
     if let Some(addr) = config.listen {
-        let shared = Arc::new(exporter::Shared::new(Arc::clone(&store), backend.name(), Arc::clone(&locator)));
+        // The location totals need the evicted IPs: only kept while someone can scrape them.
+        store.keep_retired();
+        let shared = Arc::new(exporter::Shared::new(Arc::clone(&store), backend.name(), Arc::clone(&locator), Arc::clone(&ledger)));
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }
@@ -65,7 +68,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
             started = Instant::now();
             counting_began(backend, &store, &running);
             announce(config, &running);
-            let ctx = Ctx { config, backend, store: &store, locator: &locator, events: &events, events_tx: &events_tx, started };
+            let ctx = Ctx { config, backend, store: &store, locator: &locator, ledger: &ledger, events: &events, events_tx: &events_tx, started };
             count_until_stopped(&ctx, &mut running)
         }
         Ok(false) => Ok(()), // stopped by a signal before counting began
@@ -161,6 +164,7 @@ struct Ctx<'a> {
     backend: &'a dyn Backend,
     store: &'a Arc<Store>,
     locator: &'a Locator,
+    ledger: &'a Ledger,
     events: &'a Receiver<Event>,
     events_tx: &'a Sender<Event>,
     started: Instant,
@@ -364,6 +368,8 @@ struct Seen {
 }
 
 fn on_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
+    // Evicted IPs into their places' totals, so they never pile up.
+    ctx.ledger.absorb(ctx.store, ctx.locator);
     let progress = ctx.store.progress();
     warn_about_missed_events(ctx, running);
     warn_about_unreadable_lines(progress.parse_errors, running.name, &mut seen.unreadable_lines);

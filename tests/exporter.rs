@@ -333,7 +333,7 @@ fn promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese() {
         })
         .collect();
     store.apply_report(&records, 0);
-    let text = render(&store, "bpftrace", &ip_traffic_monitor_cli::location::Locator::from_sources(ip_traffic_monitor_cli::location::Sources::none(), Default::default()));
+    let text = render(&store, "bpftrace", &ip_traffic_monitor_cli::location::Locator::from_sources(ip_traffic_monitor_cli::location::Sources::none(), Default::default()), &Default::default());
     // Names are shown escaped (`back\\slash`, `new\x0aline`), then escaped for the format.
     for escaped in [r#"process="a\"b""#, r#"process="back\\\\slash""#, r#"process="new\\x0aline""#, r#"process="中国电信""#] {
         assert!(text.contains(escaped), "{escaped} in\n{text}");

@@ -11,7 +11,7 @@ use std::time::UNIX_EPOCH;
 
 use super::exposition::{Metric, header, label, push_u64, sample};
 use super::procfs;
-use crate::location::{Labels, Locator};
+use crate::location::{Labels, Ledger, Locator, PlaceTotals};
 use crate::store::{Exported, HealthState, Series, Store};
 
 pub const TX_BYTES: Metric = Metric {
@@ -33,6 +33,16 @@ pub const UNEXPORTED_RX: Metric = Metric {
     name: "ip_traffic_unexported_rx_bytes_total",
     kind: "counter",
     help: "Received bytes not on a current per-IP series: of remote IPs below the export threshold, dropped under --max-ips (their series too), or beyond bpftrace's map room",
+};
+pub const LOCATION_TX: Metric = Metric {
+    name: "ip_traffic_location_tx_bytes_total",
+    kind: "counter",
+    help: "Transmitted bytes by the remote IPs' location and ISP: every counted byte in exactly one series, exported IP or not",
+};
+pub const LOCATION_RX: Metric = Metric {
+    name: "ip_traffic_location_rx_bytes_total",
+    kind: "counter",
+    help: "Received bytes by the remote IPs' location and ISP: every counted byte in exactly one series, exported IP or not",
 };
 pub const PROCESS_INFO: Metric = Metric {
     name: "ip_traffic_remote_process_info",
@@ -97,7 +107,7 @@ pub const LOOKUP_ERRORS: Metric = Metric {
 };
 
 /// The whole /metrics body.
-pub fn render(store: &Store, backend: &str, locator: &Locator) -> String {
+pub fn render(store: &Store, backend: &str, locator: &Locator, ledger: &Ledger) -> String {
     let mut snap = store.exported();
     let health = store.health().get();
     // Stable order: easier to read and to diff between scrapes. IpAddr's
@@ -109,6 +119,7 @@ pub fn render(store: &Store, backend: &str, locator: &Locator) -> String {
     });
     let mut out = String::with_capacity(4096 + snap.series.len() * 400); // ~344 bytes per series: never grown
     byte_counters(&mut out, &snap, locator);
+    location_counters(&mut out, &ledger.places(store, locator));
     process_info(&mut out, &snap.series);
     self_description(&mut out, &snap, &health, backend);
     sample(&mut out, &LOOKUP_ERRORS, locator.failures());
@@ -143,6 +154,22 @@ fn byte_counters(out: &mut String, snap: &Exported, locator: &Locator) {
     }
     sample(out, &UNEXPORTED_TX, snap.unexported_tx);
     sample(out, &UNEXPORTED_RX, snap.unexported_rx);
+}
+
+fn location_counters(out: &mut String, places: &[PlaceTotals]) {
+    let labels: Vec<String> = places.iter().map(|(labels, _, _)| location_labels(labels)).collect();
+    let values: [(&Metric, fn(&PlaceTotals) -> u64); 2] = [(&LOCATION_TX, |p| p.1), (&LOCATION_RX, |p| p.2)];
+    for (metric, value) in values {
+        header(out, metric);
+        for (place, labels) in places.iter().zip(&labels) {
+            out.push_str(metric.name);
+            out.push('{');
+            out.push_str(&labels[1..]); // without the leading comma
+            out.push_str("} ");
+            push_u64(out, value(place));
+            out.push('\n');
+        }
+    }
 }
 
 /// `,country="…",province="…",city="…",isp="…"`
@@ -230,7 +257,7 @@ mod tests {
         let order = ["9.0.0.1", "10.0.0.2", "198.51.100.7", "::2", "2001:db8::2", "2001:db8::10"];
         let records: Vec<Record> = order.iter().rev().map(|ip| Record::Tx(ip.parse().unwrap(), 1)).collect();
         store.apply_report(&records, 0);
-        let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()));
+        let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()), &Ledger::default());
         let seen: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("ip_traffic_tx_bytes_total{"))
@@ -250,7 +277,7 @@ mod tests {
             0,
         );
         store.health().set_up(true);
-        let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()));
+        let text = render(&store, "bpftrace", &Locator::from_sources(crate::location::Sources::none(), Default::default()), &Ledger::default());
         assert!(text.contains(
             "ip_traffic_tx_bytes_total{remote_ip=\"198.51.100.7\",country=\"Unknown\",province=\"Unknown\",city=\"Unknown\",isp=\"Unknown\"} 150\n"
         ), "{text}");

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::location::Locator;
+use crate::location::{Ledger, Locator};
 use crate::store::Store;
 use body::{Bodies, Body};
 use connections::Registry;
@@ -50,17 +50,18 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub backend: &'static str,
     pub locator: Arc<Locator>,
+    pub ledger: Arc<Ledger>,
     bodies: Bodies,
 }
 
 impl Shared {
-    pub fn new(store: Arc<Store>, backend: &'static str, locator: Arc<Locator>) -> Shared {
-        Shared { store, backend, locator, bodies: Bodies::default() }
+    pub fn new(store: Arc<Store>, backend: &'static str, locator: Arc<Locator>, ledger: Arc<Ledger>) -> Shared {
+        Shared { store, backend, locator, ledger, bodies: Bodies::default() }
     }
 
     fn metrics_body(&self) -> Body {
         self.bodies.get(self.store.generation(), || {
-            metrics::render(&self.store, self.backend, &self.locator).into_bytes()
+            metrics::render(&self.store, self.backend, &self.locator, &self.ledger).into_bytes()
         })
     }
 }

@@ -11,11 +11,15 @@
 //! carrier data are better; elsewhere MaxMind first. ISP: `--isp-db` first
 //! outside China, 纯真's carrier first inside. A source that has nothing
 //! for a label leaves it to the next; `Unknown` when none has it.
+//! [`Ledger`] keeps the exact bytes per place (`totals.rs`).
 
 mod china;
 mod ipdb;
 mod maxmind;
 mod qqwry;
+mod totals;
+
+pub use totals::{Ledger, PlaceTotals};
 
 /// Writers of small 纯真 files with known content, for tests and benchmarks,
 /// and the readers' entry points for fuzzing.
@@ -88,7 +92,7 @@ impl Lang {
 }
 
 /// The labels of one remote IP; a missing one is `None` until shown as `Unknown`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Labels {
     pub country: Option<String>,
     pub province: Option<String>,

@@ -141,8 +141,13 @@ struct Totals {
     /// Of those, IPs that had their own series (it ended when they went).
     evicted_series: u64,
     /// Bytes counted without an IP (the backend's maps were full), in the
-    /// unexported sums too.
-    unkeyed_bytes: u64,
+    /// unexported sums too: `(tx, rx)`.
+    unkeyed: (u64, u64),
+    /// IPs evicted since the location totals last took them: `(ip, tx, rx)`,
+    /// so their bytes stay in their place's totals. Kept only while
+    /// [`Store::keep_retired`] is on (an exporter is serving).
+    retiring: Vec<(IpAddr, u64, u64)>,
+    keep_retired: bool,
 }
 
 impl Totals {
@@ -151,7 +156,7 @@ impl Totals {
             reports: self.reports,
             last_report: self.last_report,
             parse_errors: self.parse_errors,
-            unkeyed_bytes: self.unkeyed_bytes,
+            unkeyed_bytes: self.unkeyed.0 + self.unkeyed.1,
         }
     }
 }
@@ -196,6 +201,14 @@ const ACTIVE_REPORTS: u64 = 2;
 /// the IPs active in the last [`ACTIVE_REPORTS`] reports, the fewest bytes.
 fn quietness(t: &Traffic, now: u64) -> (u64, u64) {
     (t.last_seen.min(now.saturating_sub(ACTIVE_REPORTS)), t.tx + t.rx)
+}
+
+/// Every byte counted, by IP: see [`Store::by_ip`]. `(ip, tx, rx)`.
+#[derive(Clone, Debug, Default)]
+pub struct ByIp {
+    pub tracked: Vec<(IpAddr, u64, u64)>,
+    pub retired: Vec<(IpAddr, u64, u64)>,
+    pub unkeyed: (u64, u64),
 }
 
 /// The console's view of one interval.
@@ -274,7 +287,8 @@ impl Store {
                 Record::Unkeyed(tx, rx) => {
                     totals.unexported_tx += tx;
                     totals.unexported_rx += rx;
-                    totals.unkeyed_bytes += tx + rx;
+                    totals.unkeyed.0 += tx;
+                    totals.unkeyed.1 += rx;
                 }
             }
         }
@@ -335,6 +349,9 @@ impl Store {
             // An entry holding only an owner (its bytes not reported yet) folds no traffic.
             if t.tx + t.rx > 0 {
                 totals.folded_ips += 1;
+                if totals.keep_retired {
+                    totals.retiring.push((ip, t.tx, t.rx));
+                }
             }
         }
     }
@@ -424,6 +441,28 @@ impl Store {
             evicted_series: totals.evicted_series,
             progress: totals.progress(),
         }
+    }
+
+    /// From now on, remember evicted IPs for [`Store::by_ip`] (the
+    /// location totals need them; nothing else does).
+    pub fn keep_retired(&self) {
+        self.lock().keep_retired = true;
+    }
+
+    /// Every byte counted, by IP, at one instant: the tracked IPs' totals,
+    /// the IPs evicted since the last call (taken), and the bytes on no IP.
+    pub fn by_ip(&self) -> ByIp {
+        let mut totals = self.lock();
+        ByIp {
+            tracked: totals.ips.iter().filter(|(_, t)| t.tx + t.rx > 0).map(|(ip, t)| (*ip, t.tx, t.rx)).collect(),
+            retired: std::mem::take(&mut totals.retiring),
+            unkeyed: totals.unkeyed,
+        }
+    }
+
+    /// The IPs evicted since the last call (or [`Store::by_ip`]): `(ip, tx, rx)`.
+    pub fn take_retired(&self) -> Vec<(IpAddr, u64, u64)> {
+        std::mem::take(&mut self.lock().retiring)
     }
 
     /// Every IP with counted bytes, by total traffic, busiest first.
