@@ -141,7 +141,9 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
     let mut lab = Lab::new();
     lab.start_iperf_server();
     let from = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", "9464", "--qqwry", db.path()]);
+    // -t 1 MB: the 500 kB UDP flow to 203.0.113.9 never gets a series of its
+    // own, yet every place and total panel must hold its bytes.
+    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "1048576", "-p", "9464", "--qqwry", db.path()]);
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
     lab.start_prometheus("127.0.0.1:9464");
     lab.iperf(&["-c", "198.51.100.7", "-n", "6M"]);
@@ -221,6 +223,24 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
             assert!((got - want).abs() <= 0.001 * want, "{title} [{country}/{city}]: Prometheus {got}, nftables {want}");
         }
     }
+    // Place panels: every byte of the place, the unexported IP's included.
+    let by_place = |title: &str, label: &str, value: &str| -> f64 {
+        let (_, expr) = panel_queries(&d).into_iter().find(|(t, _)| t == title).expect("panel");
+        let rows = lab.promql_labelled(&substitute(&expr, ".*", ".*"), label);
+        rows.into_iter().find(|(v, _)| v == value).map_or(0.0, |(_, n)| n)
+    };
+    for (title, dir, label, value, ips) in [
+        ("Upload Traffic Increase (by country)", "tx", "country", "美国", vec!["203.0.113.9"]),
+        ("Upload Traffic Increase (by country)", "tx", "country", "中国", vec!["198.51.100.7", "198.51.100.8"]),
+        ("Download Traffic Increase (by ISP)", "rx", "isp", "电信", vec!["198.51.100.7", "198.51.100.8"]),
+    ] {
+        let want = by_dir(dir, &ips) as f64;
+        let got = by_place(title, label, value);
+        report.insert(format!("{title} [{value}]"), (want, got));
+        assert!((got - want).abs() <= 0.001 * want && want > 0.0, "{title} [{value}]: Prometheus {got}, nftables {want}");
+    }
+    let series = lab::metric_value(&exposition, &lab::byte_series("tx", "203.0.113.9"));
+    assert_eq!(series, None, "203.0.113.9 stayed below -t: no series of its own");
     for (k, (want, got)) in report {
         println!("{k:<45} nftables {want:>12} dashboard {got:>12}");
     }

@@ -623,6 +623,19 @@ impl Lab {
             .collect()
     }
 
+    /// Like [`Lab::promql`], each result named by the value of its label `label`.
+    pub fn promql_labelled(&self, expr: &str, label: &str) -> Vec<(String, f64)> {
+        let key = format!("{label}=\"");
+        self.promql(expr)
+            .into_iter()
+            .filter_map(|(labels, value)| {
+                let start = labels.find(&key)? + key.len();
+                let end = labels[start..].find('"')? + start;
+                Some((labels[start..end].to_string(), value))
+            })
+            .collect()
+    }
+
     fn iperf_in(&self, ns: &str, args: &[&str]) {
         let mut cmd = vec!["ip", "netns", "exec", ns, "iperf3"];
         cmd.extend_from_slice(args);
