@@ -6,8 +6,9 @@
 //! @tx0[198.51.100.7]: 20992712       bytes sent to an IP since the last report,
 //!                                     from buffer 0 (any map named tx or txN, N a digit)
 //! @rx1[2001:db8::2]: 10506212        bytes received from it, from buffer 1 (rx, rxN)
-//! @cumtx0: 20992712                  optional, after buffer 0's per-IP lines: every
-//! @cumrx0: 10506212                  byte buffer 0 ever took, never cleared
+//! @cum0[0]: 20992712                 optional, after buffer 0's per-IP lines: every
+//! @cum0[1]: 10506212                 byte buffer 0 ever sent (key 0) and received (key 1),
+//!                                     never cleared (a map named cum or cumN)
 //! @proc[198.51.100.7]: 2135          the PID of the local process talking to it
 //! @comm[2135]: \x69\x70\x65...       that process's name, each byte as \xNN
 //!                                     (printf "%rx" of buf(comm, 16)), NUL-padded
@@ -68,31 +69,21 @@ pub fn parse_line(line: &[u8]) -> Line {
     if line.starts_with(b"Attaching ") {
         return Line::Blank;
     }
-    match line.strip_prefix(b"@cum") {
-        Some(total) => parse_total(total),
-        None => parse_map_entry(line),
+    parse_map_entry(line).unwrap_or(Line::Malformed)
+}
+
+/// `tx`, `tx0` ... `rx9`, `cum`, `cum3`: the name and the buffer (0 when unnumbered).
+fn name_and_buffer(name: &[u8]) -> Option<(&[u8], u8)> {
+    match name {
+        [base @ .., d @ b'0'..=b'9'] => Some((base, d - b'0')),
+        _ => Some((name, 0)),
     }
-    .unwrap_or(Line::Malformed)
 }
 
-/// `@cum(tx|rx)[N]: VALUE` (after `@cum`)
-fn parse_total(rest: &[u8]) -> Option<Line> {
-    let colon = memchr(b':', rest)?;
-    let (name, value) = (&rest[..colon], rest[colon..].strip_prefix(b": ")?);
-    let (dir, buffer) = dir_and_buffer(name)?;
-    Some(Line::Total(dir, buffer, parse_u64(value)?))
-}
-
-/// `tx`, `tx0` ... `rx9`: the direction and the buffer (0 when unnumbered).
-fn dir_and_buffer(name: &[u8]) -> Option<(Dir, u8)> {
-    let (dir, rest) = match name.split_at_checked(2)? {
-        (b"tx", rest) => (Dir::Tx, rest),
-        (b"rx", rest) => (Dir::Rx, rest),
-        _ => return None,
-    };
-    match rest {
-        [] => Some((dir, 0)),
-        [d @ b'0'..=b'9'] => Some((dir, d - b'0')),
+fn direction(name: &[u8]) -> Option<Dir> {
+    match name {
+        b"tx" => Some(Dir::Tx),
+        b"rx" => Some(Dir::Rx),
         _ => None,
     }
 }
@@ -107,14 +98,23 @@ fn parse_map_entry(line: &[u8]) -> Option<Line> {
     if name.starts_with(b"comm") {
         return Some(Line::Name(parse_pid(key)?, parse_hex_name(value)?));
     }
+    let (base, buffer) = name_and_buffer(name)?;
+    if base == b"cum" {
+        let dir = match key {
+            b"0" => Dir::Tx,
+            b"1" => Dir::Rx,
+            _ => return None,
+        };
+        return Some(Line::Total(dir, buffer, parse_u64(value)?));
+    }
     let ip = parse_ip(key)?;
     if name.starts_with(b"proc") {
         return Some(Line::Owner(ip, parse_pid(value)?));
     }
     let bytes = parse_u64(value)?;
-    Some(match dir_and_buffer(name)? {
-        (Dir::Tx, buffer) => Line::Tx(ip, bytes, buffer),
-        (Dir::Rx, buffer) => Line::Rx(ip, bytes, buffer),
+    Some(match direction(base)? {
+        Dir::Tx => Line::Tx(ip, bytes, buffer),
+        Dir::Rx => Line::Rx(ip, bytes, buffer),
     })
 }
 
@@ -181,15 +181,15 @@ mod tests {
     /// stopped: END prints the running totals once more.
     const RECORDED: &str = "Attaching 5 probes...\n\
         @attached\n\
-        @comm[29261]: \\x62\\x61\\x73\\x68\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\n\
+        @comm[15866]: \\x62\\x61\\x73\\x68\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\n\
         @tx0[192.0.2.2]: 31\n\
-        @cumtx0: 31\n\
         @rx0[192.0.2.2]: 59\n\
-        @cumrx0: 59\n\
-        @proc[192.0.2.2]: 29261\n\
+        @cum0[0]: 31\n\
+        @cum0[1]: 59\n\
+        @proc[192.0.2.2]: 15866\n\
         @end\n\
         \n\
-        @cumtx0: 31\n\
+        @cum0[0]: 31\n\
         @end\n";
 
     #[test]
@@ -200,12 +200,12 @@ mod tests {
             vec![
                 Line::Blank,
                 Line::Attached,
-                Line::Name(29261, Comm::new(b"bash")),
+                Line::Name(15866, Comm::new(b"bash")),
                 Line::Tx(ip("192.0.2.2"), 31, 0),
-                Line::Total(Dir::Tx, 0, 31),
                 Line::Rx(ip("192.0.2.2"), 59, 0),
+                Line::Total(Dir::Tx, 0, 31),
                 Line::Total(Dir::Rx, 0, 59),
-                Line::Owner(ip("192.0.2.2"), 29261),
+                Line::Owner(ip("192.0.2.2"), 15866),
                 Line::End,
                 Line::Blank,
                 Line::Total(Dir::Tx, 0, 31),
@@ -223,10 +223,10 @@ mod tests {
 
     #[test]
     fn running_totals_name_their_direction_and_buffer() {
-        assert_eq!(parse_line(b"@cumtx0: 20992712"), Line::Total(Dir::Tx, 0, 20992712));
-        assert_eq!(parse_line(b"@cumrx1: 0"), Line::Total(Dir::Rx, 1, 0));
-        assert_eq!(parse_line(b"@cumrx: 7\n"), Line::Total(Dir::Rx, 0, 7));
-        for bad in ["@cumtx12: 5", "@cumfoo0: 1", "@cumtx0:5", "@cumtx0: -1", "@cumtx0: 1x", "@cum: 1", "@cumtx0[1.2.3.4]: 5"] {
+        assert_eq!(parse_line(b"@cum0[0]: 20992712"), Line::Total(Dir::Tx, 0, 20992712));
+        assert_eq!(parse_line(b"@cum1[1]: 0"), Line::Total(Dir::Rx, 1, 0));
+        assert_eq!(parse_line(b"@cum[1]: 7\n"), Line::Total(Dir::Rx, 0, 7));
+        for bad in ["@cum0[2]: 5", "@cum12[0]: 5", "@cumx[0]: 1", "@cum0[0]:5", "@cum0[0]: -1", "@cum0[0]: 1x", "@cum0: 1", "@cum0[1.2.3.4]: 5"] {
             assert_eq!(parse_line(bad.as_bytes()), Line::Malformed, "{bad:?}");
         }
     }

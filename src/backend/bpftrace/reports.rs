@@ -14,7 +14,7 @@ use crate::store::{Comm, Owner, Record};
 
 /// The bpftrace script's reports (lines as [`parse`] reads them), with the
 /// address filter. It also holds each buffer's per-IP lines against the
-/// buffer's running total (`@cumtx0: N`, never cleared, printed after the
+/// buffer's running total (`@cum0[0]: N`, never cleared, printed after the
 /// buffer's per-IP lines): what the total holds beyond every byte the lines
 /// of this child carried so far was counted in the kernel but will never
 /// reach an IP (the map had no room, or a late clear wiped it before it was
@@ -156,11 +156,11 @@ mod tests {
         let mut parser = BpftraceParser::new(AddressFilter::default());
         let ip = "198.51.100.7".parse().unwrap();
         // The map had room for one IP of two: 40 of the 100 bytes sent have no IP.
-        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 60\n@cumtx0: 100\n@rx0[198.51.100.7]: 7\n@cumrx0: 7\n@end\n");
+        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 60\n@cum0[0]: 100\n@rx0[198.51.100.7]: 7\n@cum0[1]: 7\n@end\n");
         assert_eq!(report, vec![Record::Tx(ip, 60), Record::Rx(ip, 7), Record::Unkeyed(40, 0)]);
         // Each buffer's total runs on: only what is new beyond its lines counts.
-        assert_eq!(feed_all(&mut parser, "@tx1[198.51.100.7]: 5\n@cumtx1: 5\n@end\n"), vec![Record::Tx(ip, 5)]);
-        assert_eq!(feed_all(&mut parser, "@tx0[198.51.100.7]: 10\n@cumtx0: 110\n@end\n"), vec![Record::Tx(ip, 10)]);
+        assert_eq!(feed_all(&mut parser, "@tx1[198.51.100.7]: 5\n@cum1[0]: 5\n@end\n"), vec![Record::Tx(ip, 5)]);
+        assert_eq!(feed_all(&mut parser, "@tx0[198.51.100.7]: 10\n@cum0[0]: 110\n@end\n"), vec![Record::Tx(ip, 10)]);
     }
 
     #[test]
@@ -169,10 +169,10 @@ mod tests {
         let ip = "198.51.100.7".parse().unwrap();
         // bpftrace printed buffer 0 late, while it was in use again: 30 bytes
         // came in between its per-IP lines and its total, and the clear wiped them.
-        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 50\n@cumtx0: 80\n@end\n");
+        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 50\n@cum0[0]: 80\n@end\n");
         assert_eq!(report, vec![Record::Tx(ip, 50), Record::Unkeyed(30, 0)]);
         // 15 more came in between the total and the clear: the next total holds them.
-        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 20\n@cumtx0: 115\n@end\n");
+        let report = feed_all(&mut parser, "@tx0[198.51.100.7]: 20\n@cum0[0]: 115\n@end\n");
         assert_eq!(report, vec![Record::Tx(ip, 20), Record::Unkeyed(15, 0)]);
     }
 
@@ -195,16 +195,16 @@ mod tests {
     fn totals_printed_again_at_the_end_add_nothing() {
         let mut parser = BpftraceParser::new(AddressFilter::default());
         let ip = "192.0.2.2".parse().unwrap();
-        let first = feed_all(&mut parser, "@tx0[192.0.2.2]: 31\n@cumtx0: 31\n@rx0[192.0.2.2]: 59\n@cumrx0: 59\n@end\n");
+        let first = feed_all(&mut parser, "@tx0[192.0.2.2]: 31\n@cum0[0]: 31\n@rx0[192.0.2.2]: 59\n@cum0[1]: 59\n@end\n");
         assert_eq!(first, vec![Record::Tx(ip, 31), Record::Rx(ip, 59)]);
-        assert!(feed_all(&mut parser, "\n@cumtx0: 31\n\n@cumrx0: 59\n@end\n").is_empty());
+        assert!(feed_all(&mut parser, "\n@cum0[0]: 31\n\n@cum0[1]: 59\n@end\n").is_empty());
     }
 
     #[test]
     fn filtered_ips_and_scripts_without_totals_leave_nothing_unkeyed() {
         let mut parser = BpftraceParser::new(AddressFilter::default());
         // ff02::1:ff00:2 is not counted (multicast), but it is in the total.
-        let report = feed_all(&mut parser, "@tx1[192.0.2.2]: 34\n@tx1[ff02::1:ff00:2]: 72\n@cumtx1: 106\n@end\n");
+        let report = feed_all(&mut parser, "@tx1[192.0.2.2]: 34\n@tx1[ff02::1:ff00:2]: 72\n@cum1[0]: 106\n@end\n");
         assert_eq!(report, vec![Record::Tx("192.0.2.2".parse().unwrap(), 34)]);
         assert_eq!(feed_all(&mut parser, "@tx[198.51.100.7]: 5\n@end\n").len(), 1);
     }
