@@ -109,7 +109,7 @@ bench: release
 # Fuzz every parser of outside input for FUZZ_SECONDS each (cargo-fuzz on a
 # nightly toolchain: cargo install cargo-fuzz). New inputs join fuzz/corpus/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := bpftrace_line iftop_block http_head qqwry ipdb
+FUZZ_TARGETS := bpftrace_line iftop_block http_head qqwry ipdb nft_elements
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		$(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 || exit 1; \

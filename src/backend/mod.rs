@@ -11,6 +11,7 @@
 pub mod bpftrace;
 pub mod child;
 pub mod iftop;
+pub mod nftables;
 pub mod trusted;
 
 use std::fmt::Debug;

@@ -199,7 +199,7 @@ impl Lab {
         self.nft_load(&rules);
     }
 
-    fn nft_load(&self, rules: &str) {
+    pub fn nft_load(&self, rules: &str) {
         let mut nft = Command::new("ip")
             .args(["netns", "exec", &self.host, "nft", "-f", "-"])
             .stdin(Stdio::piped())

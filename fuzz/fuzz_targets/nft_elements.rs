@@ -1,0 +1,15 @@
+//! Any bytes as a datagram of nf_tables netlink replies: messages, their
+//! attributes, and set elements read from them. Besides never crashing:
+//! every element read is a whole address with a counter.
+#![no_main]
+use ip_traffic_monitor_cli::backend::nftables::{elements::read_elements, netlink::messages};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut out = Vec::new();
+    for message in messages(data) {
+        let _ = message.error_code();
+        let _ = read_elements(&message, &mut out);
+    }
+    assert!(out.len() * 24 <= data.len(), "{} elements from {} bytes", out.len(), data.len());
+});

@@ -1,0 +1,35 @@
+//! The nftables backend (in progress, issue 17): the kernel counts in sets
+//! with per-element counters, and the monitor reads them over netlink
+//! itself, with no child process and no user-space package. What exists so
+//! far is the reading half: [`netlink`] (messages and attributes, pure and
+//! checked), [`elements`] (a set-element dump: address and bytes) and
+//! [`socket`] (one NETLINK_NETFILTER exchange), joined by [`dump_set`]. The
+//! table, its sets and rules, the harvest per interval and the `Backend`
+//! implementation are still to come.
+
+pub mod elements;
+pub mod netlink;
+pub mod socket;
+
+use std::io;
+use std::net::IpAddr;
+
+use netlink::{Builder, NLM_F_DUMP, NLM_F_REQUEST};
+
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM`.
+const GET_SET_ELEMENTS: u16 = 10 << 8 | 13;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+/// `NFPROTO_INET`: a table of family `inet`.
+pub const FAMILY_INET: u8 = 1;
+
+/// Every element of set `set` in table `table`: `(address, bytes)`, and how
+/// many elements could not be read.
+pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str) -> io::Result<(Vec<(IpAddr, u64)>, usize)> {
+    let seq = socket.next_seq();
+    let mut request = Builder::new(GET_SET_ELEMENTS, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
+    request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    let (mut counted, mut unreadable) = (Vec::new(), 0);
+    socket.exchange(&request.finish(), seq, |message| unreadable += elements::read_elements(message, &mut counted))?;
+    Ok((counted, unreadable))
+}

@@ -1,0 +1,95 @@
+//! A NETLINK_NETFILTER socket: send one request, read its replies until
+//! the kernel says done (a dump) or acknowledges (a change). The only code
+//! of the nftables backend that touches the kernel; everything it reads
+//! goes through the checked parsers of `netlink.rs`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::netlink::{self, Message, NLMSG_DONE, NLMSG_ERROR};
+
+const NETLINK_NETFILTER: libc::c_int = 12;
+/// Large enough for the kernel's biggest dump datagram (it fills up to a page or two).
+const RECV_BUF: usize = 64 * 1024;
+
+pub struct Socket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Socket {
+    pub fn open() -> io::Result<Socket> {
+        // SAFETY: plain FFI; the result is checked before it becomes an OwnedFd.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_NETFILTER) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Socket { fd, seq: 1 })
+    }
+
+    /// The next sequence number, for a request's header.
+    pub fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `request` (built with that sequence number) and hands every
+    /// reply message to `each` until the dump ends or the request is
+    /// acknowledged. A negative errno from the kernel is an error.
+    pub fn exchange(&mut self, request: &[u8], seq: u32, mut each: impl FnMut(&Message)) -> io::Result<()> {
+        self.send(request)?;
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let n = self.recv(&mut buf)?;
+            for message in netlink::messages(&buf[..n]) {
+                if message.seq != seq {
+                    continue;
+                }
+                match message.kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        return match message.error_code() {
+                            Some(0) => Ok(()),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code)),
+                            None => Err(io::Error::new(io::ErrorKind::InvalidData, "a truncated netlink error")),
+                        };
+                    }
+                    _ => each(&message),
+                }
+            }
+        }
+    }
+
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        // SAFETY: the pointer and length describe a live slice; the address is zeroed (the kernel).
+        let sent = unsafe {
+            let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+            kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&raw const kernel).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: the pointer and length describe a live, writable buffer.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The nftables backend's reading half (issue 17, in progress): a set with
+//! per-element counters, fed by the kernel, dumped over netlink by our own
+//! code (`backend::nftables::dump_set`), must hold exactly the bytes of the
+//! lab's nftables truth counters for every remote IP, IPv4 and IPv6.
+
+mod lab;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use ip_traffic_monitor_cli::backend::nftables::{FAMILY_INET, dump_set, socket::Socket};
+use lab::Lab;
+
+const TABLE: &str = "itm_harvest";
+
+/// Dumps `set` from inside network namespace `ns`, on a thread of its own
+/// (setns changes only the calling thread's namespace).
+fn dump_in(ns: &str, set: &'static str) -> (Vec<(IpAddr, u64)>, usize) {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: setns with an open namespace descriptor, on this thread only.
+        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let mut socket = Socket::open().expect("a netfilter netlink socket");
+        dump_set(&mut socket, FAMILY_INET, TABLE, set).expect("dump")
+    })
+    .join()
+    .expect("dump thread")
+}
+
+#[test]
+fn a_set_dumped_over_netlink_holds_exactly_the_truth_counters() {
+    if !lab::require_lab("a_set_dumped_over_netlink_holds_exactly_the_truth_counters") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.nft_load(&format!(
+        "table inet {TABLE} {{\n\
+         set tx4 {{ type ipv4_addr; size 65536; flags dynamic; counter; }}\n\
+         set tx6 {{ type ipv6_addr; size 65536; flags dynamic; counter; }}\n\
+         chain out {{ type filter hook output priority 0; update @tx4 {{ ip daddr }}; update @tx6 {{ ip6 daddr }}; }}\n}}\n"
+    ));
+    lab.start_iperf_server();
+    lab.iperf(&["-c", "198.51.100.7", "-n", "3M"]);
+    lab.udp_flow(true, "203.0.113.9", 500_000);
+    lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "2M"]);
+
+    let (mut dumped, mut unreadable) = dump_in(&lab.host, "tx4");
+    let (v6, bad6) = dump_in(&lab.host, "tx6");
+    dumped.extend(v6);
+    unreadable += bad6;
+    assert_eq!(unreadable, 0);
+    let dumped: BTreeMap<String, u64> = dumped.into_iter().map(|(ip, bytes)| (ip.to_string(), bytes)).collect();
+    let truth = lab.truth();
+    println!("{:<16} {:>10} {:>10}", "remote", "nftables", "dumped");
+    for ip in lab::REMOTE_V4.iter().chain(lab::REMOTE_V6.iter()) {
+        let want = truth[&(ip.to_string(), "tx")];
+        let got = dumped.get(*ip).copied().unwrap_or(0);
+        println!("{ip:<16} {want:>10} {got:>10}");
+        assert_eq!(got, want, "{ip}: the set's counter, read over netlink, equals the truth counter");
+    }
+    assert!(dumped["198.51.100.7"] > 3_000_000 && dumped["2001:db8:2::7"] > 2_000_000, "{dumped:?}");
+}
