@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{Labels, Locator};
 use crate::store::Store;
@@ -16,18 +16,22 @@ use crate::store::Store;
 /// Bytes per place of the IPs the store no longer tracks.
 #[derive(Default)]
 pub struct Ledger {
-    retired: Mutex<HashMap<Labels, (u64, u64)>>,
+    retired: Mutex<Places>,
 }
 
+/// Bytes `(tx, rx)` per place. Keys compare by value; a tracked IP's key is
+/// the locator's shared copy, so a render clones no label text.
+type Places = HashMap<Arc<Labels>, (u64, u64)>;
+
 /// One place and its bytes: `(labels, tx, rx)`.
-pub type PlaceTotals = (Labels, u64, u64);
+pub type PlaceTotals = (Arc<Labels>, u64, u64);
 
 impl Ledger {
     /// Takes the IPs the store evicted since the last call into the sums
     /// (the monitor calls it after each report, so they never pile up).
     pub fn absorb(&self, store: &Store, locator: &Locator) {
         let mut retired = self.lock();
-        add_all(&mut retired, &store.take_retired(), locator);
+        add_all(&mut retired, &store.take_retired(), locator, Lookup::Once);
     }
 
     /// Every byte counted, by place, sorted by labels: the retired sums, the
@@ -36,34 +40,47 @@ impl Ledger {
     pub fn places(&self, store: &Store, locator: &Locator) -> Vec<PlaceTotals> {
         let mut retired = self.lock();
         let by_ip = store.by_ip();
-        add_all(&mut retired, &by_ip.retired, locator);
+        add_all(&mut retired, &by_ip.retired, locator, Lookup::Once);
         let mut places = retired.clone();
         drop(retired);
-        add_all(&mut places, &by_ip.tracked, locator);
-        add(&mut places, Labels::default(), by_ip.unkeyed.0, by_ip.unkeyed.1);
+        add_all(&mut places, &by_ip.tracked, locator, Lookup::Cached);
+        add(&mut places, Arc::default(), by_ip.unkeyed.0, by_ip.unkeyed.1);
         let mut places: Vec<PlaceTotals> = places.into_iter().map(|(labels, (tx, rx))| (labels, tx, rx)).collect();
         places.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         places
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Labels, (u64, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Places> {
         self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn add_all(places: &mut HashMap<Labels, (u64, u64)>, ips: &[(IpAddr, u64, u64)], locator: &Locator) {
+/// How to look an IP up: tracked IPs are looked up at every render (the
+/// locator's cache serves them); an evicted one once, never again, so it
+/// must not push tracked IPs out of the cache.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Cached,
+    Once,
+}
+
+fn add_all(places: &mut Places, ips: &[(IpAddr, u64, u64)], locator: &Locator, how: Lookup) {
     if locator.is_empty() {
         // Without databases every place is Unknown: no lookups, no cache.
         let (tx, rx) = ips.iter().fold((0, 0), |(tx, rx), (_, t, r)| (tx + t, rx + r));
-        add(places, Labels::default(), tx, rx);
+        add(places, Arc::default(), tx, rx);
         return;
     }
     for &(ip, tx, rx) in ips {
-        add(places, (*locator.lookup(ip)).clone(), tx, rx);
+        let labels = match how {
+            Lookup::Cached => locator.lookup(ip),
+            Lookup::Once => Arc::new(locator.lookup_uncached(ip)),
+        };
+        add(places, labels, tx, rx);
     }
 }
 
-fn add(places: &mut HashMap<Labels, (u64, u64)>, labels: Labels, tx: u64, rx: u64) {
+fn add(places: &mut Places, labels: Arc<Labels>, tx: u64, rx: u64) {
     if tx + rx > 0 {
         let sums = places.entry(labels).or_default();
         sums.0 += tx;
