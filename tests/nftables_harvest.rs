@@ -62,3 +62,54 @@ fn a_set_dumped_over_netlink_holds_exactly_the_truth_counters() {
     }
     assert!(dumped["198.51.100.7"] > 3_000_000 && dumped["2001:db8:2::7"] > 2_000_000, "{dumped:?}");
 }
+
+/// Runs `f` with a netfilter socket inside network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce(&mut Socket) -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: setns with an open namespace descriptor, on this thread only.
+        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let mut socket = Socket::open().expect("a netfilter netlink socket");
+        f(&mut socket)
+    })
+    .join()
+    .expect("netns thread")
+}
+
+#[test]
+fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
+    use ip_traffic_monitor_cli::backend::nftables::table;
+    if !lab::require_lab("a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away") {
+        return;
+    }
+    let mut lab = Lab::new();
+    in_netns(&lab.host, |s| table::create(s, "itm_created", 65_536)).expect("the table, created over netlink");
+    lab.start_iperf_server();
+    lab.iperf(&["-c", "198.51.100.7", "-n", "3M"]);
+    lab.iperf(&["-c", "198.51.100.8", "-n", "2M", "-R"]);
+    lab.udp_flow(true, "203.0.113.9", 500_000);
+    lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "2M"]);
+    lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "1M", "-R"]);
+    let mut counted = BTreeMap::new();
+    for (set, dir) in [("tx4", "tx"), ("tx6", "tx"), ("rx4", "rx"), ("rx6", "rx")] {
+        let (elements, unreadable) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_created", set)).expect("dump");
+        assert_eq!(unreadable, 0);
+        for (ip, bytes) in elements {
+            counted.insert((ip.to_string(), dir), bytes);
+        }
+    }
+    let truth = lab.truth();
+    println!("{:<16} {:<3} {:>10} {:>10}", "remote", "dir", "nftables", "counted");
+    for ip in lab::REMOTE_V4.iter().chain(lab::REMOTE_V6.iter()) {
+        for dir in ["tx", "rx"] {
+            let want = truth[&(ip.to_string(), dir)];
+            let got = counted.get(&(ip.to_string(), dir)).copied().unwrap_or(0);
+            println!("{ip:<16} {dir:<3} {want:>10} {got:>10}");
+            assert_eq!(got, want, "{ip} {dir}");
+        }
+    }
+    in_netns(&lab.host, |s| table::delete(s, "itm_created")).expect("deleted");
+    let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("itm_created"), "the table is gone");
+}

@@ -1,15 +1,17 @@
 //! The nftables backend (in progress, issue 17): the kernel counts in sets
-//! with per-element counters, and the monitor reads them over netlink
-//! itself, with no child process and no user-space package. What exists so
-//! far is the reading half: [`netlink`] (messages and attributes, pure and
-//! checked), [`elements`] (a set-element dump: address and bytes) and
-//! [`socket`] (one NETLINK_NETFILTER exchange), joined by [`dump_set`]. The
-//! table, its sets and rules, the harvest per interval and the `Backend`
-//! implementation are still to come.
+//! with per-element counters, and the monitor creates them and reads them
+//! over netlink itself, with no child process and no user-space package.
+//! What exists so far: [`netlink`] (messages and attributes, pure and
+//! checked), [`socket`] (one NETLINK_NETFILTER exchange), [`table`] (the
+//! monitor's table, sets and chains, created and deleted in one batch) and
+//! [`elements`] (a set-element dump: address and bytes), joined by
+//! [`dump_set`]. The harvest per interval, the kernel-side filters, the
+//! `Backend` implementation and `-b auto` are still to come.
 
 pub mod elements;
 pub mod netlink;
 pub mod socket;
+pub mod table;
 
 use std::io;
 use std::net::IpAddr;
