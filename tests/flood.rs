@@ -25,10 +25,6 @@ fn scrape(server: SocketAddr) -> Option<String> {
     Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-}
 
 #[test]
 fn a_million_spoofed_sources_neither_stall_scrapes_nor_lose_bytes_nor_lock_the_table() {
@@ -93,7 +89,7 @@ fn a_million_spoofed_sources_neither_stall_scrapes_nor_lose_bytes_nor_lock_the_t
     let times = scraper.join().expect("scraper");
     let slowest = times.iter().map(|(t, _)| *t).max().unwrap_or_default();
     let failed = times.iter().filter(|(_, ok)| !ok).count();
-    let peak = status_kib(pid, "VmHWM:");
+    let peak = lab::status_kib(pid, "VmHWM:");
     println!("{} scrapes during it all, slowest {slowest:?}, {failed} failed; monitor peak RSS {peak} KiB", times.len());
     let slow: Vec<String> = times.iter().enumerate().filter(|(_, (t, _))| *t > Duration::from_millis(300)).map(|(i, (t, _))| format!("#{i} {t:?}")).collect();
     println!("scrapes over 300 ms: {slow:?}");

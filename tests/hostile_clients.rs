@@ -72,14 +72,6 @@ fn scrape(server: SocketAddr) -> (Duration, Vec<u8>) {
     (start.elapsed(), body)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn metric(body: &[u8], name: &str) -> f64 {
     lab::metric_value(&String::from_utf8_lossy(body), name).unwrap_or(0.0)
@@ -118,7 +110,7 @@ fn clients_that_never_read_neither_multiply_memory_nor_lock_out_a_scrape() {
     }
     let (_lab, monitor, [server, other]) = lab_with_many_series();
     let pid = monitor.pid();
-    println!("monitor with {SOURCES} series: RSS {} KiB, peak so far {} KiB", status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    println!("monitor with {SOURCES} series: RSS {} KiB, peak so far {} KiB", lab::status_kib(pid, "VmRSS:"), lab::status_kib(pid, "VmHWM:"));
 
     // A client of the other address holds a kept-alive connection through all of it.
     let mut regular = connect(other);
@@ -138,11 +130,11 @@ fn clients_that_never_read_neither_multiply_memory_nor_lock_out_a_scrape() {
     let mut peak = 0;
     let watch_until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < watch_until {
-        peak = peak.max(status_kib(pid, "VmRSS:"));
+        peak = peak.max(lab::status_kib(pid, "VmRSS:"));
         thread::sleep(Duration::from_millis(100));
     }
     let (took, _) = scrape(server);
-    println!("50 non-reading pipelining clients: peak RSS {peak} KiB (VmHWM {} KiB); a scrape took {took:?}", status_kib(pid, "VmHWM:"));
+    println!("50 non-reading pipelining clients: peak RSS {peak} KiB (VmHWM {} KiB); a scrape took {took:?}", lab::status_kib(pid, "VmHWM:"));
     assert!(took < Duration::from_secs(5), "scrape took {took:?}");
 
     // 300 slow readers (1 KB every 20 s) on top, all from one address.
@@ -169,8 +161,8 @@ fn clients_that_never_read_neither_multiply_memory_nor_lock_out_a_scrape() {
     regular.write_all(b"GET /metrics HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n").expect("send again");
     assert_eq!(read_response(&mut regular).0, "HTTP/1.1 200 OK", "a flood from one address evicts only its own");
 
-    let hwm = status_kib(pid, "VmHWM:");
-    peak = peak.max(status_kib(pid, "VmRSS:"));
+    let hwm = lab::status_kib(pid, "VmHWM:");
+    peak = peak.max(lab::status_kib(pid, "VmRSS:"));
     println!("peak RSS {peak} KiB, VmHWM {hwm} KiB (limit {RSS_LIMIT_KIB} KiB)");
     assert!(hwm < RSS_LIMIT_KIB, "the monitor's resident memory peaked at {hwm} KiB");
     drop((pipeliners, slow));

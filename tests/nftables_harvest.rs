@@ -14,19 +14,24 @@ use lab::Lab;
 
 const TABLE: &str = "itm_harvest";
 
-/// Dumps `set` from inside network namespace `ns`, on a thread of its own
-/// (setns changes only the calling thread's namespace).
+/// Dumps `set` from inside network namespace `ns`.
 fn dump_in(ns: &str, set: &'static str) -> (Vec<(IpAddr, u64)>, usize) {
+    in_netns(ns, move |socket| dump_set(socket, FAMILY_INET, TABLE, set)).expect("dump")
+}
+
+/// Runs `f` with a netfilter socket inside network namespace `ns`, on a
+/// thread of its own (setns changes only the calling thread's namespace).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce(&mut Socket) -> T + Send + 'static) -> T {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let netns = std::fs::File::open(&path).expect("the namespace");
         // SAFETY: setns with an open namespace descriptor, on this thread only.
         assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
         let mut socket = Socket::open().expect("a netfilter netlink socket");
-        dump_set(&mut socket, FAMILY_INET, TABLE, set).expect("dump")
+        f(&mut socket)
     })
     .join()
-    .expect("dump thread")
+    .expect("netns thread")
 }
 
 #[test]
@@ -61,20 +66,6 @@ fn a_set_dumped_over_netlink_holds_exactly_the_truth_counters() {
         assert_eq!(got, want, "{ip}: the set's counter, read over netlink, equals the truth counter");
     }
     assert!(dumped["198.51.100.7"] > 3_000_000 && dumped["2001:db8:2::7"] > 2_000_000, "{dumped:?}");
-}
-
-/// Runs `f` with a netfilter socket inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce(&mut Socket) -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(&path).expect("the namespace");
-        // SAFETY: setns with an open namespace descriptor, on this thread only.
-        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        let mut socket = Socket::open().expect("a netfilter netlink socket");
-        f(&mut socket)
-    })
-    .join()
-    .expect("netns thread")
 }
 
 #[test]
