@@ -11,9 +11,11 @@
 //! [ payload load 4b @ network header + 16 => reg 1 ]  [ dynset update reg_key 1 set tx4 ]
 //! ```
 //!
-//! Still to come (issue 17): filtering never-counted and private ranges in
-//! the kernel, a total per direction for a full set, forwarded traffic and
-//! `-i`, removal at exit, a stale table at start.
+//! Before the updates, one rule per never-counted block (and per private
+//! one unless asked to count them) returns from the chain, so those
+//! addresses take no room in a set. Still to come (issue 17): `--exclude`,
+//! a total per direction for a full set, forwarded traffic and `-i`,
+//! removal at exit, a stale table at start.
 
 use std::io;
 
@@ -29,6 +31,8 @@ const DELTABLE: u16 = SUBSYS | 2;
 const BATCH_BEGIN: u16 = 0x10;
 const BATCH_END: u16 = 0x11;
 const NLM_F_CREATE: u16 = 0x400;
+/// A new rule goes to the end of its chain (without it, to the front).
+const NLM_F_APPEND: u16 = 0x800;
 
 const FAMILY_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
@@ -55,9 +59,17 @@ const PEERS: [Peers; 4] = [
     Peers { set: "rx6", chain: "in", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
 ];
 
+/// Address blocks never counted, by their first two bytes: `(mask, value)`.
+/// The same as `filter.rs` decides, so that they take no room in a set.
+const NEVER_V4: [(u16, u16); 4] = [(0xff00, 0x0000), (0xff00, 0x7f00), (0xffff, 0xa9fe), (0xe000, 0xe000)];
+const PRIVATE_V4: [(u16, u16); 4] = [(0xff00, 0x0a00), (0xfff0, 0xac10), (0xffff, 0xc0a8), (0xffc0, 0x6440)];
+const NEVER_V6: [(u16, u16); 3] = [(0xff00, 0x0000), (0xff00, 0xff00), (0xffc0, 0xfe80)];
+const PRIVATE_V6: [(u16, u16); 1] = [(0xfe00, 0xfc00)];
+
 /// Creates table `name` with its sets of at most `size` peers each and
-/// its chains, in one transaction.
-pub fn create(socket: &mut Socket, name: &str, size: u32) -> io::Result<()> {
+/// its chains, in one transaction. Never-counted blocks (and private ones
+/// unless `include_private`) return from the chain before the set update.
+pub fn create(socket: &mut Socket, name: &str, size: u32, include_private: bool) -> io::Result<()> {
     let seq = socket.next_seq();
     let mut batch = batch_marker(BATCH_BEGIN, seq);
     let create = NLM_F_REQUEST | NLM_F_CREATE;
@@ -69,6 +81,15 @@ pub fn create(socket: &mut Socket, name: &str, size: u32) -> io::Result<()> {
     }
     for (chain, hook) in [("out", HOOK_LOCAL_OUT), ("in", HOOK_LOCAL_IN)] {
         batch.extend(new_chain(name, chain, hook, seq));
+    }
+    let create = create | NLM_F_APPEND; // rules, from here on, in the order written
+    for peers in &PEERS {
+        let (never, private): (&[(u16, u16)], &[(u16, u16)]) =
+            if peers.len == 4 { (&NEVER_V4, &PRIVATE_V4) } else { (&NEVER_V6, &PRIVATE_V6) };
+        let skipped = never.iter().chain(if include_private { &[][..] } else { private });
+        for &(mask, value) in skipped {
+            batch.extend(skip_rule(name, peers, mask, value, create, seq));
+        }
     }
     for (id, peers) in PEERS.iter().enumerate() {
         // The last message asks for the acknowledgement that ends the exchange.
@@ -128,15 +149,7 @@ fn new_rule(table: &str, peers: &Peers, set_id: u32, flags: u16, seq: u32) -> Ve
     let mut rule = Builder::new(NEWRULE, flags, seq, FAMILY_INET);
     rule.attr_str(1, table).attr_str(2, peers.chain); // NFTA_RULE_TABLE, NFTA_RULE_CHAIN
     let list = rule.begin_nest(4); // NFTA_RULE_EXPRESSIONS
-    expression(&mut rule, "meta", |e| {
-        e.attr_u32(1, REG).attr_u32(2, 15); // NFTA_META_DREG, NFTA_META_KEY: NFT_META_NFPROTO
-    });
-    expression(&mut rule, "cmp", |e| {
-        e.attr_u32(1, REG).attr_u32(2, 0); // NFTA_CMP_SREG, NFTA_CMP_OP: NFT_CMP_EQ
-        let data = e.begin_nest(3); // NFTA_CMP_DATA
-        e.attr(1, &[peers.nfproto]); // NFTA_DATA_VALUE
-        e.end_nest(data);
-    });
+    match_nfproto(&mut rule, peers.nfproto);
     expression(&mut rule, "payload", |e| {
         // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
         e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
@@ -147,6 +160,58 @@ fn new_rule(table: &str, peers: &Peers, set_id: u32, flags: u16, seq: u32) -> Ve
     });
     rule.end_nest(list);
     rule.finish()
+}
+
+/// `meta nfproto == P` then `@nh,OFFSET,16 & mask == value return`: a
+/// packet whose remote address is in the block leaves the chain uncounted.
+fn skip_rule(table: &str, peers: &Peers, mask: u16, value: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let mut rule = Builder::new(NEWRULE, flags, seq, FAMILY_INET);
+    rule.attr_str(1, table).attr_str(2, peers.chain);
+    let list = rule.begin_nest(4);
+    match_nfproto(&mut rule, peers.nfproto);
+    expression(&mut rule, "payload", |e| {
+        e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, 2);
+    });
+    expression(&mut rule, "bitwise", |e| {
+        // NFTA_BITWISE_SREG, _DREG, _LEN, _MASK, _XOR: reg = reg & mask ^ 0
+        e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, 2);
+        data(e, 4, &mask.to_be_bytes());
+        data(e, 5, &[0, 0]);
+    });
+    expression(&mut rule, "cmp", |e| {
+        e.attr_u32(1, REG).attr_u32(2, 0);
+        data(e, 3, &value.to_be_bytes());
+    });
+    expression(&mut rule, "immediate", |e| {
+        e.attr_u32(1, 0); // NFTA_IMMEDIATE_DREG: NFT_REG_VERDICT
+        let d = e.begin_nest(2); // NFTA_IMMEDIATE_DATA
+        let verdict = e.begin_nest(2); // NFTA_DATA_VERDICT
+        e.attr_u32(1, NFT_RETURN as u32); // NFTA_VERDICT_CODE
+        e.end_nest(verdict);
+        e.end_nest(d);
+    });
+    rule.end_nest(list);
+    rule.finish()
+}
+
+const NFT_RETURN: i32 = -5;
+
+/// `meta nfproto == P`.
+fn match_nfproto(rule: &mut Builder, nfproto: u8) {
+    expression(rule, "meta", |e| {
+        e.attr_u32(1, REG).attr_u32(2, 15); // NFTA_META_DREG, NFTA_META_KEY: NFT_META_NFPROTO
+    });
+    expression(rule, "cmp", |e| {
+        e.attr_u32(1, REG).attr_u32(2, 0); // NFTA_CMP_SREG, NFTA_CMP_OP: NFT_CMP_EQ
+        data(e, 3, &[nfproto]);
+    });
+}
+
+/// A nested `nft_data` attribute holding `value` (NFTA_DATA_VALUE).
+fn data(e: &mut Builder, kind: u16, value: &[u8]) {
+    let d = e.begin_nest(kind);
+    e.attr(1, value);
+    e.end_nest(d);
 }
 
 /// One `NFTA_LIST_ELEM` expression: its name and its data attributes.
