@@ -50,6 +50,7 @@ fn a_set_dumped_over_netlink_holds_exactly_the_truth_counters() {
     lab.iperf(&["-c", "198.51.100.7", "-n", "3M"]);
     lab.udp_flow(true, "203.0.113.9", 500_000);
     lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "2M"]);
+    lab.wait_until_quiet();
 
     let (mut dumped, mut unreadable) = dump_in(&lab.host, "tx4");
     let (v6, bad6) = dump_in(&lab.host, "tx6");
@@ -86,6 +87,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     lab.udp_flow(true, "203.0.113.9", 500_000);
     lab.iperf(&["-6", "-c", "2001:db8:2::7", "-n", "2M"]);
     lab.iperf(&["-6", "-c", "2001:db8::2", "-n", "1M", "-R"]);
+    lab.wait_until_quiet();
     let mut counted = BTreeMap::new();
     let filter = ip_traffic_monitor_cli::filter::AddressFilter::default();
     for (set, dir) in [("tx4", "tx"), ("tx6", "tx"), ("rx4", "rx"), ("rx6", "rx")] {

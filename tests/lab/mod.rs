@@ -268,6 +268,21 @@ impl Lab {
         self.iperf_in(lan, args);
     }
 
+    /// Waits until the truth counters stand still for 300 ms (a flow's last
+    /// packets may still leave after its client returned); at most 10 s.
+    pub fn wait_until_quiet(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.truth();
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(300));
+            let now = self.truth();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
     /// (remote IP, "tx"|"rx") → bytes, read from the nftables counters.
     pub fn truth(&self) -> BTreeMap<(String, &'static str), u64> {
         self.counters("itm_truth")
