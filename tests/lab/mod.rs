@@ -371,14 +371,18 @@ impl Lab {
             if upload { (self.host.clone(), self.remote.clone()) } else { (self.remote.clone(), self.host.clone()) };
         let (dest, source) = if upload { (remote_ip, "192.0.2.1") } else { ("192.0.2.1", remote_ip) };
         let port = if upload { "9999" } else { "9998" };
-        let receiver = Command::new("ip")
-            .args(["netns", "exec", &receiver_ns, "socat", "-u"])
-            .arg(format!("UDP-RECV:{port},bind={dest}"))
-            .arg("/dev/null")
-            .spawn()
-            .expect("socat receiver");
-        self.children.push(receiver);
-        self.wait_for_udp_socket(&receiver_ns, port);
+        let bound = format!("src {dest}:{port}");
+        let listening = run(&["ip", "netns", "exec", &receiver_ns, "ss", "-Hlun", &bound]);
+        if listening.stdout.is_empty() {
+            let receiver = Command::new("ip")
+                .args(["netns", "exec", &receiver_ns, "socat", "-u"])
+                .arg(format!("UDP-RECV:{port},bind={dest}"))
+                .arg("/dev/null")
+                .spawn()
+                .expect("socat receiver");
+            self.children.push(receiver);
+            self.wait_for_udp_socket(&receiver_ns, port);
+        }
         run(&[
             "ip", "netns", "exec", &sender_ns, "socat", "-u", "-b", "1200",
             &format!("OPEN:/dev/zero,readbytes={bytes}"),
