@@ -21,6 +21,14 @@ impl Cidr {
         (prefix <= if network.is_ipv4() { 32 } else { 128 }).then_some(Cidr { network, prefix })
     }
 
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -117,6 +125,25 @@ impl AddressFilter {
     }
 }
 
+/// The never-counted blocks, as CIDRs (for a kernel-side filter); the
+/// predicates below say the same, and a test holds them to it.
+const NEVER_COUNTED: [&str; 7] = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3", "::/8", "ff00::/8", "fe80::/10"];
+const PRIVATE: [&str; 5] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"];
+
+impl AddressFilter {
+    /// Every block this filter leaves out, as CIDRs: what a kernel-side
+    /// filter (the nftables backend) must skip to decide as [`Self::counts`].
+    pub fn skipped_blocks(&self) -> Vec<Cidr> {
+        let private: &[&str] = if self.include_private { &[] } else { &PRIVATE };
+        NEVER_COUNTED
+            .iter()
+            .chain(private)
+            .filter_map(|text| text.parse().ok())
+            .chain(self.exclude.iter().copied())
+            .collect()
+    }
+}
+
 fn never_counted_v4(ip: Ipv4Addr) -> bool {
     ip.octets()[0] == 0 // "this network", including 0.0.0.0
         || ip.is_loopback()
@@ -198,6 +225,41 @@ mod tests {
         }
         assert!(filter.counts(canonical(ip("::ffff:198.51.100.7"))));
         assert_eq!("::ffff:198.51.100.7".parse::<Cidr>().unwrap(), "198.51.100.7/32".parse().unwrap());
+    }
+
+    /// The CIDR list a kernel filter gets decides as `counts` does, at the
+    /// edges of every block and in between.
+    #[test]
+    fn skipped_blocks_decide_as_the_filter_does() {
+        let filters = [
+            AddressFilter::default(),
+            AddressFilter { include_private: true, exclude: vec![] },
+            AddressFilter { include_private: false, exclude: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()] },
+        ];
+        let mut probes: Vec<IpAddr> = Vec::new();
+        for block in NEVER_COUNTED.iter().chain(&PRIVATE).chain(&["203.0.113.0/24", "2001:db8:1::/48"]) {
+            let cidr: Cidr = block.parse().unwrap();
+            let (width, bits) = match cidr.network {
+                IpAddr::V4(v4) => (32u32, u128::from(u32::from(v4))),
+                IpAddr::V6(v6) => (128, u128::from(v6)),
+            };
+            let size = 1u128.checked_shl(width - u32::from(cidr.prefix)).unwrap_or(0);
+            for edge in [bits.wrapping_sub(1), bits, bits.wrapping_add(size / 2), bits.wrapping_add(size.wrapping_sub(1)), bits.wrapping_add(size)] {
+                probes.push(match cidr.network {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(edge as u32)),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(edge)),
+                });
+            }
+        }
+        probes.extend(["8.8.8.8", "198.51.100.7", "2606:4700::1111"].map(ip));
+        assert_eq!(AddressFilter::default().skipped_blocks().len(), NEVER_COUNTED.len() + PRIVATE.len());
+        for filter in &filters {
+            let blocks = filter.skipped_blocks();
+            for &probe in &probes {
+                let probe = canonical(probe);
+                assert_eq!(!blocks.iter().any(|b| b.contains(probe)), filter.counts(probe), "{probe} with {filter:?}");
+            }
+        }
     }
 
     #[test]

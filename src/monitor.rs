@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
-use crate::backend::{Backend, Event, Running, child};
+use crate::backend::{self, Backend, Event, Running};
 use crate::cli::Config;
 use crate::error::Error;
 use crate::exporter;
@@ -60,7 +60,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }
     backend.start_helpers(&store);
-    let mut running = child::start(backend, Arc::clone(&store), events_tx.clone())?;
+    let mut running = backend::start(backend, Arc::clone(&store), events_tx.clone())?;
     // The run's clock (-d, elapsed times) starts when counting does.
     let mut started = Instant::now();
     let outcome = match wait_attached(backend, &events, &mut running) {
@@ -289,7 +289,7 @@ impl Watchdog {
 /// signal or the end of the run comes first.
 fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option<Instant>) -> Option<Running> {
     ctx.store.health().set_up(false);
-    let status = dead.wait().map_or_else(|| "unknown status".into(), |s| s.to_string());
+    let status = dead.wait();
     let last = dead.stderr.lines().pop().map(|l| format!(": {l}")).unwrap_or_default();
     eprintln!("{} exited unexpectedly ({status}){last}", dead.name);
     loop {
@@ -302,7 +302,7 @@ fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option
             return None;
         }
         *delay = (*delay * 2).min(RESTART_DELAY_MAX);
-        let mut new = match child::start(ctx.backend, Arc::clone(ctx.store), ctx.events_tx.clone()) {
+        let mut new = match backend::start(ctx.backend, Arc::clone(ctx.store), ctx.events_tx.clone()) {
             Ok(new) => new,
             Err(err) => {
                 eprintln!("{err}");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ip_traffic_monitor_cli::backend::bpftrace::BpftraceParser;
-use ip_traffic_monitor_cli::backend::{Backend, LineParser};
+use ip_traffic_monitor_cli::backend::{Backend, LineParser, Runner};
 use ip_traffic_monitor_cli::cli::Config;
 use ip_traffic_monitor_cli::error::Error;
 use ip_traffic_monitor_cli::filter::AddressFilter;
@@ -51,17 +51,15 @@ impl Backend for Fake {
     fn method(&self) -> String {
         format!("printf, then `{}`", self.script)
     }
-    fn command(&self) -> Result<Command, Error> {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &format!("printf '{ONE_REPORT}'{}", self.script)]);
-        cmd.stdin(Stdio::null());
-        Ok(cmd)
+    fn runner(&self) -> Result<Runner, Error> {
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", &format!("printf '{ONE_REPORT}'{}", self.script)]);
+        command.stdin(Stdio::null());
+        let parser: Box<dyn LineParser> = Box::new(BpftraceParser::new(AddressFilter::default()));
+        Ok(Runner::Child { command, parser })
     }
     fn report_interval(&self) -> Duration {
         self.interval
-    }
-    fn parser(&self) -> Box<dyn LineParser> {
-        Box::new(BpftraceParser::new(AddressFilter::default()))
     }
     fn explain_start_failure(&self, _stderr: &[String]) -> String {
         "the fake did not start".into()

@@ -19,6 +19,16 @@ fn dump_in(ns: &str, set: &'static str) -> (Vec<(IpAddr, u64)>, usize) {
     in_netns(ns, move |socket| dump_set(socket, FAMILY_INET, TABLE, set, Read::Keep)).expect("dump")
 }
 
+/// The monitor's table layout with the default filter, counting on every device but loopback.
+fn layout() -> ip_traffic_monitor_cli::backend::nftables::table::Layout {
+    ip_traffic_monitor_cli::backend::nftables::table::Layout {
+        size: 65_536,
+        timeout: std::time::Duration::from_secs(60),
+        skipped: ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(),
+        ifindex: None,
+    }
+}
+
 /// Runs `f` with a netfilter socket inside network namespace `ns`, on a
 /// thread of its own (setns changes only the calling thread's namespace).
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce(&mut Socket) -> T + Send + 'static) -> T {
@@ -78,7 +88,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     }
     let mut lab = Lab::new();
     lab.add_lan();
-    in_netns(&lab.host, |s| table::create(s, "itm_created", 65_536, false)).expect("the table, created over netlink");
+    in_netns(&lab.host, |s| table::create(s, "itm_created", &layout(), false)).expect("the table, created over netlink");
     // Never counted (loopback; IPv6 neighbour discovery's multicast comes by itself) and private (the LAN).
     lab.host_shell("echo x > /dev/udp/127.0.0.1/9; echo x > /dev/udp/10.0.0.2/9; echo x > /dev/udp/fd00::2/9");
     lab.start_iperf_server();
@@ -120,7 +130,7 @@ fn a_dump_that_resets_hands_over_each_byte_exactly_once() {
         return;
     }
     let mut lab = Lab::new();
-    in_netns(&lab.host, |s| table::create(s, "itm_reset", 65_536, false)).expect("the table");
+    in_netns(&lab.host, |s| table::create(s, "itm_reset", &layout(), false)).expect("the table");
     let harvest = |lab: &Lab| -> u64 {
         let (elements, _) =
             in_netns(&lab.host, |s| dump_set(s, FAMILY_INET, "itm_reset", "tx4", Read::AndReset)).expect("dump and reset (Linux 6.5+)");

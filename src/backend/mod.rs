@@ -1,40 +1,51 @@
 //! Backends: what watches the traffic in the kernel and reports it. Each
-//! backend is a folder here (its command, its output parser, how it explains
-//! a failed start, what it needs beside its child) behind one interface,
-//! [`Backend`]; [`child`] runs any of them as a child process whose stdout
-//! one reader thread parses into the store, and the monitor supervises it
-//! without knowing which it is. Adding a backend means adding a folder and
-//! a line in [`Kind`]; the command line builds each backend's own parameters
+//! backend is a folder here (how it runs, how it reads what the kernel
+//! counted, how it explains a failed start, what it needs beside it) behind
+//! one interface, [`Backend`]. It runs either as a child process whose
+//! stdout one reader thread parses ([`child`]: bpftrace, iftop) or as a
+//! thread that reads the kernel's own counters ([`in_process`]: nftables);
+//! either way [`start`] hands the monitor a [`Running`] to supervise without
+//! knowing which it is. Adding a backend means adding a folder and a line
+//! in [`Kind`]; the command line builds each backend's own parameters
 //! (backends never see the flags). What every backend counts is defined in
 //! docs/ACCOUNTING.md.
 
 pub mod bpftrace;
 pub mod child;
 pub mod iftop;
+pub mod in_process;
 pub mod nftables;
+pub mod owners;
+pub mod running;
 pub mod trusted;
 
 use std::fmt::Debug;
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::store::{Record, Store};
-pub use child::{Event, Running};
+pub use running::{Event, Running};
 
 /// The backends there are, in the order `-b auto` tries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    Nftables,
     Bpftrace,
     Iftop,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Bpftrace, Kind::Iftop];
+    /// nftables first: exact, no user-space package, the lightest; then
+    /// bpftrace (exact, attributes short-lived processes at the socket);
+    /// then iftop (captures packets, exact to its 2-second blocks).
+    pub const ALL: [Kind; 3] = [Kind::Nftables, Kind::Bpftrace, Kind::Iftop];
 
     pub fn name(self) -> &'static str {
         match self {
+            Kind::Nftables => "nftables",
             Kind::Bpftrace => "bpftrace",
             Kind::Iftop => "iftop",
         }
@@ -45,9 +56,24 @@ impl Kind {
     }
 }
 
-/// One way of counting: a child process that prints reports, and what it
-/// needs around it. Only `name`, `probe`, `command`, `parser` and
-/// `explain_start_failure` are required; the rest have do-nothing defaults.
+/// How a backend counts: a child process and the parser of its output, or
+/// a counter in the kernel that a thread of the monitor reads.
+pub enum Runner {
+    Child { command: Command, parser: Box<dyn LineParser> },
+    InProcess(Box<dyn in_process::Counter>),
+}
+
+/// Starts `backend`: its child with a reader thread, or its counting thread.
+pub fn start(backend: &dyn Backend, store: Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
+    match backend.runner()? {
+        Runner::Child { command, parser } => child::start(command, parser, backend.name(), store, events),
+        Runner::InProcess(counter) => in_process::start(counter, backend.name(), backend.report_interval(), store, events),
+    }
+}
+
+/// One way of counting, and what it needs around it. Only `name`, `probe`,
+/// `method`, `runner`, `report_interval` and `explain_start_failure` are
+/// required; the rest have do-nothing defaults.
 pub trait Backend: Send + Sync + Debug {
     fn name(&self) -> &'static str;
 
@@ -58,19 +84,17 @@ pub trait Backend: Send + Sync + Debug {
     /// How it counts and attributes processes, for the startup line.
     fn method(&self) -> String;
 
-    /// The child's command with its arguments and stdin, after the same
-    /// checks as [`Backend::probe`]; [`child::start`] pipes its stdout and
-    /// stderr and ties it to the monitor.
-    fn command(&self) -> Result<Command, Error>;
+    /// What to start, after the same checks as [`Backend::probe`]: a child's
+    /// command (with its arguments and stdin; [`child::start`] pipes its
+    /// stdout and stderr and ties it to the monitor) and a fresh parser for
+    /// its stdout, or a counter for [`in_process::start`].
+    fn runner(&self) -> Result<Runner, Error>;
 
     /// How often a running child prints a report: the watchdog's clock.
     fn report_interval(&self) -> Duration;
 
-    /// A fresh parser for one child's stdout.
-    fn parser(&self) -> Box<dyn LineParser>;
-
-    /// One line saying why a child exited before it attached, from the tail
-    /// of its stderr.
+    /// One line saying why it ended before it attached, from the tail of
+    /// its stderr.
     fn explain_start_failure(&self, stderr: &[String]) -> String;
 
     /// Starts what the backend needs beside its child for the whole run.

@@ -13,6 +13,7 @@ use super::flags::{DEFAULT_DURATION, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, D
 use super::lowargs::{self, LowArgs};
 use crate::backend::bpftrace::{self, Bpftrace};
 use crate::backend::iftop::{self, Iftop};
+use crate::backend::nftables::{self, Nftables};
 use crate::backend::{Backend, Kind};
 use crate::error::Error;
 use crate::filter::AddressFilter;
@@ -58,6 +59,7 @@ struct BackendFlags {
     sample_interval: Duration,
     filter: AddressFilter,
     script: Option<bpftrace::Script>,
+    max_ips: usize,
 }
 
 /// A backend ready to start, and the interface it counts on.
@@ -71,6 +73,7 @@ impl Config {
             filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
             // Read and vetted once, before any backend is chosen: a bad script is an error, not a fallback.
             script: low.bpftrace_script.as_deref().map(bpftrace::Script::load).transpose()?,
+            max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
         };
         let ((backend, iface), backend_reason) = match low.backend {
             Some(lowargs::Backend::Named(kind)) => (build_backend(kind, &flags)?, "chosen with -b".to_string()),
@@ -107,7 +110,7 @@ impl Config {
                 Some(lowargs::Lang::ZhCn) | None => Lang::ZhCn,
             },
             lookup: low.lookup,
-            max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
+            max_ips: flags.max_ips,
         })
     }
 }
@@ -115,6 +118,15 @@ impl Config {
 /// Each backend's own parameters, from the flags.
 fn build_backend(kind: Kind, flags: &BackendFlags) -> Result<Built, Error> {
     Ok(match kind {
+        Kind::Nftables => {
+            let params = nftables::Params {
+                sample_interval: flags.sample_interval,
+                filter: flags.filter.clone(),
+                ifindex: flags.iface.as_ref().map(|iface| iface.ifindex),
+                set_size: u32::try_from(flags.max_ips).unwrap_or(u32::MAX),
+            };
+            (Arc::new(Nftables::new(params)), flags.iface.clone())
+        }
         Kind::Bpftrace => {
             let params = bpftrace::Params {
                 script: flags.script.clone(),
@@ -179,7 +191,6 @@ fn own_netns_inode() -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LineParser;
     use crate::cli::lowargs;
     use std::ffi::OsString;
 
@@ -233,14 +244,11 @@ mod tests {
         fn method(&self) -> String {
             String::new()
         }
-        fn command(&self) -> Result<std::process::Command, Error> {
+        fn runner(&self) -> Result<crate::backend::Runner, Error> {
             Err(Error::fatal("a fake runs nothing"))
         }
         fn report_interval(&self) -> std::time::Duration {
             std::time::Duration::from_secs(2)
-        }
-        fn parser(&self) -> Box<dyn LineParser> {
-            unimplemented!("a fake parses nothing")
         }
         fn explain_start_failure(&self, _: &[String]) -> String {
             String::new()

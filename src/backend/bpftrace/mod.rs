@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Backend, LineParser, Running, trusted};
+use super::{Backend, LineParser, Runner, Running, trusted};
 use crate::error::Error;
 use crate::filter::AddressFilter;
 pub use reports::BpftraceParser;
@@ -79,18 +79,15 @@ impl Backend for Bpftrace {
         }
     }
 
-    fn command(&self) -> Result<Command, Error> {
+    fn runner(&self) -> Result<Runner, Error> {
         let bpftrace = find()?;
         check_kernel()?;
-        command(&bpftrace, &self.params)
+        let parser: Box<dyn LineParser> = Box::new(BpftraceParser::new(self.params.filter.clone()));
+        Ok(Runner::Child { command: command(&bpftrace, &self.params)?, parser })
     }
 
     fn report_interval(&self) -> Duration {
         self.params.sample_interval
-    }
-
-    fn parser(&self) -> Box<dyn LineParser> {
-        Box::new(BpftraceParser::new(self.params.filter.clone()))
     }
 
     fn explain_start_failure(&self, stderr: &[String]) -> String {
@@ -98,7 +95,7 @@ impl Backend for Bpftrace {
     }
 
     fn missed_events(&self, child: &Running) -> u64 {
-        recursion_misses(child.pid())
+        child.pid().map_or(0, recursion_misses)
     }
 }
 

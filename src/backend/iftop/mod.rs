@@ -10,11 +10,10 @@
 //! at the end so the last bytes are printed before iftop is stopped.
 //!
 //! iftop sees packets, not sockets: which side of a host pair is remote is
-//! decided by [`direction`], and the local process by [`owners`], a /proc
-//! scan on its own thread. [`parse`] reads its blocks.
+//! decided by [`direction`], and the local process by [`super::owners`], a
+//! /proc scan on its own thread. [`parse`] reads its blocks.
 
 pub mod direction;
-pub mod owners;
 pub mod parse;
 
 use std::path::Path;
@@ -23,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::trusted::{self, require_program};
-use super::{Backend, LineParser, Running};
+use super::{Backend, LineParser, Runner, Running, owners};
 use crate::error::Error;
 use crate::filter::AddressFilter;
 use crate::store::Store;
@@ -66,18 +65,15 @@ impl Backend for Iftop {
         "cumulative column, 3 significant digits; process from /proc".into()
     }
 
-    fn command(&self) -> Result<Command, Error> {
+    fn runner(&self) -> Result<Runner, Error> {
         let iftop = require_program("iftop", INSTALL_HINT)?;
         let stdbuf = require_program("stdbuf", STDBUF_HINT)?;
-        Ok(command(&iftop, &stdbuf, &self.params.iface))
+        let parser: Box<dyn LineParser> = Box::new(IftopParser::new(self.params.filter.clone(), Direction::new(&self.params.iface)));
+        Ok(Runner::Child { command: command(&iftop, &stdbuf, &self.params.iface), parser })
     }
 
     fn report_interval(&self) -> Duration {
         self.params.sample_interval.max(RESOLUTION)
-    }
-
-    fn parser(&self) -> Box<dyn LineParser> {
-        Box::new(IftopParser::new(self.params.filter.clone(), Direction::new(&self.params.iface)))
     }
 
     fn explain_start_failure(&self, stderr: &[String]) -> String {

@@ -1,38 +1,144 @@
-//! The nftables backend (in progress, issue 17): the kernel counts in sets
-//! with per-element counters, and the monitor creates them and reads them
-//! over netlink itself, with no child process and no user-space package.
-//! What exists so far: [`netlink`] (messages and attributes, pure and
-//! checked), [`socket`] (one NETLINK_NETFILTER exchange), [`table`] (the
-//! monitor's table, sets and chains, created and deleted in one batch) and
-//! [`elements`] (a set-element dump: address and bytes), joined by
-//! [`dump_set`]. The harvest per interval, the kernel-side filters, the
-//! `Backend` implementation and `-b auto` are still to come.
+//! The nftables backend: the kernel counts, in sets of peers with
+//! per-element counters in the monitor's own table ([`table`]), and a thread
+//! of the monitor reads them over netlink every interval ([`harvest`]): no
+//! child process, no user-space package, no packet copied to user space.
+//! [`netlink`] builds and walks messages (pure, checked), [`socket`] is the
+//! one NETLINK_NETFILTER exchange, [`elements`] reads a set-element dump.
+//! Process association comes from /proc, as for iftop
+//! ([`super::owners`]). What it needs: Linux 5.7+ with nf_tables (set
+//! expressions); read-and-reset of set counters, Linux 6.5+, else each
+//! harvest subtracts the previous one.
 
 pub mod elements;
+pub mod harvest;
 pub mod netlink;
 pub mod socket;
 pub mod table;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use netlink::{Builder, NLM_F_DUMP, NLM_F_REQUEST};
+use super::{Backend, Runner, owners};
+use crate::error::Error;
+use crate::filter::AddressFilter;
+use crate::store::Store;
+use netlink::{Builder, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, attributes, be_u64};
 
-/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM`.
-const GET_SET_ELEMENTS: u16 = 10 << 8 | 13;
-/// `... | NFT_MSG_GETSETELEM_RESET` (Linux 6.5+): read the counters and
-/// zero them in the same step, so no byte falls between two harvests.
-const GET_SET_ELEMENTS_RESET: u16 = 10 << 8 | 33;
+/// The monitor's table: `inet ip_traffic_monitor`.
+pub const TABLE: &str = "ip_traffic_monitor";
+/// `NFNL_SUBSYS_NFTABLES << 8`: the message types below are `SUBSYS | NFT_MSG_*`.
+pub(crate) const SUBSYS: u16 = 10 << 8;
+const GET_SET_ELEMENTS: u16 = SUBSYS | 13;
+/// `NFT_MSG_GETSETELEM_RESET` (Linux 6.5+): read the counters and zero them
+/// in the same step, so no byte falls between two harvests.
+const GET_SET_ELEMENTS_RESET: u16 = SUBSYS | 33;
+const GET_OBJECT: u16 = SUBSYS | 19;
+const GET_OBJECT_RESET: u16 = SUBSYS | 21;
+const GET_FLOWTABLE: u16 = SUBSYS | 23;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 /// `NFPROTO_INET`: a table of family `inet`.
 pub const FAMILY_INET: u8 = 1;
 
-/// Whether a dump leaves the counters as they are or zeroes them.
+/// Whether a read leaves the counters as they are or zeroes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
     Keep,
     AndReset,
+}
+
+/// What the nftables backend is told.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub sample_interval: Duration,
+    pub filter: AddressFilter,
+    /// Count only on this device; `None`: every device but loopback.
+    pub ifindex: Option<u32>,
+    /// Peers per set (`--max-ips`).
+    pub set_size: u32,
+}
+
+#[derive(Debug)]
+pub struct Nftables {
+    params: Params,
+}
+
+impl Nftables {
+    pub fn new(params: Params) -> Nftables {
+        Nftables { params }
+    }
+
+    fn layout(&self) -> table::Layout {
+        table::Layout {
+            size: self.params.set_size,
+            timeout: element_timeout(self.params.sample_interval),
+            skipped: self.params.filter.skipped_blocks(),
+            ifindex: self.params.ifindex,
+        }
+    }
+}
+
+/// How long a peer stays in its set after its last packet: long enough
+/// that its last bytes are always harvested first (several intervals),
+/// short enough that quiet peers make room. Bytes of an element that goes
+/// before a harvest read it are still in the direction's total.
+fn element_timeout(interval: Duration) -> Duration {
+    (interval * 4).max(Duration::from_secs(60))
+}
+
+const OTHERS: &str = "use -b bpftrace or -b iftop";
+
+impl Backend for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    /// Creates and deletes a small table of the same layout: proof that the
+    /// kernel has every part and that we may use it. A flowtable in any
+    /// table would hide offloaded flows from the hooks: `-b auto` then
+    /// prefers another backend.
+    fn probe(&self) -> Result<(), Error> {
+        let mut socket = harvest::open_socket().map_err(Error::fatal)?;
+        let name = format!("{TABLE}_probe_{}", std::process::id());
+        let layout = table::Layout { size: 16, ..self.layout() };
+        table::create(&mut socket, &name, &layout, false).map_err(|e| Error::fatal(harvest::explain(&e)))?;
+        let _ = table::delete(&mut socket, &name);
+        match flowtables(&mut socket) {
+            Ok(found) if !found.is_empty() => Err(Error::fatal(format!(
+                "flowtable {} offloads established flows past the nftables hooks",
+                found.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn method(&self) -> String {
+        format!(
+            "kernel counters in table inet {TABLE}, read over netlink every {} s; process from /proc",
+            self.params.sample_interval.as_secs_f64()
+        )
+    }
+
+    fn runner(&self) -> Result<Runner, Error> {
+        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout()))))
+    }
+
+    fn report_interval(&self) -> Duration {
+        self.params.sample_interval
+    }
+
+    fn explain_start_failure(&self, stderr: &[String]) -> String {
+        match stderr.last() {
+            Some(line) => format!("nftables: {line}"),
+            None => format!("nftables: counting could not be set up; {OTHERS}"),
+        }
+    }
+
+    fn start_helpers(&self, store: &Arc<Store>) {
+        owners::spawn(Arc::clone(store));
+    }
 }
 
 /// Every element of set `set` in table `table`: `(address, bytes)`, and how
@@ -48,4 +154,51 @@ pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str,
     let (mut counted, mut unreadable) = (Vec::new(), 0);
     socket.exchange(&request.finish(), seq, |message| unreadable += elements::read_elements(message, &mut counted))?;
     Ok((counted, unreadable))
+}
+
+/// The bytes of counter object `name` in table `table` (inet).
+pub fn read_counter(socket: &mut socket::Socket, table: &str, name: &str, read: Read) -> io::Result<u64> {
+    let seq = socket.next_seq();
+    let kind = match read {
+        Read::Keep => GET_OBJECT,
+        Read::AndReset => GET_OBJECT_RESET,
+    };
+    let mut request = Builder::new(kind, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
+    // NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE
+    request.attr_str(1, table).attr_str(2, name).attr_u32(3, table::NFT_OBJECT_COUNTER);
+    let mut bytes = None;
+    socket.exchange(&request.finish(), seq, |message| {
+        // NFTA_OBJ_DATA, then NFTA_COUNTER_BYTES
+        bytes = message.attributes().find(4).and_then(|data| attributes(data).find(1)).and_then(be_u64);
+    })?;
+    bytes.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("counter {name} came without its bytes")))
+}
+
+/// Every flowtable in any table, as `FAMILY TABLE NAME (devices ...)`.
+pub fn flowtables(socket: &mut socket::Socket) -> io::Result<Vec<String>> {
+    let seq = socket.next_seq();
+    let request = Builder::new(GET_FLOWTABLE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0).finish();
+    let mut found = Vec::new();
+    socket.exchange(&request, seq, |message| {
+        let family = match message.payload.first() {
+            Some(1) => "inet",
+            Some(2) => "ip",
+            Some(10) => "ip6",
+            _ => "",
+        };
+        let text = |kind| message.attributes().find(kind).map(|t| String::from_utf8_lossy(t.strip_suffix(&[0]).unwrap_or(t)).into_owned());
+        let devices: Vec<String> = message
+            .attributes()
+            .find(3) // NFTA_FLOWTABLE_HOOK
+            .and_then(|hook| attributes(hook).find(3)) // NFTA_FLOWTABLE_HOOK_DEVS
+            .map(|devs| attributes(devs).map(|(_, name)| String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned()).collect())
+            .unwrap_or_default();
+        found.push(format!(
+            "{family} {} {} (devices {})",
+            text(1).unwrap_or_default(),
+            text(2).unwrap_or_default(),
+            devices.join(", ")
+        ));
+    })?;
+    Ok(found)
 }

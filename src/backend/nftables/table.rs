@@ -1,114 +1,227 @@
 //! The monitor's own nf_tables table, created over netlink in one batch
-//! (all of it or nothing): an `inet` table with four sets of peers with
-//! per-element counters (`tx4`, `tx6`, `rx4`, `rx6`, key = the remote
-//! address) and two base chains that put every packet's peer into its
-//! set: `out` (hook output: destination address) and `in` (hook input:
-//! source address). What `nft --debug=netlink` shows for
-//! `update @tx4 { ip daddr }`, encoded by hand:
+//! (all of it or nothing), never touching any other table: an `inet` table
+//! with four sets of peers with per-element counters (`tx4`, `tx6`, `rx4`,
+//! `rx6`, key = the remote address, elements gone [`Layout::timeout`] after
+//! their last packet), two counter objects (`tx`, `rx`: every counted byte,
+//! whether or not its peer found room in a set), and two base chains:
+//!
+//! - `rx`, hook prerouting, priority INT_MIN: every packet a device hands to
+//!   the stack, before any other table can drop, defragment or rewrite it:
+//!   the remote address is the source;
+//! - `tx`, hook postrouting, priority INT_MAX: every packet about to be
+//!   queued to a device, after every other table had its say: the remote
+//!   address is the destination.
+//!
+//! So local and forwarded traffic count on the devices they cross, as the
+//! other backends count them (docs/ACCOUNTING.md). In each chain, in order:
 //!
 //! ```text
-//! [ meta load nfproto => reg 1 ]  [ cmp eq reg 1 0x02 ]
-//! [ payload load 4b @ network header + 16 => reg 1 ]  [ dynset update reg_key 1 set tx4 ]
+//! meta iif 1 return                  (loopback; with -i: meta iif != IFX return)
+//! ip saddr & MASK == NET return      one per skipped block (never counted,
+//! ip6 saddr & MASK == NET return       private, --exclude): they take no room
+//! counter name "rx"                  the direction's total
+//! meta nfproto ipv4 update @rx4 { ip saddr }
+//! meta nfproto ipv6 update @rx6 { ip6 saddr }
 //! ```
 //!
-//! Before the updates, one rule per never-counted block (and per private
-//! one unless asked to count them) returns from the chain, so those
-//! addresses take no room in a set. Still to come (issue 17): `--exclude`,
-//! a total per direction for a full set, forwarded traffic and `-i`,
-//! removal at exit, a stale table at start.
+//! What `nft --debug=netlink` shows for these, encoded by hand. A full set
+//! refuses the update and the packet goes on: its bytes are in the total.
 
 use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use super::netlink::{Builder, NLM_F_ACK, NLM_F_REQUEST};
 use super::socket::Socket;
+use super::{FAMILY_INET, SUBSYS};
+use crate::filter::Cidr;
 
-const SUBSYS: u16 = 10 << 8; // NFNL_SUBSYS_NFTABLES
 const NEWTABLE: u16 = SUBSYS; // | 0
+const GETTABLE: u16 = SUBSYS | 1;
+const DELTABLE: u16 = SUBSYS | 2;
 const NEWCHAIN: u16 = SUBSYS | 3;
 const NEWRULE: u16 = SUBSYS | 6;
 const NEWSET: u16 = SUBSYS | 9;
-const DELTABLE: u16 = SUBSYS | 2;
+const NEWOBJ: u16 = SUBSYS | 18;
 const BATCH_BEGIN: u16 = 0x10;
 const BATCH_END: u16 = 0x11;
 const NLM_F_CREATE: u16 = 0x400;
 /// A new rule goes to the end of its chain (without it, to the front).
 const NLM_F_APPEND: u16 = 0x800;
 
-const FAMILY_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
-const HOOK_LOCAL_IN: u32 = 1;
-const HOOK_LOCAL_OUT: u32 = 3;
+const HOOK_PRE_ROUTING: u32 = 0;
+const HOOK_POST_ROUTING: u32 = 4;
 /// `NFT_REG_1`.
 const REG: u32 = 1;
+const NFT_RETURN: i32 = -5;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_META_IIF: u32 = 4;
+const NFT_META_OIF: u32 = 5;
+const NFT_META_NFPROTO: u32 = 15;
+pub const NFT_OBJECT_COUNTER: u32 = 1;
+/// The loopback device's index, the same in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+/// `NFTA_TABLE_USERDATA`: who made the table (see [`owner_note`]).
+const NFTA_TABLE_USERDATA: u16 = 6;
 
-/// One set of peers and the rule that fills it.
+/// One direction: its chain, hook, the device it is matched on, the total.
+struct Direction {
+    chain: &'static str,
+    hook: u32,
+    priority: i32,
+    /// `meta iif` (received) or `meta oif` (sent).
+    device: u32,
+    total: &'static str,
+    sets: [Peers; 2],
+}
+
+/// One set of peers and where the peer's address is in the packet.
 struct Peers {
     set: &'static str,
-    chain: &'static str,
     nfproto: u8,
     /// Offset of the remote address in the network header, and its length.
     offset: u32,
     len: u32,
 }
 
-const PEERS: [Peers; 4] = [
-    Peers { set: "tx4", chain: "out", nfproto: NFPROTO_IPV4, offset: 16, len: 4 },
-    Peers { set: "tx6", chain: "out", nfproto: NFPROTO_IPV6, offset: 24, len: 16 },
-    Peers { set: "rx4", chain: "in", nfproto: NFPROTO_IPV4, offset: 12, len: 4 },
-    Peers { set: "rx6", chain: "in", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
+const DIRECTIONS: [Direction; 2] = [
+    Direction {
+        chain: "tx",
+        hook: HOOK_POST_ROUTING,
+        priority: i32::MAX,
+        device: NFT_META_OIF,
+        total: "tx",
+        sets: [
+            Peers { set: "tx4", nfproto: NFPROTO_IPV4, offset: 16, len: 4 },
+            Peers { set: "tx6", nfproto: NFPROTO_IPV6, offset: 24, len: 16 },
+        ],
+    },
+    Direction {
+        chain: "rx",
+        hook: HOOK_PRE_ROUTING,
+        priority: i32::MIN,
+        device: NFT_META_IIF,
+        total: "rx",
+        sets: [
+            Peers { set: "rx4", nfproto: NFPROTO_IPV4, offset: 12, len: 4 },
+            Peers { set: "rx6", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
+        ],
+    },
 ];
 
-/// Address blocks never counted, by their first two bytes: `(mask, value)`.
-/// The same as `filter.rs` decides, so that they take no room in a set.
-const NEVER_V4: [(u16, u16); 4] = [(0xff00, 0x0000), (0xff00, 0x7f00), (0xffff, 0xa9fe), (0xe000, 0xe000)];
-const PRIVATE_V4: [(u16, u16); 4] = [(0xff00, 0x0a00), (0xfff0, 0xac10), (0xffff, 0xc0a8), (0xffc0, 0x6440)];
-const NEVER_V6: [(u16, u16); 3] = [(0xff00, 0x0000), (0xff00, 0xff00), (0xffc0, 0xfe80)];
-const PRIVATE_V6: [(u16, u16); 1] = [(0xfe00, 0xfc00)];
+/// The sets in harvest order, and the totals, by name.
+pub const SETS: [&str; 4] = ["tx4", "tx6", "rx4", "rx6"];
+pub const TOTALS: [&str; 2] = ["tx", "rx"];
 
-/// Creates table `name` with its sets of at most `size` peers each and
-/// its chains, in one transaction. Never-counted blocks (and private ones
-/// unless `include_private`) return from the chain before the set update.
-pub fn create(socket: &mut Socket, name: &str, size: u32, include_private: bool) -> io::Result<()> {
+/// What the table counts and how much room it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Elements per set: peers beyond it in one [`Layout::timeout`] count
+    /// only in the totals.
+    pub size: u32,
+    /// An element goes this long after its last packet, making room.
+    pub timeout: Duration,
+    /// Remote blocks never counted.
+    pub skipped: Vec<Cidr>,
+    /// Count only on this device; `None`: every device but loopback.
+    pub ifindex: Option<u32>,
+}
+
+/// Creates table `name` as `layout` says, in one transaction. With
+/// `replace`, an existing table of that name is deleted in the same
+/// transaction, so packets meet either the old table or the new one.
+pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -> io::Result<()> {
     let seq = socket.next_seq();
-    let mut batch = batch_marker(BATCH_BEGIN, seq);
+    let mut messages = Vec::new();
+    if replace {
+        messages.push(delete_message(name, NLM_F_REQUEST, seq));
+    }
     let create = NLM_F_REQUEST | NLM_F_CREATE;
     let mut table = Builder::new(NEWTABLE, create, seq, FAMILY_INET);
-    table.attr_str(1, name); // NFTA_TABLE_NAME
-    batch.extend(table.finish());
-    for (id, peers) in PEERS.iter().enumerate() {
-        batch.extend(new_set(name, peers, id as u32 + 1, size, seq));
-    }
-    for (chain, hook) in [("out", HOOK_LOCAL_OUT), ("in", HOOK_LOCAL_IN)] {
-        batch.extend(new_chain(name, chain, hook, seq));
+    table.attr_str(1, name).attr(NFTA_TABLE_USERDATA, owner_note(std::process::id()).as_bytes()); // NFTA_TABLE_NAME
+    messages.push(table.finish());
+    let mut set_id = 0;
+    for direction in &DIRECTIONS {
+        messages.push(new_counter(name, direction.total, seq));
+        for peers in &direction.sets {
+            set_id += 1;
+            messages.push(new_set(name, peers, set_id, layout, seq));
+        }
+        messages.push(new_chain(name, direction, seq));
     }
     let create = create | NLM_F_APPEND; // rules, from here on, in the order written
-    for peers in &PEERS {
-        let (never, private): (&[(u16, u16)], &[(u16, u16)]) =
-            if peers.len == 4 { (&NEVER_V4, &PRIVATE_V4) } else { (&NEVER_V6, &PRIVATE_V6) };
-        let skipped = never.iter().chain(if include_private { &[][..] } else { private });
-        for &(mask, value) in skipped {
-            batch.extend(skip_rule(name, peers, mask, value, create, seq));
+    let mut set_id = 0;
+    for direction in &DIRECTIONS {
+        messages.push(device_rule(name, direction, layout.ifindex, create, seq));
+        for block in &layout.skipped {
+            let peers = direction.sets.iter().find(|p| (p.len == 4) == block.network().is_ipv4());
+            if let Some(peers) = peers {
+                messages.push(skip_rule(name, direction.chain, peers, *block, create, seq));
+            }
+        }
+        messages.push(total_rule(name, direction, create, seq));
+        for peers in &direction.sets {
+            set_id += 1;
+            messages.push(update_rule(name, direction.chain, peers, set_id, create, seq));
         }
     }
-    for (id, peers) in PEERS.iter().enumerate() {
-        // The last message asks for the acknowledgement that ends the exchange.
-        let flags = if id == PEERS.len() - 1 { create | NLM_F_ACK } else { create };
-        batch.extend(new_rule(name, peers, id as u32 + 1, flags, seq));
+    socket.exchange(&batch(messages, seq), seq, |_| {})
+}
+
+/// `messages` between a batch's begin and end; the last asks for the
+/// acknowledgement that ends the exchange (errors come earlier, by message).
+fn batch(mut messages: Vec<Vec<u8>>, seq: u32) -> Vec<u8> {
+    if let Some(last) = messages.last_mut() {
+        let flags = u16::from_ne_bytes([last[6], last[7]]) | NLM_F_ACK;
+        last[6..8].copy_from_slice(&flags.to_ne_bytes());
     }
+    let mut batch = batch_marker(BATCH_BEGIN, seq);
+    messages.iter().for_each(|m| batch.extend(m));
     batch.extend(batch_marker(BATCH_END, seq));
-    socket.exchange(&batch, seq, |_| {})
+    batch
 }
 
 /// Deletes table `name` and everything in it.
 pub fn delete(socket: &mut Socket, name: &str) -> io::Result<()> {
     let seq = socket.next_seq();
-    let mut batch = batch_marker(BATCH_BEGIN, seq);
-    let mut table = Builder::new(DELTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
+    socket.exchange(&batch(vec![delete_message(name, NLM_F_REQUEST, seq)], seq), seq, |_| {})
+}
+
+/// What table `name` says about who made it (its user data), if it exists.
+pub fn find(socket: &mut Socket, name: &str) -> io::Result<Option<String>> {
+    let seq = socket.next_seq();
+    let mut request = Builder::new(GETTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
+    request.attr_str(1, name);
+    let mut note = None;
+    let found = socket.exchange(&request.finish(), seq, |message| {
+        let data = message.attributes().find(NFTA_TABLE_USERDATA).unwrap_or_default();
+        note = Some(String::from_utf8_lossy(data).into_owned());
+    });
+    match found {
+        Ok(()) => Ok(note),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The table's user data: which program and process made it, so a later
+/// run can tell a live monitor's table from one a crash left behind.
+pub fn owner_note(pid: u32) -> String {
+    format!("ip_traffic_monitor_cli pid {pid}")
+}
+
+/// The PID in a table's user data, if the note is ours.
+pub fn owner_pid(note: &str) -> Option<u32> {
+    note.strip_prefix("ip_traffic_monitor_cli pid ")?.parse().ok()
+}
+
+fn delete_message(name: &str, flags: u16, seq: u32) -> Vec<u8> {
+    let mut table = Builder::new(DELTABLE, flags, seq, FAMILY_INET);
     table.attr_str(1, name);
-    batch.extend(table.finish());
-    batch.extend(batch_marker(BATCH_END, seq));
-    socket.exchange(&batch, seq, |_| {})
+    table.finish()
 }
 
 /// A batch begin or end: the nfgenmsg's resource id names the subsystem.
@@ -118,16 +231,28 @@ fn batch_marker(kind: u16, seq: u32) -> Vec<u8> {
     marker
 }
 
-fn new_set(table: &str, peers: &Peers, id: u32, size: u32, seq: u32) -> Vec<u8> {
+/// `counter NAME { }`: a named counter object.
+fn new_counter(table: &str, name: &str, seq: u32) -> Vec<u8> {
+    let mut obj = Builder::new(NEWOBJ, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    obj.attr_str(1, table).attr_str(2, name).attr_u32(3, NFT_OBJECT_COUNTER); // NFTA_OBJ_TABLE, _NAME, _TYPE
+    let data = obj.begin_nest(4); // NFTA_OBJ_DATA
+    obj.attr(1, &0u64.to_be_bytes()).attr(2, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES, _PACKETS
+    obj.end_nest(data);
+    obj.finish()
+}
+
+fn new_set(table: &str, peers: &Peers, id: u32, layout: &Layout, seq: u32) -> Vec<u8> {
     let mut set = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    let timeout_ms = u64::try_from(layout.timeout.as_millis()).unwrap_or(u64::MAX);
     set.attr_str(1, table) // NFTA_SET_TABLE
         .attr_str(2, peers.set) // NFTA_SET_NAME
-        .attr_u32(3, 0x20) // NFTA_SET_FLAGS: NFT_SET_EVAL (updated from the packet path)
+        .attr_u32(3, 0x10 | 0x20) // NFTA_SET_FLAGS: NFT_SET_TIMEOUT | NFT_SET_EVAL (updated from the packet path)
         .attr_u32(4, if peers.len == 4 { 7 } else { 8 }) // NFTA_SET_KEY_TYPE: ipv4_addr / ipv6_addr
         .attr_u32(5, peers.len) // NFTA_SET_KEY_LEN
-        .attr_u32(10, id); // NFTA_SET_ID
+        .attr_u32(10, id) // NFTA_SET_ID
+        .attr(11, &timeout_ms.to_be_bytes()); // NFTA_SET_TIMEOUT
     let desc = set.begin_nest(9); // NFTA_SET_DESC
-    set.attr_u32(1, size); // NFTA_SET_DESC_SIZE
+    set.attr_u32(1, layout.size); // NFTA_SET_DESC_SIZE
     set.end_nest(desc);
     let expr = set.begin_nest(17); // NFTA_SET_EXPR: every element gets a counter
     set.attr_str(1, "counter");
@@ -135,75 +260,127 @@ fn new_set(table: &str, peers: &Peers, id: u32, size: u32, seq: u32) -> Vec<u8> 
     set.finish()
 }
 
-fn new_chain(table: &str, name: &str, hook: u32, seq: u32) -> Vec<u8> {
+fn new_chain(table: &str, direction: &Direction, seq: u32) -> Vec<u8> {
     let mut chain = Builder::new(NEWCHAIN, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
-    chain.attr_str(1, table).attr_str(3, name); // NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME
+    chain.attr_str(1, table).attr_str(3, direction.chain); // NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME
     let h = chain.begin_nest(4); // NFTA_CHAIN_HOOK
-    chain.attr_u32(1, hook).attr_u32(2, 0); // NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY
+    // NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY (a signed 32-bit number, sent as its bits)
+    chain.attr_u32(1, direction.hook).attr_u32(2, direction.priority as u32);
     chain.end_nest(h);
     chain.attr_str(7, "filter"); // NFTA_CHAIN_TYPE
     chain.finish()
 }
 
-fn new_rule(table: &str, peers: &Peers, set_id: u32, flags: u16, seq: u32) -> Vec<u8> {
+fn rule(table: &str, chain: &str, flags: u16, seq: u32, expressions: impl FnOnce(&mut Builder)) -> Vec<u8> {
     let mut rule = Builder::new(NEWRULE, flags, seq, FAMILY_INET);
-    rule.attr_str(1, table).attr_str(2, peers.chain); // NFTA_RULE_TABLE, NFTA_RULE_CHAIN
+    rule.attr_str(1, table).attr_str(2, chain); // NFTA_RULE_TABLE, NFTA_RULE_CHAIN
     let list = rule.begin_nest(4); // NFTA_RULE_EXPRESSIONS
-    match_nfproto(&mut rule, peers.nfproto);
-    expression(&mut rule, "payload", |e| {
-        // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
-        e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
-    });
-    expression(&mut rule, "dynset", |e| {
-        // NFTA_DYNSET_SET_NAME, _SET_ID, _OP (update), _SREG_KEY
-        e.attr_str(1, peers.set).attr_u32(2, set_id).attr_u32(3, 1).attr_u32(4, REG);
-    });
+    expressions(&mut rule);
     rule.end_nest(list);
     rule.finish()
 }
 
-/// `meta nfproto == P` then `@nh,OFFSET,16 & mask == value return`: a
-/// packet whose remote address is in the block leaves the chain uncounted.
-fn skip_rule(table: &str, peers: &Peers, mask: u16, value: u16, flags: u16, seq: u32) -> Vec<u8> {
-    let mut rule = Builder::new(NEWRULE, flags, seq, FAMILY_INET);
-    rule.attr_str(1, table).attr_str(2, peers.chain);
-    let list = rule.begin_nest(4);
-    match_nfproto(&mut rule, peers.nfproto);
-    expression(&mut rule, "payload", |e| {
-        e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, 2);
+/// `meta iif 1 return` (loopback), or with a device `meta iif != IFX return`.
+fn device_rule(table: &str, direction: &Direction, ifindex: Option<u32>, flags: u16, seq: u32) -> Vec<u8> {
+    let (op, index) = match ifindex {
+        Some(index) => (NFT_CMP_NEQ, index),
+        None => (NFT_CMP_EQ, LOOPBACK_IFINDEX),
+    };
+    rule(table, direction.chain, flags, seq, |r| {
+        expression(r, "meta", |e| {
+            e.attr_u32(1, REG).attr_u32(2, direction.device); // NFTA_META_DREG, NFTA_META_KEY
+        });
+        compare(r, op, &index.to_ne_bytes()); // the kernel keeps an ifindex in host order
+        verdict_return(r);
+    })
+}
+
+/// `meta nfproto P  @nh,OFFSET,LEN & MASK == NET  return`: a packet whose
+/// remote address is in `block` leaves the chain uncounted.
+fn skip_rule(table: &str, chain: &str, peers: &Peers, block: Cidr, flags: u16, seq: u32) -> Vec<u8> {
+    let network = match block.network() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    // Only the bytes the prefix touches are loaded and compared.
+    let prefix = u32::from(block.prefix());
+    let len = prefix.div_ceil(8);
+    rule(table, chain, flags, seq, |r| {
+        match_nfproto(r, peers.nfproto);
+        if len > 0 {
+            expression(r, "payload", |e| {
+                // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
+                e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, len);
+            });
+            let mask: Vec<u8> = (0..len).map(|i| prefix_mask_byte(prefix, i)).collect();
+            if mask.last() != Some(&0xff) {
+                expression(r, "bitwise", |e| {
+                    // NFTA_BITWISE_SREG, _DREG, _LEN, _MASK, _XOR: reg = reg & mask ^ 0
+                    e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, len);
+                    data(e, 4, &mask);
+                    data(e, 5, &vec![0; len as usize]);
+                });
+            }
+            compare(r, NFT_CMP_EQ, &network[..len as usize]);
+        }
+        verdict_return(r);
+    })
+}
+
+/// The mask's byte `i` for a prefix of `prefix` bits.
+fn prefix_mask_byte(prefix: u32, i: u32) -> u8 {
+    let bits = prefix.saturating_sub(i * 8).min(8);
+    (0xff00u16 >> bits) as u8
+}
+
+/// `counter name "tx"`: the direction's total.
+fn total_rule(table: &str, direction: &Direction, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, direction.chain, flags, seq, |r| {
+        expression(r, "objref", |e| {
+            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, direction.total); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
+        });
+    })
+}
+
+/// `meta nfproto P update @SET { ADDRESS }`.
+fn update_rule(table: &str, chain: &str, peers: &Peers, set_id: u32, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, chain, flags, seq, |r| {
+        match_nfproto(r, peers.nfproto);
+        expression(r, "payload", |e| {
+            e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
+        });
+        expression(r, "dynset", |e| {
+            // NFTA_DYNSET_SET_NAME, _SET_ID, _OP (update), _SREG_KEY
+            e.attr_str(1, peers.set).attr_u32(2, set_id).attr_u32(3, 1).attr_u32(4, REG);
+        });
+    })
+}
+
+/// `meta nfproto == P`.
+fn match_nfproto(rule: &mut Builder, nfproto: u8) {
+    expression(rule, "meta", |e| {
+        e.attr_u32(1, REG).attr_u32(2, NFT_META_NFPROTO); // NFTA_META_DREG, NFTA_META_KEY
     });
-    expression(&mut rule, "bitwise", |e| {
-        // NFTA_BITWISE_SREG, _DREG, _LEN, _MASK, _XOR: reg = reg & mask ^ 0
-        e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, 2);
-        data(e, 4, &mask.to_be_bytes());
-        data(e, 5, &[0, 0]);
+    compare(rule, NFT_CMP_EQ, &[nfproto]);
+}
+
+/// `cmp OP reg 1 VALUE`.
+fn compare(rule: &mut Builder, op: u32, value: &[u8]) {
+    expression(rule, "cmp", |e| {
+        e.attr_u32(1, REG).attr_u32(2, op); // NFTA_CMP_SREG, NFTA_CMP_OP
+        data(e, 3, value);
     });
-    expression(&mut rule, "cmp", |e| {
-        e.attr_u32(1, REG).attr_u32(2, 0);
-        data(e, 3, &value.to_be_bytes());
-    });
-    expression(&mut rule, "immediate", |e| {
+}
+
+/// `return`: leave this chain; the packet goes on as if we were not here.
+fn verdict_return(rule: &mut Builder) {
+    expression(rule, "immediate", |e| {
         e.attr_u32(1, 0); // NFTA_IMMEDIATE_DREG: NFT_REG_VERDICT
         let d = e.begin_nest(2); // NFTA_IMMEDIATE_DATA
         let verdict = e.begin_nest(2); // NFTA_DATA_VERDICT
         e.attr_u32(1, NFT_RETURN as u32); // NFTA_VERDICT_CODE
         e.end_nest(verdict);
         e.end_nest(d);
-    });
-    rule.end_nest(list);
-    rule.finish()
-}
-
-const NFT_RETURN: i32 = -5;
-
-/// `meta nfproto == P`.
-fn match_nfproto(rule: &mut Builder, nfproto: u8) {
-    expression(rule, "meta", |e| {
-        e.attr_u32(1, REG).attr_u32(2, 15); // NFTA_META_DREG, NFTA_META_KEY: NFT_META_NFPROTO
-    });
-    expression(rule, "cmp", |e| {
-        e.attr_u32(1, REG).attr_u32(2, 0); // NFTA_CMP_SREG, NFTA_CMP_OP: NFT_CMP_EQ
-        data(e, 3, &[nfproto]);
     });
 }
 
@@ -222,4 +399,28 @@ fn expression(rule: &mut Builder, name: &str, data: impl FnOnce(&mut Builder)) {
     data(rule);
     rule.end_nest(d);
     rule.end_nest(elem);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_masks_cover_exactly_the_prefix() {
+        let mask = |prefix: u32| (0..prefix.div_ceil(8)).map(|i| prefix_mask_byte(prefix, i)).collect::<Vec<u8>>();
+        assert_eq!(mask(8), [0xff]);
+        assert_eq!(mask(10), [0xff, 0xc0]);
+        assert_eq!(mask(12), [0xff, 0xf0]);
+        assert_eq!(mask(7), [0xfe]);
+        assert_eq!(mask(3), [0xe0]);
+        assert_eq!(mask(0), Vec::<u8>::new());
+        assert_eq!(mask(128).len(), 16);
+    }
+
+    #[test]
+    fn the_owner_note_names_the_pid_and_nothing_else_passes_for_it() {
+        assert_eq!(owner_pid(&owner_note(4242)), Some(4242));
+        assert_eq!(owner_pid("ip_traffic_monitor_cli pid x"), None);
+        assert_eq!(owner_pid(""), None);
+    }
 }

@@ -1,10 +1,12 @@
-//! Process association for backends that only see packets (iftop): remote
+//! Process association for backends that see packets, not sockets (iftop,
+//! nftables): remote
 //! IP → socket inode from /proc/net/{tcp,tcp6,udp,udp6}, inode → PID from
 //! the `socket:[inode]` links in /proc/*/fd, command from /proc/PID/comm.
 //! Runs on its own thread every two seconds, never on the parsing thread;
 //! the expensive /proc/*/fd walk happens only when a socket of a remote IP
 //! has an inode not seen before, and at most once per round. Only IPs the
-//! store already tracks get an owner.
+//! store already tracks get an owner; a socket that lives less than a round
+//! may go unseen (the bpftrace backend names the sender at the packet).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,0 +1,87 @@
+//! A backend that counts in the kernel by itself and is read from the
+//! monitor (nftables): one thread attaches its [`Counter`], harvests it every
+//! report interval into the [`Store`] (a whole report under one lock, like a
+//! child's), and on stop harvests once more and takes the counting down.
+//! What goes wrong is said in the backend's stderr tail, and the thread
+//! ends, so the monitor restarts it like a dead child.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::running::{Event, Running, StderrTail};
+use crate::error::Error;
+use crate::store::{Record, Store};
+
+/// Counting that lives in the kernel, driven from the monitor.
+pub trait Counter: Send {
+    /// Sets the counting up; from its return on, every packet is counted.
+    fn attach(&mut self) -> Result<(), String>;
+    /// Adds to `report` what was counted since the last harvest.
+    fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String>;
+    /// Takes the counting down (after the last harvest).
+    fn detach(&mut self) -> Result<(), String>;
+}
+
+/// Starts `counter` on its own thread, harvesting every `interval`.
+pub fn start(counter: Box<dyn Counter>, name: &'static str, interval: Duration, store: Arc<Store>, events: Sender<Event>) -> Result<Running, Error> {
+    let (stop_tx, stop) = mpsc::channel();
+    let stderr = Arc::new(StderrTail::default());
+    let tail = Arc::clone(&stderr);
+    let reader = thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let run = Run { name, interval, store: &store, events: &events, tail: &tail };
+            run.count(counter, &stop);
+            let _ = events.send(Event::Exited);
+        })
+        .map_err(|e| Error::fatal(format!("cannot start the {name} thread: {e}")))?;
+    Ok(Running::thread(stop_tx, reader, stderr, name))
+}
+
+struct Run<'a> {
+    name: &'static str,
+    interval: Duration,
+    store: &'a Store,
+    events: &'a Sender<Event>,
+    tail: &'a StderrTail,
+}
+
+impl Run<'_> {
+    fn count(&self, mut counter: Box<dyn Counter>, stop: &Receiver<()>) {
+        if let Err(err) = counter.attach() {
+            self.tail.push(self.name, err);
+            return;
+        }
+        let _ = self.events.send(Event::Attached);
+        let mut report = Vec::new();
+        let mut next = Instant::now() + self.interval;
+        loop {
+            let stopping = match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Err(RecvTimeoutError::Timeout) => false,
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            };
+            // Harvests keep to the clock even when one ran late.
+            next += self.interval;
+            if next < Instant::now() {
+                next = Instant::now() + self.interval;
+            }
+            if let Err(err) = counter.harvest(&mut report) {
+                self.tail.push(self.name, err);
+                break;
+            }
+            self.store.apply_report(&report, 0);
+            report.clear();
+            // One harvest of 100,000 IPs need not keep its memory for good.
+            report.shrink_to(4096);
+            let _ = self.events.send(Event::Report);
+            if stopping {
+                break;
+            }
+        }
+        if let Err(err) = counter.detach() {
+            self.tail.push(self.name, err);
+        }
+    }
+}
