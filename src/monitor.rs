@@ -373,7 +373,7 @@ fn on_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
     let progress = ctx.store.progress();
     warn_about_missed_events(ctx, running);
     warn_about_unreadable_lines(progress.parse_errors, running.name, &mut seen.unreadable_lines);
-    warn_about_unkeyed_bytes(progress.unkeyed_bytes, &mut seen.unkeyed_bytes);
+    warn_about_unkeyed_bytes(ctx.backend.why_unkeyed(), progress.unkeyed_bytes, &mut seen.unkeyed_bytes);
     let top = if ctx.config.quiet { 0 } else { ctx.config.top };
     let interval = ctx.store.take_interval(top);
     if ctx.config.quiet {
@@ -396,13 +396,11 @@ fn warn_about_missed_events(ctx: &Ctx, running: &Running) {
     }
 }
 
-fn warn_about_unkeyed_bytes(unkeyed: u64, seen: &mut u64) {
+fn warn_about_unkeyed_bytes(why: &str, unkeyed: u64, seen: &mut u64) {
     if unkeyed > *seen {
         eprintln!(
-            "warning: {} bytes counted in the kernel reached no remote IP: bpftrace's maps were full \
-             (more remote IPs in one interval than BPFTRACE_MAP_KEYS_MAX) or it printed them too late \
-             (starved of CPU); they are in the unexported totals and in \
-             ip_traffic_monitor_unattributed_bytes_total, so every total stays exact",
+            "warning: {} bytes counted in the kernel reached no remote IP: {why}; they are in the \
+             unexported totals and in ip_traffic_monitor_unattributed_bytes_total, so every total stays exact",
             unkeyed - *seen
         );
         *seen = unkeyed;

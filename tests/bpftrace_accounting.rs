@@ -83,7 +83,7 @@ fn a_killed_bpftrace_is_back_within_5_s_and_nothing_is_counted_twice() {
     }
     let mut lab = Lab::new();
     lab.start_iperf_server();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-p", "9464", "-t", "0", "--top", "100"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "-p", "9464", "-t", "0", "--top", "100"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.iperf(&["-c", "198.51.100.7", "-n", "10M"]);
     // Wait for the report with the flow: counts still in a killed
@@ -143,7 +143,7 @@ fn a_hundred_thousand_remote_ips_in_one_interval_are_all_reported() {
     }
     let mut lab = Lab::new();
     // One interval longer than the whole run: every IP lands in one report.
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "600", "--top", "200000", "--max-ips", "200000"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "600", "--top", "200000", "--max-ips", "200000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.resolve_neighbours(&["192.0.2.2"]);
     // One 2-byte UDP datagram (30 bytes of IP) to each of 100,096 addresses:
@@ -175,7 +175,7 @@ fn a_router_counts_forwarded_traffic_on_all_interfaces_by_default() {
     lab.add_lan();
     lab.start_iperf_server();
     // No -i: every interface but loopback, as a router would run it.
-    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-s", "1", "--top", "1000"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-d", "0", "-s", "1", "--top", "1000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.iperf_from_lan(&["-c", "198.51.100.8", "-n", "10M"]);
     lab.iperf_from_lan(&["-6", "-c", "2001:db8:2::7", "-n", "10M", "-R"]);
@@ -225,7 +225,7 @@ fn a_killed_monitor_leaves_no_bpftrace_behind() {
     }
     let mut lab = Lab::new();
     // A long interval: bpftrace writes nothing, so no SIGPIPE would end it.
-    let mut monitor = lab.spawn_in_host(&[BIN, "-d", "0", "-q", "-s", "600"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-d", "0", "-q", "-s", "600"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let pid = monitor.pid();
     let bpftrace = monitor.backend_pid();
@@ -240,7 +240,7 @@ fn the_ip_cap_folds_quiet_ips_without_losing_a_byte() {
         return;
     }
     let mut lab = Lab::new();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "--max-ips", "1000", "-p", "9464"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "--max-ips", "1000", "-p", "9464"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.resolve_neighbours(&["192.0.2.2"]);
     // 5,120 distinct remote IPs, one 30-byte datagram each, over several reports.
@@ -267,7 +267,7 @@ fn more_ips_in_an_interval_than_the_maps_hold_still_sum_exactly() {
     }
     let mut lab = Lab::new();
     // Maps with room for 1,024 IPs, then 5,120 IPs within one or two intervals.
-    let mut monitor = lab.spawn_in_host(&["env", "BPFTRACE_MAP_KEYS_MAX=1024", BIN, "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464"]);
+    let mut monitor = lab.spawn_in_host(&["env", "-b", "bpftrace", "BPFTRACE_MAP_KEYS_MAX=1024", BIN, "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.resolve_neighbours(&["192.0.2.2"]);
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
@@ -294,7 +294,7 @@ fn private_addresses_are_counted_only_with_include_private() {
     let mut lab = Lab::new();
     lab.add_lan();
     for (flags, counted) in [(&[][..], false), (&["--include-private"][..], true)] {
-        let mut args = vec![BIN, "-d", "0", "-s", "1"];
+        let mut args = vec![BIN, "-b", "bpftrace", "-d", "0", "-s", "1"];
         args.extend_from_slice(flags);
         let mut monitor = lab.spawn_in_host(&args);
         monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
@@ -321,7 +321,7 @@ fn sighup_is_ignored_and_a_closed_stdout_ends_quietly() {
         return;
     }
     let mut lab = Lab::new();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     std::process::Command::new("kill").args(["-HUP", &monitor.pid().to_string()]).status().expect("kill");
     monitor.wait_for_stderr("SIGHUP received: ignored", Duration::from_secs(5));
@@ -333,7 +333,7 @@ fn sighup_is_ignored_and_a_closed_stdout_ends_quietly() {
     // stdout into `head -1`: the rest of the tables hit a closed pipe.
     let mut lab = Lab::new();
     let script = format!("set -o pipefail; {BIN} -i vh -d 4 -s 1 | head -1; echo \"exit=${{PIPESTATUS[0]}}\"");
-    let piped = lab.spawn_in_host(&["bash", "-c", &script]);
+    let piped = lab.spawn_in_host(&["bash", "-b", "bpftrace", "-c", &script]);
     let finished = piped.finish();
     assert!(finished.stdout.iter().any(|l| l == "exit=0"), "{:?} {:?}", finished.stdout, finished.stderr);
     assert!(!finished.stderr.iter().any(|l| l.contains("panicked") || l.contains("Broken pipe")), "{:?}", finished.stderr);
@@ -346,7 +346,7 @@ fn sigterm_under_heavy_traffic_prints_the_summary_within_2_s() {
     }
     let mut lab = Lab::new();
     lab.start_iperf_server();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q"]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let host = lab.host.clone();
     let traffic = std::thread::spawn(move || {
@@ -378,7 +378,7 @@ fn a_hundred_thousand_sources_then_a_million_under_the_cap() {
     // interval (3 s here); a 131,072-key map can take it over the 0.75 s
     // that -s 1 would leave on a loaded machine.
     let mut monitor =
-        lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464", "--max-ips", "100000", "-t", "1000000000"]);
+        lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464", "--max-ips", "100000", "-t", "1000000000"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let rx_of = |lab: &Lab| lab.truth()[&(MANY_IPS_RANGE.to_string(), "rx")];
     let family_sum = |metrics: &str| lab::family_sum(metrics, "rx");

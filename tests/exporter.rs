@@ -22,7 +22,7 @@ fn prometheus_scrapes_what_nftables_counted() {
     }
     let mut lab = Lab::new();
     lab.start_iperf_server();
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", PORT]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", PORT]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.start_prometheus(&format!("127.0.0.1:{PORT}"));
 
@@ -71,7 +71,7 @@ fn threshold_hides_small_ips_until_they_pass_it_and_never_again() {
     let mut lab = Lab::new();
     lab.start_iperf_server();
     let threshold = 5_000_000u64;
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", &threshold.to_string(), "-p", PORT]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", &threshold.to_string(), "-p", PORT]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let ip = "198.51.100.7";
     let tx_series = byte_series("tx", ip);
@@ -114,7 +114,7 @@ impl Served {
         let port = lab::free_port();
         let mut child = Command::new("unshare")
             .args(["-m", "sh", "-c", "mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; exec \"$0\" \"$@\""])
-            .args([BIN, "-d", "0", "-q", "--listen", &format!("127.0.0.1:{port}")])
+            .args([BIN, "-b", "bpftrace", "-d", "0", "-q", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

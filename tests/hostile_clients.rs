@@ -85,7 +85,7 @@ fn lab_with_many_series() -> (Lab, Monitor, [SocketAddr; 2]) {
     let hosts = lab.link_to_test();
     let port = lab::free_port();
     let listen = format!("0.0.0.0:{port}");
-    let mut monitor = lab.spawn_in_host(&[lab::shipped_binary(), "-i", "vh", "-d", "0", "-s", "4", "-q", "-t", "0", "--listen", &listen]);
+    let mut monitor = lab.spawn_in_host(&[lab::shipped_binary(), "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "4", "-q", "-t", "0", "--listen", &listen]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let servers = hosts.map(|ip: IpAddr| SocketAddr::new(ip, port));
     lab.udp_from_remote_sources(SOURCES);
@@ -177,7 +177,7 @@ fn running_out_of_descriptors_never_stops_the_server() {
     let [server, _] = lab.link_to_test();
     let port = lab::free_port();
     let listen = format!("0.0.0.0:{port}");
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-q", "--listen", &listen]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-q", "--listen", &listen]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     let server = SocketAddr::new(server, port);
     let pid = monitor.pid();

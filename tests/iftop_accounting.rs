@@ -55,19 +55,22 @@ fn a_missing_iftop_is_one_clear_line() {
 }
 
 #[test]
-fn auto_falls_back_to_iftop_without_bpftrace_and_says_why() {
-    if !require("auto_falls_back_to_iftop_without_bpftrace_and_says_why") {
+fn auto_falls_back_to_iftop_without_nftables_and_bpftrace_and_says_why() {
+    if !require("auto_falls_back_to_iftop_without_nftables_and_bpftrace_and_says_why") {
         return;
     }
-    // iftop and stdbuf installed, bpftrace not.
+    // iftop and stdbuf installed, bpftrace not; nftables not permitted (no
+    // CAP_NET_ADMIN, as in a container), while iftop's capture needs only CAP_NET_RAW.
     let mut lab = Lab::new();
-    let cmd = lab::without_programs(&["bpftrace"], &[BIN, "-i", "vh", "-d", "0", "-q"]);
+    let no_net_admin = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", BIN, "-i", "vh", "-d", "0", "-q"];
+    let cmd = lab::without_programs(&["bpftrace"], &no_net_admin);
     let mut monitor = lab.spawn_in_host(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
     monitor.wait_for_stderr("counting with iftop", Duration::from_secs(30));
     let finished = monitor.interrupt();
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let announce = finished.stderr.iter().find(|l| l.contains("counting with iftop")).expect("announced");
-    assert!(announce.contains("auto: not bpftrace, because bpftrace not found"), "{announce}");
+    assert!(announce.contains("auto: not nftables, because not permitted to create an nftables table: needs CAP_NET_ADMIN"), "{announce}");
+    assert!(announce.contains("not bpftrace, because bpftrace not found"), "{announce}");
 }
 
 #[test]

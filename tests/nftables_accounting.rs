@@ -60,3 +60,162 @@ fn every_remote_ip_and_direction_equals_nftables_to_the_byte() {
     assert_eq!(counted["192.0.2.2"].2, "iperf3", "process of the 20 s TCP stream: {:?}", counted["192.0.2.2"]);
     assert!(!tables(&lab).contains(TABLE), "SIGINT removes the table: {}", tables(&lab));
 }
+
+#[test]
+fn a_router_on_its_wan_side_counts_the_lans_traffic_to_the_byte() {
+    if !lab::require_lab("a_router_on_its_wan_side_counts_the_lans_traffic_to_the_byte") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_lan();
+    lab.start_iperf_server();
+    // vh is the WAN side: the LAN's traffic counts against the internet hosts.
+    let monitor = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "1000"]);
+    lab.iperf_from_lan(&["-c", "198.51.100.8", "-n", "10M"]);
+    lab.iperf_from_lan(&["-6", "-c", "2001:db8:2::7", "-n", "10M", "-R"]);
+    lab.iperf(&["-c", "198.51.100.8", "-n", "3M", "-R"]);
+    lab.wait_until_quiet();
+    let finished = monitor.terminate();
+    assert_eq!(finished.code, Some(0), "SIGTERM ends cleanly: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let (forwarded, local) = (lab.forwarded(), lab.truth());
+    println!("{:<16} {:<3} {:>10} {:>8} {:>10}", "remote", "dir", "forwarded", "local", "counted");
+    for ip in ["198.51.100.8", "2001:db8:2::7"] {
+        for (dir, got) in [("tx", counted[ip].0), ("rx", counted[ip].1)] {
+            let key = (ip.to_string(), dir);
+            let (fwd, own) = (forwarded[&key], local[&key]);
+            println!("{ip:<16} {dir:<3} {fwd:>10} {own:>8} {got:>10}");
+            assert!(fwd > 0, "{ip} {dir}: traffic was forwarded");
+            assert_eq!(got, fwd + own, "{ip} {dir}: forwarded and the host's own, to the byte");
+        }
+    }
+    assert!(!counted.keys().any(|ip| ip.starts_with("10.") || ip.starts_with("fd00:")), "the LAN is private: {counted:?}");
+    assert!(!tables(&lab).contains(TABLE), "SIGTERM removes the table");
+}
+
+#[test]
+fn a_hundred_thousand_sources_then_a_million_with_full_sets() {
+    if !lab::require("a_hundred_thousand_sources_then_a_million_with_full_sets", &["python3"]) {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.accept_any_source_in_remote();
+    let port = lab::free_port().to_string();
+    // --max-ips 100000: sets of 100,000 peers, and the store's cap.
+    let monitor = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "2", "-q", "-p", &port, "--max-ips", "100000", "-t", "1000000000"]);
+    let port: u16 = port.parse().expect("port");
+    let rx_of = |lab: &Lab| lab.truth()[&(MANY_IPS_RANGE.to_string(), "rx")];
+    // 100,000 distinct sources within about a second: every one has room.
+    lab.udp_from_remote_sources(100_000);
+    let metrics = lab.scrape_when_counted(port, &[MANY_IPS_RANGE]);
+    let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
+    let unattributed = lab::metric_value(&metrics, "ip_traffic_monitor_unattributed_bytes_total").unwrap_or(0.0);
+    let (want, got) = (rx_of(&lab), lab::family_sum(&metrics, "rx"));
+    println!("100,000 sources: nftables {want}, counted {got}, tracked {tracked}, on no IP {unattributed}");
+    assert_eq!(got, want as f64, "every byte");
+    assert_eq!(tracked, 100_000.0, "every source has its own entry");
+    assert_eq!(unattributed, 0.0, "the sets had room for all");
+
+    // A million more, while the sets are full: their bytes count in the totals.
+    lab.udp_from_remote_sources(1_000_000);
+    let metrics = lab.scrape_when_counted(port, &[MANY_IPS_RANGE]);
+    let tracked = lab::metric_value(&metrics, "ip_traffic_monitor_tracked_ips").unwrap_or(0.0);
+    let unattributed = lab::metric_value(&metrics, "ip_traffic_monitor_unattributed_bytes_total").unwrap_or(0.0);
+    let rss = lab::metric_value(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
+    let (want, got) = (rx_of(&lab), lab::family_sum(&metrics, "rx"));
+    println!(
+        "1,000,000 sources: nftables {want}, counted {got}, tracked {tracked}, on no IP {unattributed}, RSS {:.1} MiB",
+        rss / 1048576.0
+    );
+    assert_eq!(got, want as f64, "every byte, in all families together");
+    assert!(tracked <= 100_000.0, "{tracked}");
+    assert!(unattributed > 0.0, "the full sets refused peers, whose bytes still count");
+    drop(monitor);
+}
+
+#[test]
+fn what_crossed_the_interface_counts_whatever_another_table_drops() {
+    if !lab::require_lab("what_crossed_the_interface_counts_whatever_another_table_drops") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // Another table drops everything that comes in after the truth counted
+    // it (priority 10 > 0), and what goes out to 198.51.100.7 before the
+    // truth sees it (priority -10): that packet never reaches a device.
+    lab.nft_load(
+        "table inet itm_firewall {\n chain input { type filter hook input priority 10; policy drop; }\n\
+         chain output { type filter hook output priority -10; ip daddr 198.51.100.7 drop; }\n}\n",
+    );
+    let monitor = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "1000"]);
+    lab.udp_flow(false, "203.0.113.9", 1_200_000);
+    lab.host_shell("for i in 1 2 3; do echo x > /dev/udp/198.51.100.7/9; done 2>/dev/null; true");
+    lab.wait_until_quiet();
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth();
+    let dropped_in = truth[&("203.0.113.9".to_string(), "rx")];
+    println!("received and dropped: nftables {dropped_in}, counted {:?}", counted.get("203.0.113.9"));
+    assert_eq!(dropped_in, 1000 * 1228, "1000 datagrams of 1200 bytes came in");
+    assert_eq!(counted["203.0.113.9"].1, dropped_in, "received on vh, then dropped: counted");
+    assert_eq!(truth[&("198.51.100.7".to_string(), "tx")], 0);
+    assert!(!counted.contains_key("198.51.100.7"), "dropped before it reached a device: not counted");
+    assert!(tables(&lab).contains("itm_firewall"), "the other table untouched");
+}
+
+#[test]
+fn the_table_goes_at_every_exit_and_a_crashed_runs_table_is_taken_over() {
+    if !lab::require_lab("the_table_goes_at_every_exit_and_a_crashed_runs_table_is_taken_over") {
+        return;
+    }
+    let mut lab = Lab::new();
+    // -d: the run ends by itself.
+    let finished = lab.spawn_in_host(&[BIN, "-b", "nftables", "-d", "1", "-q"]).finish();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    assert!(!tables(&lab).contains(TABLE), "-d removes the table");
+
+    // SIGKILL: the table stays and goes on counting.
+    let crashed = start(&mut lab, &["-i", "vh", "-d", "0", "-q"]);
+    let crashed_pid = crashed.pid();
+    lab::signal("-KILL", crashed_pid);
+    assert!(lab::wait_until_gone(crashed_pid, Duration::from_secs(5)));
+    assert!(tables(&lab).contains(TABLE), "a killed monitor cannot clean up");
+    lab.udp_flow(true, "203.0.113.9", 600_000);
+
+    // The next run counts what the table holds, and replaces it.
+    let next = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "100"]);
+    let found = next.stderr.iter().find(|l| l.contains("found table")).cloned().unwrap_or_default();
+    println!("{found}");
+    assert!(found.contains(&format!("left by an earlier run (pid {crashed_pid})")), "{:?}", next.stderr);
+    assert!(found.contains("614000 bytes"), "500 datagrams of 1228 bytes: {found}");
+
+    // A second monitor while this one runs: refused, the running one's table untouched.
+    let second = lab.spawn_in_host(&[BIN, "-b", "nftables", "-i", "vh", "-d", "2", "-q"]).finish();
+    println!("{:?}", second.stderr);
+    assert_eq!(second.code, Some(1));
+    assert!(second.stderr.iter().any(|l| l.contains("belongs to a monitor that is still running")), "{:?}", second.stderr);
+    assert!(tables(&lab).contains(TABLE));
+
+    let finished = next.terminate();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    assert_eq!(counted["203.0.113.9"].0, 614_000, "the crashed run's leftover, to the byte");
+    assert!(!tables(&lab).contains(TABLE), "SIGTERM removes the table");
+}
+
+#[test]
+fn without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use() {
+    if !lab::require_lab("without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use") {
+        return;
+    }
+    let lab = Lab::new();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.host, "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", BIN, "-b", "nftables", "-d", "1"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("-b bpftrace or -b iftop"), "{stderr}");
+}

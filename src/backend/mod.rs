@@ -103,6 +103,11 @@ pub trait Backend: Send + Sync + Debug {
     /// The child attached: counting has begun.
     fn counting_began(&self, _child: &Running) {}
 
+    /// Why bytes can reach no remote IP with this backend, for the warning.
+    fn why_unkeyed(&self) -> &'static str {
+        "the backend could not key them"
+    }
+
     /// Packets the kernel did not hand to this child's counting, since it
     /// started.
     fn missed_events(&self, _child: &Running) -> u64 {

@@ -140,7 +140,7 @@ impl Running {
                     }
                 }
             }
-            Worker::Thread { stop } => drop(stop.lock().ok().and_then(|mut s| s.take())),
+            Worker::Thread { stop } => drop(stop.get_mut().ok().and_then(Option::take)),
         }
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();

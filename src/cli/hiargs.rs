@@ -76,9 +76,14 @@ impl Config {
             max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
         };
         let ((backend, iface), backend_reason) = match low.backend {
+            Some(lowargs::Backend::Named(kind)) if kind != Kind::Bpftrace && flags.script.is_some() => {
+                return Err(Error::usage(format!("--bpftrace-script is a script for -b bpftrace, not for -b {}", kind.name())));
+            }
             Some(lowargs::Backend::Named(kind)) => (build_backend(kind, &flags)?, "chosen with -b".to_string()),
             // --lookup counts nothing: no backend needs to run here.
             _ if !low.lookup.is_empty() => (build_backend(Kind::Bpftrace, &flags)?, String::new()),
+            // A script to run is a choice of bpftrace.
+            _ if flags.script.is_some() => (build_backend(Kind::Bpftrace, &flags)?, "chosen by --bpftrace-script".to_string()),
             Some(lowargs::Backend::Auto) | None => {
                 choose_backend(Kind::ALL.iter().map(|kind| (kind.name(), build_backend(*kind, &flags))))?
             }
@@ -212,6 +217,25 @@ mod tests {
         assert!(config.iface.is_none() && !config.quiet);
         assert!(resolve(&["-d", "0"]).unwrap().duration.is_none());
         assert_eq!((config.listen, config.export_threshold), (None, 1_048_576));
+    }
+
+    #[test]
+    fn a_bpftrace_script_chooses_bpftrace_and_no_other_backend_takes_one() {
+        let script = std::env::temp_dir().join(format!("itm-hiargs-{}.bt", std::process::id()));
+        std::fs::write(&script, "BEGIN { printf(\"@attached\\n\"); }\n").unwrap();
+        let path = script.to_str().unwrap();
+        let parse = |args: &[&str]| Config::resolve(lowargs::parse(args.iter().map(OsString::from))?);
+        // Only a root-owned script is accepted (it runs as root).
+        if crate::sys::is_root() {
+            let config = parse(&["--bpftrace-script", path]).unwrap();
+            assert_eq!((config.backend.name(), config.backend_reason.as_str()), ("bpftrace", "chosen by --bpftrace-script"));
+        }
+        for other in ["nftables", "iftop"] {
+            let err = parse(&["-b", other, "-i", "lo", "--bpftrace-script", path]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains("--bpftrace-script is a script for -b bpftrace"), "{err}");
+        }
+        let _ = std::fs::remove_file(&script);
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub const MISSED_PROBE_RUNS: Metric = Metric {
 pub const UNATTRIBUTED: Metric = Metric {
     name: "ip_traffic_monitor_unattributed_bytes_total",
     kind: "counter",
-    help: "Bytes the backend counted that reached no remote IP (bpftrace's maps were full, or it printed them too late), included in the unexported counters",
+    help: "Bytes the backend counted that reached no remote IP (bpftrace: its maps were full or it printed them too late; nftables: a full set refused the peer), included in the unexported counters",
 };
 pub const TRACKED_IPS: Metric = Metric {
     name: "ip_traffic_monitor_tracked_ips",

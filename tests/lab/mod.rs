@@ -337,7 +337,7 @@ impl Lab {
     pub fn start_counting(&mut self) -> (Monitor, u16) {
         self.start_iperf_server();
         let port = free_port();
-        let mut monitor = self.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
+        let mut monitor = self.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
         monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
         (monitor, port)
     }

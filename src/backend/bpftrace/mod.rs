@@ -94,6 +94,10 @@ impl Backend for Bpftrace {
         explain_start_failure(stderr)
     }
 
+    fn why_unkeyed(&self) -> &'static str {
+        "bpftrace's maps were full (more remote IPs in one interval than BPFTRACE_MAP_KEYS_MAX) or it printed them too late (starved of CPU)"
+    }
+
     fn missed_events(&self, child: &Running) -> u64 {
         child.pid().map_or(0, recursion_misses)
     }

@@ -3,58 +3,58 @@
 //! the new one is created; a live monitor's table is never touched), read
 //! every interval, and deleted at the end.
 //!
-//! Each harvest reads the two totals first, then the four sets, and turns
-//! them into a report. Where the kernel can (Linux 6.5+) every read also
-//! zeroes what it read, atomically per counter, so a byte is handed over
-//! exactly once; elsewhere the previous reading is subtracted, which needs
-//! the last value of each element in memory.
+//! Each harvest reads the four sets and the two counters of bytes a full
+//! set refused, and turns them into a report. Where the kernel can (Linux
+//! 6.5+) every read also zeroes what it read, atomically per counter, so a
+//! byte is handed over exactly once; elsewhere the previous reading is
+//! subtracted, which needs the last value of each element in memory.
 //!
-//! Bytes on no peer: a full set refuses new peers, and a peer whose
-//! element timed out before a harvest read it takes its last bytes along;
-//! both are still in the direction's total. With the totals read before
-//! the sets, `total - keyed` read now can only fall short of what truly went
-//! to no peer (bytes counted between the two reads show up in the sets
-//! only), never exceed it; so the largest such difference seen is reported
-//! as unkeyed (`Record::Unkeyed`), and equals the truth once traffic pauses.
+//! A dump of a set that packets are filling is not a snapshot: the kernel
+//! resumes each part of it by position, so an element can be missed (or
+//! met twice) while new peers arrive or the hash table grows. Nothing is
+//! inferred from a dump's sum therefore: a missed element keeps its bytes
+//! for the next harvest (read and reset), a second meeting reads what came
+//! in between (zero, mostly), and in subtracting mode each element is
+//! counted once per dump and remembered until it must have timed out.
+//! Bytes on no peer are exactly the refused ones (`Record::Unkeyed`).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::socket::Socket;
-use super::table::{self, Layout, SETS, TOTALS};
-use super::{FAMILY_INET, OTHERS, Read, TABLE, dump_set, flowtables, read_counter};
+use super::table::{self, Layout, REFUSED, SETS};
+use super::{FAMILY_INET, OTHERS, Read, TABLE, dump_set, flowtables, read_counter, reset_elements};
 use crate::backend::in_process::Counter;
 use crate::filter::canonical;
 use crate::store::Record;
 
 pub struct Harvester {
     layout: Layout,
+    interval: Duration,
     socket: Option<Socket>,
     read: Read,
-    /// [`Read::Keep`] only: each set's last reading per peer, and each total's.
-    last_sets: [HashMap<IpAddr, u64>; 4],
-    last_totals: [u64; 2],
-    /// Per direction (tx, rx), since attach: the totals' bytes, the bytes
-    /// handed over on a peer, and those reported as on no peer.
-    total: [u64; 2],
-    keyed: [u64; 2],
-    unkeyed: [u64; 2],
+    /// [`Read::Keep`] only: each set's last reading per peer (with the
+    /// harvest that last met it), and each refused counter's.
+    last_sets: [HashMap<IpAddr, Reading>; 4],
+    last_refused: [u64; 2],
+    /// Harvests so far.
+    harvests: u64,
     /// What a crashed run's table held, handed over with the first harvest.
     leftover: Vec<Record>,
 }
 
 impl Harvester {
-    pub fn new(layout: Layout) -> Harvester {
+    pub fn new(layout: Layout, interval: Duration) -> Harvester {
         Harvester {
             layout,
+            interval,
             socket: None,
             read: Read::AndReset,
             last_sets: Default::default(),
-            last_totals: [0; 2],
-            total: [0; 2],
-            keyed: [0; 2],
-            unkeyed: [0; 2],
+            last_refused: [0; 2],
+            harvests: 0,
             leftover: Vec::new(),
         }
     }
@@ -90,19 +90,14 @@ impl Harvester {
         Ok(true)
     }
 
-    /// Whether set counters can be read and zeroed in one step here: tried
-    /// on the new table's first set, whose reading joins the first harvest.
+    /// Whether set counters can be read and zeroed in one step here: asked
+    /// of an address that is never in a set (the answer is "no such
+    /// element" where the kernel can, "not supported" where it cannot).
     fn choose_read(&mut self) -> Result<(), String> {
         let socket = self.socket()?;
-        match dump_set(socket, FAMILY_INET, TABLE, SETS[0], Read::AndReset) {
-            Ok((elements, _)) => {
-                // In the tx total too: they count as keyed at the first harvest.
-                for (ip, bytes) in elements.into_iter().filter(|(_, n)| *n > 0) {
-                    self.keyed[0] += bytes;
-                    self.leftover.push(Record::Tx(canonical(ip), bytes));
-                }
-                self.read = Read::AndReset;
-            }
+        let never = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)];
+        match reset_elements(socket, TABLE, SETS[0], &never, &mut Vec::new()) {
+            Ok(()) => self.read = Read::AndReset,
             Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
                 eprintln!("this kernel cannot read and zero set counters in one step (Linux 6.5+): each harvest subtracts the previous one");
                 self.read = Read::Keep;
@@ -112,47 +107,79 @@ impl Harvester {
         Ok(())
     }
 
-    /// Bytes since the last harvest of counter `name` (`dir`: 0 tx, 1 rx).
-    fn total_since_last(&mut self, dir: usize) -> io::Result<u64> {
+    /// Bytes a full set refused since the last harvest (`dir`: 0 tx, 1 rx).
+    fn refused_since_last(&mut self, dir: usize) -> io::Result<u64> {
         let read = self.read;
         let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
-        let now = read_counter(socket, TABLE, TOTALS[dir], read)?;
+        let now = read_counter(socket, TABLE, REFUSED[dir], read)?;
         Ok(match read {
             Read::AndReset => now,
-            Read::Keep => since(&mut self.last_totals[dir], now),
+            Read::Keep => since(&mut self.last_refused[dir], now),
         })
     }
 
-    /// Adds the records of set number `index` since the last harvest;
-    /// returns their bytes.
-    fn set_since_last(&mut self, index: usize, report: &mut Vec<Record>) -> io::Result<u64> {
+    /// Adds the records of set number `index` since the last harvest.
+    fn set_since_last(&mut self, index: usize, report: &mut Vec<Record>) -> io::Result<()> {
         let read = self.read;
         let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
-        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, SETS[index], read)?;
+        // Which elements have bytes: a dump that leaves the counters be.
+        let (mut elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, SETS[index], Read::Keep)?;
+        let counted = match read {
+            Read::AndReset => {
+                elements.retain(|(_, bytes)| *bytes > 0);
+                let keys: Vec<IpAddr> = elements.iter().map(|(ip, _)| *ip).collect();
+                drop(elements);
+                let mut counted = Vec::with_capacity(keys.len());
+                reset_elements(socket, TABLE, SETS[index], &keys, &mut counted)?;
+                counted
+            }
+            Read::Keep => self.subtract_last(index, elements),
+        };
+        for (ip, bytes) in counted.into_iter().filter(|(_, bytes)| *bytes > 0) {
+            let ip = canonical(ip);
+            report.push(if index < 2 { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) });
+        }
+        Ok(())
+    }
+
+    /// A dump's readings less the last ones, each element once; the
+    /// readings kept for the next harvest.
+    fn subtract_last(&mut self, index: usize, elements: Vec<(IpAddr, u64)>) -> Vec<(IpAddr, u64)> {
+        let harvest = self.harvests;
+        let lifetime = self.lifetime_in_harvests();
         let last = &mut self.last_sets[index];
-        let mut next = HashMap::new();
-        let mut sum = 0;
+        let mut counted = Vec::with_capacity(elements.len());
         for (ip, now) in elements {
-            let bytes = match read {
-                Read::AndReset => now,
-                Read::Keep => {
-                    let mut previous = last.get(&ip).copied().unwrap_or(0);
-                    next.insert(ip, now);
-                    since(&mut previous, now)
+            let bytes = match last.get_mut(&ip) {
+                Some(seen) if seen.harvest == harvest => 0, // met twice in one dump
+                Some(seen) => {
+                    seen.harvest = harvest;
+                    since(&mut seen.bytes, now)
+                }
+                None => {
+                    last.insert(ip, Reading { bytes: now, harvest });
+                    now
                 }
             };
-            if bytes > 0 {
-                sum += bytes;
-                let ip = canonical(ip);
-                report.push(if index < 2 { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) });
-            }
+            counted.push((ip, bytes));
         }
-        if read == Read::Keep {
-            // Elements that timed out are gone from the dump, and from here.
-            *last = next;
-        }
-        Ok(sum)
+        // An element not met for longer than it can live has timed out;
+        // one a dump missed is kept, or its whole count would come again.
+        last.retain(|_, seen| harvest - seen.harvest <= lifetime);
+        counted
     }
+
+    /// Harvests an element outlives its last packet by, at the least.
+    fn lifetime_in_harvests(&self) -> u64 {
+        let interval = self.interval.as_secs_f64().max(0.001);
+        (self.layout.timeout.as_secs_f64() / interval).ceil() as u64 + 1
+    }
+}
+
+/// An element's last reading and the harvest that made it.
+struct Reading {
+    bytes: u64,
+    harvest: u64,
 }
 
 /// `now - *last` for a counter that only grows unless it was created anew
@@ -182,25 +209,17 @@ impl Counter for Harvester {
     }
 
     fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
+        self.harvests += 1;
         report.append(&mut self.leftover);
-        let mut totals = [0; 2];
-        for (dir, total) in totals.iter_mut().enumerate() {
-            *total = self.total_since_last(dir).map_err(|e| lost_table(&e))?;
-        }
-        let mut keyed = [0; 2];
         for index in 0..SETS.len() {
-            keyed[index / 2] += self.set_since_last(index, report).map_err(|e| lost_table(&e))?;
+            self.set_since_last(index, report).map_err(|e| lost_table(&e))?;
         }
-        let mut on_no_peer = [0; 2];
-        for dir in 0..2 {
-            self.total[dir] += totals[dir];
-            self.keyed[dir] += keyed[dir];
-            let gap = self.total[dir].saturating_sub(self.keyed[dir]);
-            on_no_peer[dir] = gap.saturating_sub(self.unkeyed[dir]);
-            self.unkeyed[dir] += on_no_peer[dir];
+        let mut refused = [0; 2];
+        for (dir, bytes) in refused.iter_mut().enumerate() {
+            *bytes = self.refused_since_last(dir).map_err(|e| lost_table(&e))?;
         }
-        if on_no_peer != [0, 0] {
-            report.push(Record::Unkeyed(on_no_peer[0], on_no_peer[1]));
+        if refused != [0, 0] {
+            report.push(Record::Unkeyed(refused[0], refused[1]));
         }
         Ok(())
     }
@@ -216,34 +235,41 @@ impl Counter for Harvester {
 /// `None` where counters cannot be read and zeroed in one step (that run
 /// subtracted its readings, which are lost with it).
 fn read_leftover(socket: &mut Socket, report: &mut Vec<Record>) -> Option<u64> {
-    let mut totals = [0; 2];
-    for (dir, name) in TOTALS.iter().enumerate() {
-        totals[dir] = read_counter(socket, TABLE, name, Read::AndReset).unwrap_or(0);
+    let mut refused = [0; 2];
+    for (dir, name) in REFUSED.iter().enumerate() {
+        refused[dir] = read_counter(socket, TABLE, name, Read::AndReset).unwrap_or(0);
     }
     let mut keyed = [0; 2];
     for (index, set) in SETS.iter().enumerate() {
-        let elements = match dump_set(socket, FAMILY_INET, TABLE, set, Read::AndReset) {
-            Ok((elements, _)) => elements,
+        let Ok((mut elements, _)) = dump_set(socket, FAMILY_INET, TABLE, set, Read::Keep) else { continue }; // an older layout
+        elements.retain(|(_, n)| *n > 0);
+        let keys: Vec<IpAddr> = elements.iter().map(|(ip, _)| *ip).collect();
+        let mut counted = Vec::new();
+        match reset_elements(socket, TABLE, set, &keys, &mut counted) {
+            Ok(()) => {}
             Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => return None,
-            Err(_) => continue, // an older layout
-        };
-        for (ip, n) in elements.into_iter().filter(|(_, n)| *n > 0) {
+            Err(_) => continue,
+        }
+        for (ip, n) in counted.into_iter().filter(|(_, n)| *n > 0) {
             keyed[index / 2] += n;
             let ip = canonical(ip);
             report.push(if index < 2 { Record::Tx(ip, n) } else { Record::Rx(ip, n) });
         }
     }
-    let on_no_peer = [totals[0].saturating_sub(keyed[0]), totals[1].saturating_sub(keyed[1])];
-    if on_no_peer != [0, 0] {
-        report.push(Record::Unkeyed(on_no_peer[0], on_no_peer[1]));
+    if refused != [0, 0] {
+        report.push(Record::Unkeyed(refused[0], refused[1]));
     }
-    Some(keyed[0] + keyed[1] + on_no_peer[0] + on_no_peer[1])
+    Some(keyed[0] + keyed[1] + refused[0] + refused[1])
 }
 
-/// Whether `pid` is a running ip_traffic_monitor_cli (its command name, as
-/// the kernel truncates it to 15 bytes).
+/// Whether `pid` is a running ip_traffic_monitor_cli: its command name (as
+/// the kernel truncates it to 15 bytes) and a state other than zombie (a
+/// killed monitor whose parent has not reaped it yet).
 fn is_a_monitor(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == "ip_traffic_moni")
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
+    let state = stat[close + 1..].split_whitespace().next();
+    &stat[open + 1..close] == "ip_traffic_moni" && !matches!(state, Some("Z" | "X"))
 }
 
 pub(super) fn open_socket() -> Result<Socket, String> {

@@ -80,12 +80,12 @@ impl Nftables {
     }
 }
 
-/// How long a peer stays in its set after its last packet: long enough
-/// that its last bytes are always harvested first (several intervals),
-/// short enough that quiet peers make room. Bytes of an element that goes
-/// before a harvest read it are still in the direction's total.
+/// How long a peer stays in its set after its last packet: so long that
+/// its last bytes are harvested first whatever befalls a harvest (a dump
+/// that missed it, a slow machine: dozens of harvests), short enough that
+/// quiet peers make room for new ones.
 fn element_timeout(interval: Duration) -> Duration {
-    (interval * 4).max(Duration::from_secs(60))
+    (interval * 30).max(Duration::from_secs(120))
 }
 
 const OTHERS: &str = "use -b bpftrace or -b iftop";
@@ -122,7 +122,7 @@ impl Backend for Nftables {
     }
 
     fn runner(&self) -> Result<Runner, Error> {
-        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout()))))
+        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout(), self.params.sample_interval))))
     }
 
     fn report_interval(&self) -> Duration {
@@ -134,6 +134,10 @@ impl Backend for Nftables {
             Some(line) => format!("nftables: {line}"),
             None => format!("nftables: counting could not be set up; {OTHERS}"),
         }
+    }
+
+    fn why_unkeyed(&self) -> &'static str {
+        "a full set refused their peers (more remote IPs in a few minutes than --max-ips, per direction)"
     }
 
     fn start_helpers(&self, store: &Arc<Store>) {
@@ -156,6 +160,50 @@ pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str,
     Ok((counted, unreadable))
 }
 
+/// Elements asked for by key per request: the replies of one request must
+/// fit the socket's receive buffer (each about 100 bytes).
+const KEYS_PER_REQUEST: usize = 256;
+
+/// Reads and zeroes the counters of the elements of `set` with these keys,
+/// each atomically (`NFT_MSG_GETSETELEM_RESET` by key, Linux 6.5+); adds
+/// `(address, bytes)` to `out`. An element that timed out meanwhile is
+/// skipped. By key rather than by dump, because a dump that resets zeroes
+/// the element that did not fit a full message too, and that element's
+/// bytes are lost (seen on Linux 6.18: one element per 32 KiB message).
+pub fn reset_elements(socket: &mut socket::Socket, table: &str, set: &str, keys: &[IpAddr], out: &mut Vec<(IpAddr, u64)>) -> io::Result<()> {
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let batch = &rest[..rest.len().min(KEYS_PER_REQUEST)];
+        let seq = socket.next_seq();
+        let mut request = Builder::new(GET_SET_ELEMENTS_RESET, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
+        request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = request.begin_nest(3); // NFTA_SET_ELEM_LIST_ELEMENTS
+        for ip in batch {
+            let element = request.begin_nest(1); // NFTA_LIST_ELEM
+            let key = request.begin_nest(1); // NFTA_SET_ELEM_KEY
+            match ip {
+                IpAddr::V4(v4) => request.attr(1, &v4.octets()), // NFTA_DATA_VALUE
+                IpAddr::V6(v6) => request.attr(1, &v6.octets()),
+            };
+            request.end_nest(key);
+            request.end_nest(element);
+        }
+        request.end_nest(list);
+        let before = out.len();
+        let answered = socket.exchange(&request.finish(), seq, |message| {
+            elements::read_elements(message, out);
+        });
+        let replied = out.len() - before;
+        match answered {
+            Ok(()) => rest = &rest[batch.len()..],
+            // The kernel stops at an element that is gone: go on after it.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => rest = &rest[(replied + 1).min(rest.len())..],
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// The bytes of counter object `name` in table `table` (inet).
 pub fn read_counter(socket: &mut socket::Socket, table: &str, name: &str, read: Read) -> io::Result<u64> {
     let seq = socket.next_seq();
@@ -174,31 +222,64 @@ pub fn read_counter(socket: &mut socket::Socket, table: &str, name: &str, read: 
     bytes.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("counter {name} came without its bytes")))
 }
 
-/// Every flowtable in any table, as `FAMILY TABLE NAME (devices ...)`.
+/// Every flowtable in any table, as [`describe_flowtable`] says it.
 pub fn flowtables(socket: &mut socket::Socket) -> io::Result<Vec<String>> {
     let seq = socket.next_seq();
     let request = Builder::new(GET_FLOWTABLE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0).finish();
     let mut found = Vec::new();
-    socket.exchange(&request, seq, |message| {
-        let family = match message.payload.first() {
-            Some(1) => "inet",
-            Some(2) => "ip",
-            Some(10) => "ip6",
-            _ => "",
-        };
-        let text = |kind| message.attributes().find(kind).map(|t| String::from_utf8_lossy(t.strip_suffix(&[0]).unwrap_or(t)).into_owned());
-        let devices: Vec<String> = message
-            .attributes()
-            .find(3) // NFTA_FLOWTABLE_HOOK
-            .and_then(|hook| attributes(hook).find(3)) // NFTA_FLOWTABLE_HOOK_DEVS
-            .map(|devs| attributes(devs).map(|(_, name)| String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned()).collect())
-            .unwrap_or_default();
-        found.push(format!(
-            "{family} {} {} (devices {})",
-            text(1).unwrap_or_default(),
-            text(2).unwrap_or_default(),
-            devices.join(", ")
-        ));
-    })?;
+    socket.exchange(&request, seq, |message| found.push(describe_flowtable(message)))?;
     Ok(found)
+}
+
+/// A flowtable message (`NFT_MSG_NEWFLOWTABLE`) as `FAMILY TABLE NAME
+/// (devices A, B)`, for a warning. The grammar:
+///
+/// ```text
+/// nfgenmsg: family (1 inet, 2 ip, 10 ip6, 5 netdev)
+/// NFTA_FLOWTABLE_TABLE (1) string, NFTA_FLOWTABLE_NAME (2) string
+/// NFTA_FLOWTABLE_HOOK (3, nested)
+///   NFTA_FLOWTABLE_HOOK_DEVS (3, nested): NFTA_DEVICE_NAME (1) string, one per device
+/// ```
+pub fn describe_flowtable(message: &netlink::Message) -> String {
+    let family = match message.payload.first() {
+        Some(1) => "inet",
+        Some(2) => "ip",
+        Some(10) => "ip6",
+        Some(5) => "netdev",
+        _ => "?",
+    };
+    let text = |t: &[u8]| String::from_utf8_lossy(t.strip_suffix(&[0]).unwrap_or(t)).into_owned();
+    let attribute = |kind| message.attributes().find(kind).map(text).unwrap_or_default();
+    let devices: Vec<String> = message
+        .attributes()
+        .find(3) // NFTA_FLOWTABLE_HOOK
+        .and_then(|hook| attributes(hook).find(3)) // NFTA_FLOWTABLE_HOOK_DEVS
+        .map(|devs| attributes(devs).map(|(_, name)| text(name)).collect())
+        .unwrap_or_default();
+    format!("{family} {} {} (devices {})", attribute(1), attribute(2), devices.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This kernel has no flowtables (CONFIG_NF_FLOW_TABLE unset), so the
+    /// message is the one `nft` shows for
+    /// `table inet fw4 { flowtable ft { hook ingress priority 0; devices = { eth0, br-lan }; } }`.
+    #[test]
+    fn a_flowtable_is_named_with_its_table_and_devices() {
+        let mut m = Builder::new(SUBSYS | 22, 0, 1, FAMILY_INET);
+        m.attr_str(1, "fw4").attr_str(2, "ft");
+        let hook = m.begin_nest(3);
+        m.attr_u32(1, 0).attr_u32(2, 0);
+        let devs = m.begin_nest(3);
+        m.attr_str(1, "eth0").attr_str(1, "br-lan");
+        m.end_nest(devs);
+        m.end_nest(hook);
+        let bytes = m.finish();
+        let message = netlink::messages(&bytes).next().expect("a message");
+        assert_eq!(describe_flowtable(&message), "inet fw4 ft (devices eth0, br-lan)");
+        let empty = Builder::new(SUBSYS | 22, 0, 1, 0).finish();
+        assert_eq!(describe_flowtable(&netlink::messages(&empty).next().expect("a message")), "?   (devices )");
+    }
 }

@@ -19,13 +19,15 @@
 //! meta iif 1 return                  (loopback; with -i: meta iif != IFX return)
 //! ip saddr & MASK == NET return      one per skipped block (never counted,
 //! ip6 saddr & MASK == NET return       private, --exclude): they take no room
-//! counter name "rx"                  the direction's total
-//! meta nfproto ipv4 update @rx4 { ip saddr }
-//! meta nfproto ipv6 update @rx6 { ip6 saddr }
+//! meta nfproto ipv4 update @rx4 { ip saddr } return
+//! meta nfproto ipv6 update @rx6 { ip6 saddr } return
+//! counter name "rx"                  only what a full set refused gets here
 //! ```
 //!
 //! What `nft --debug=netlink` shows for these, encoded by hand. A full set
-//! refuses the update and the packet goes on: its bytes are in the total.
+//! refuses the update, which ends that rule (`NFT_BREAK`) before its
+//! `return`: the packet reaches the counter of refused bytes. So every
+//! counted byte is in exactly one place: an element or that counter.
 
 use std::io;
 use std::net::IpAddr;
@@ -67,14 +69,14 @@ const LOOPBACK_IFINDEX: u32 = 1;
 /// `NFTA_TABLE_USERDATA`: who made the table (see [`owner_note`]).
 const NFTA_TABLE_USERDATA: u16 = 6;
 
-/// One direction: its chain, hook, the device it is matched on, the total.
+/// One direction: its chain, hook, the device it is matched on, and its counter of refused bytes.
 struct Direction {
     chain: &'static str,
     hook: u32,
     priority: i32,
     /// `meta iif` (received) or `meta oif` (sent).
     device: u32,
-    total: &'static str,
+    refused: &'static str,
     sets: [Peers; 2],
 }
 
@@ -93,7 +95,7 @@ const DIRECTIONS: [Direction; 2] = [
         hook: HOOK_POST_ROUTING,
         priority: i32::MAX,
         device: NFT_META_OIF,
-        total: "tx",
+        refused: "tx",
         sets: [
             Peers { set: "tx4", nfproto: NFPROTO_IPV4, offset: 16, len: 4 },
             Peers { set: "tx6", nfproto: NFPROTO_IPV6, offset: 24, len: 16 },
@@ -104,7 +106,7 @@ const DIRECTIONS: [Direction; 2] = [
         hook: HOOK_PRE_ROUTING,
         priority: i32::MIN,
         device: NFT_META_IIF,
-        total: "rx",
+        refused: "rx",
         sets: [
             Peers { set: "rx4", nfproto: NFPROTO_IPV4, offset: 12, len: 4 },
             Peers { set: "rx6", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
@@ -112,15 +114,15 @@ const DIRECTIONS: [Direction; 2] = [
     },
 ];
 
-/// The sets in harvest order, and the totals, by name.
+/// The sets in harvest order, and the counters of refused bytes, by name.
 pub const SETS: [&str; 4] = ["tx4", "tx6", "rx4", "rx6"];
-pub const TOTALS: [&str; 2] = ["tx", "rx"];
+pub const REFUSED: [&str; 2] = ["tx", "rx"];
 
 /// What the table counts and how much room it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// Elements per set: peers beyond it in one [`Layout::timeout`] count
-    /// only in the totals.
+    /// only in the counters of refused bytes.
     pub size: u32,
     /// An element goes this long after its last packet, making room.
     pub timeout: Duration,
@@ -145,7 +147,7 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     messages.push(table.finish());
     let mut set_id = 0;
     for direction in &DIRECTIONS {
-        messages.push(new_counter(name, direction.total, seq));
+        messages.push(new_counter(name, direction.refused, seq));
         for peers in &direction.sets {
             set_id += 1;
             messages.push(new_set(name, peers, set_id, layout, seq));
@@ -162,11 +164,11 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
                 messages.push(skip_rule(name, direction.chain, peers, *block, create, seq));
             }
         }
-        messages.push(total_rule(name, direction, create, seq));
         for peers in &direction.sets {
             set_id += 1;
             messages.push(update_rule(name, direction.chain, peers, set_id, create, seq));
         }
+        messages.push(refused_rule(name, direction, create, seq));
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})
 }
@@ -333,16 +335,17 @@ fn prefix_mask_byte(prefix: u32, i: u32) -> u8 {
     (0xff00u16 >> bits) as u8
 }
 
-/// `counter name "tx"`: the direction's total.
-fn total_rule(table: &str, direction: &Direction, flags: u16, seq: u32) -> Vec<u8> {
+/// `counter name "tx"`: what a full set refused (every other packet has
+/// returned from the chain by now).
+fn refused_rule(table: &str, direction: &Direction, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, direction.chain, flags, seq, |r| {
         expression(r, "objref", |e| {
-            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, direction.total); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
+            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, direction.refused); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
         });
     })
 }
 
-/// `meta nfproto P update @SET { ADDRESS }`.
+/// `meta nfproto P update @SET { ADDRESS } return`.
 fn update_rule(table: &str, chain: &str, peers: &Peers, set_id: u32, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, chain, flags, seq, |r| {
         match_nfproto(r, peers.nfproto);
@@ -353,6 +356,7 @@ fn update_rule(table: &str, chain: &str, peers: &Peers, set_id: u32, flags: u16,
             // NFTA_DYNSET_SET_NAME, _SET_ID, _OP (update), _SREG_KEY
             e.attr_str(1, peers.set).attr_u32(2, set_id).attr_u32(3, 1).attr_u32(4, REG);
         });
+        verdict_return(r);
     })
 }
 
