@@ -327,10 +327,10 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
         return;
     }
     let _serial = lab::serial();
-    for backend in ["bpftrace", "iftop"] {
+    for backend in ["nftables", "bpftrace", "iftop"] {
         let port = lab::free_port();
         let flags = format!("--listen 127.0.0.1:{port} -b {backend} -i lo");
-        let flags = if backend == "bpftrace" { flags.replace(" -i lo", "") } else { flags };
+        let flags = if backend == "iftop" { flags } else { flags.replace(" -i lo", "") };
         let service = ServiceUnderTest::start(Path::new(lab::BIN), &flags);
         // Up means: started under every sandbox setting, and reporting.
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -344,9 +344,12 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
         };
         assert!(metrics.contains(&format!("backend=\"{backend}\"")), "{metrics}");
         let pid = service.main_pid().expect("the service's monitor");
-        let child = lab::children(pid).first().copied().expect("its backend");
-        println!("{backend}: service up, monitor {pid}, backend {child}");
-        for pid in [pid, child] {
+        // nftables has no child: the monitor reads the kernel itself.
+        let child = lab::children(pid).first().copied();
+        assert_eq!(child.is_none(), backend == "nftables", "{backend}: a backend child {child:?}");
+        println!("{backend}: service up, monitor {pid}, backend {child:?}");
+        let _nft_table = (backend == "nftables").then(|| OwnTable(pid));
+        for pid in std::iter::once(pid).chain(child) {
             assert_eq!(status_field(pid, "Seccomp:"), "2", "SystemCallFilter");
             assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "NoNewPrivileges");
             assert_eq!(status_field(pid, "Umask:"), "0077", "UMask");
@@ -366,6 +369,22 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
         // Where the memory controller is mounted (cgroup v1 here); v2 hosts skip this check.
         if let Ok(limit) = std::fs::read_to_string(memory) {
             assert_eq!(limit.trim(), (512u64 << 20).to_string(), "MemoryMax");
+        }
+        // The service goes first (SIGKILL), then a table it could not delete.
+        drop(service);
+    }
+}
+
+/// The nftables table a service's monitor made in this network namespace:
+/// deleted when the test is done with it, if that monitor's SIGKILL left it.
+struct OwnTable(u32);
+
+impl Drop for OwnTable {
+    fn drop(&mut self) {
+        use ip_traffic_monitor_cli::backend::nftables::{TABLE, socket::Socket, table};
+        let Ok(mut socket) = Socket::open() else { return };
+        if table::find(&mut socket, TABLE).ok().flatten().and_then(|note| table::owner_pid(&note)) == Some(self.0) {
+            let _ = table::delete(&mut socket, TABLE);
         }
     }
 }
