@@ -348,7 +348,7 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
         let child = lab::children(pid).first().copied();
         assert_eq!(child.is_none(), backend == "nftables", "{backend}: a backend child {child:?}");
         println!("{backend}: service up, monitor {pid}, backend {child:?}");
-        let _nft_table = (backend == "nftables").then(|| OwnTable(pid));
+        let _nft_table = (backend == "nftables").then(|| OwnTable::new(pid));
         for pid in std::iter::once(pid).chain(child) {
             assert_eq!(status_field(pid, "Seccomp:"), "2", "SystemCallFilter");
             assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "NoNewPrivileges");
@@ -377,7 +377,16 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
 
 /// The nftables table a service's monitor made in this network namespace:
 /// deleted when the test is done with it, if that monitor's SIGKILL left it.
+/// The table names the monitor's PID as its own PID namespace sees it.
 struct OwnTable(u32);
+
+impl OwnTable {
+    fn new(pid: u32) -> OwnTable {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let inner = status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|ids| ids.split_whitespace().last()?.parse().ok());
+        OwnTable(inner.unwrap_or(pid))
+    }
+}
 
 impl Drop for OwnTable {
     fn drop(&mut self) {
