@@ -55,10 +55,11 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         short: Some('b'),
         long: "backend",
-        value: Some("auto|bpftrace|iftop"),
+        value: Some("auto|nftables|bpftrace|iftop"),
         default: Some("auto"),
         group: Group::Counting,
-        doc: "What counts the packets. auto: bpftrace if it works here, else iftop.",
+        doc: "What counts the packets. auto: nftables if the kernel lets us, else bpftrace, \
+              else iftop; the choice and why are printed at start.",
     },
     Flag {
         short: Some('i'),
@@ -67,7 +68,7 @@ pub const FLAGS: &[Flag] = &[
         default: None,
         group: Group::Counting,
         doc: "Count only on this interface (a router: its WAN side). \
-              bpftrace default: every interface but loopback. \
+              nftables, bpftrace default: every interface but loopback. \
               iftop default: the default route's interface.",
     },
     Flag {
@@ -144,7 +145,8 @@ pub const FLAGS: &[Flag] = &[
         default: Some("100000"),
         group: Group::Prometheus,
         doc: "Cap on remote IPs held in memory (about 140 bytes each). Past it the quietest \
-              unexported IPs are folded into the unexported counters: no byte is lost.",
+              unexported IPs are folded into the unexported counters: no byte is lost. \
+              nftables: also the room of each kernel set (peers per direction and family).",
     },
     Flag {
         short: Some('g'),

@@ -195,7 +195,7 @@ mod tests {
         for flag in FLAGS {
             let value = match flag.value {
                 None => None,
-                Some("auto|bpftrace|iftop") => Some("bpftrace"),
+                Some("auto|nftables|bpftrace|iftop") => Some("bpftrace"),
                 Some("IFACE") => Some("eth0"),
                 Some("zh-CN|en") => Some("en"),
                 Some("IP...") => Some("192.0.2.1"),

@@ -13,7 +13,10 @@ const NETLINK_NETFILTER: libc::c_int = 12;
 const RECV_BUF: usize = 64 * 1024;
 /// The socket's receive buffer (the kernel doubles it for its bookkeeping).
 const RECV_BUFFER_BYTES: libc::c_int = 4 << 20;
-const REPLY_TIMEOUT_SECS: libc::time_t = 5;
+/// A kernel that never answers must not hang the harvest for ever. (poll's
+/// timeout is a plain int: no `timeval`, whose width differs between
+/// 32-bit C libraries.)
+const REPLY_TIMEOUT_MS: libc::c_int = 5000;
 
 pub struct Socket {
     fd: OwnedFd,
@@ -37,25 +40,18 @@ impl Socket {
         if socket.set_option(libc::SO_RCVBUFFORCE, RECV_BUFFER_BYTES).is_err() {
             let _ = socket.set_option(libc::SO_RCVBUF, RECV_BUFFER_BYTES);
         }
-        // A kernel that never answers must not hang the harvest for ever.
-        let timeout = libc::timeval { tv_sec: REPLY_TIMEOUT_SECS, tv_usec: 0 };
-        socket.set_option_raw(libc::SO_RCVTIMEO, &timeout)?;
         Ok(socket)
     }
 
     fn set_option(&self, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        self.set_option_raw(option, &value)
-    }
-
-    fn set_option_raw<T>(&self, option: libc::c_int, value: &T) -> io::Result<()> {
-        // SAFETY: the pointer and length describe a live value of type T.
+        // SAFETY: the pointer and length describe a live int.
         let done = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 option,
-                (value as *const T).cast(),
-                std::mem::size_of::<T>() as libc::socklen_t,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         if done < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
@@ -112,6 +108,13 @@ impl Socket {
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut ready = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd.
+        match unsafe { libc::poll(&raw mut ready, 1, REPLY_TIMEOUT_MS) } {
+            0 => return Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer within 5 s")),
+            n if n < 0 => return Err(io::Error::last_os_error()),
+            _ => {}
+        }
         loop {
             // SAFETY: the pointer and length describe a live, writable buffer.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
