@@ -1,8 +1,9 @@
 //! Any bytes as a datagram of nf_tables netlink replies: messages, their
-//! attributes, and set elements read from them. Besides never crashing:
-//! every element read is a whole address with a counter.
+//! attributes, and what the backend reads from them (set elements, counter
+//! objects, flowtables). Besides never crashing: every element read is a
+//! whole address with a counter.
 #![no_main]
-use ip_traffic_monitor_cli::backend::nftables::{elements::read_elements, netlink::messages};
+use ip_traffic_monitor_cli::backend::nftables::{counter_bytes, describe_flowtable, elements::read_elements, netlink::messages};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     for message in messages(data) {
         let _ = message.error_code();
         let _ = read_elements(&message, &mut out);
+        let _ = counter_bytes(&message);
+        let _ = describe_flowtable(&message);
     }
     assert!(out.len() * 24 <= data.len(), "{} elements from {} bytes", out.len(), data.len());
 });

@@ -215,11 +215,14 @@ pub fn read_counter(socket: &mut socket::Socket, table: &str, name: &str, read: 
     // NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE
     request.attr_str(1, table).attr_str(2, name).attr_u32(3, table::NFT_OBJECT_COUNTER);
     let mut bytes = None;
-    socket.exchange(&request.finish(), seq, |message| {
-        // NFTA_OBJ_DATA, then NFTA_COUNTER_BYTES
-        bytes = message.attributes().find(4).and_then(|data| attributes(data).find(1)).and_then(be_u64);
-    })?;
+    socket.exchange(&request.finish(), seq, |message| bytes = counter_bytes(message))?;
     bytes.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("counter {name} came without its bytes")))
+}
+
+/// The bytes of a counter object message (`NFT_MSG_NEWOBJ`):
+/// `NFTA_OBJ_DATA (4, nested)` then `NFTA_COUNTER_BYTES (1)`, a big-endian u64.
+pub fn counter_bytes(message: &netlink::Message) -> Option<u64> {
+    message.attributes().find(4).and_then(|data| attributes(data).find(1)).and_then(be_u64)
 }
 
 /// Every flowtable in any table, as [`describe_flowtable`] says it.
