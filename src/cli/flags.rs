@@ -48,7 +48,7 @@ pub const DEFAULT_DURATION: u64 = 30;
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 2;
 pub const DEFAULT_THRESHOLD: u64 = 1_048_576;
 pub const DEFAULT_TOP: usize = 10;
-/// About 140 bytes each in memory: 100,000 take some 14 MB, which a 128 MB router affords.
+/// About 75 bytes each in memory: 100,000 take some 7 MiB, which a 128 MB router affords.
 pub const DEFAULT_MAX_IPS: usize = 100_000;
 
 pub const FLAGS: &[Flag] = &[
@@ -144,7 +144,7 @@ pub const FLAGS: &[Flag] = &[
         value: Some("N"),
         default: Some("100000"),
         group: Group::Prometheus,
-        doc: "Cap on remote IPs held in memory (about 140 bytes each). Past it the quietest \
+        doc: "Cap on remote IPs held in memory (about 75 bytes each). Past it the quietest \
               unexported IPs are folded into the unexported counters: no byte is lost. \
               nftables: also the room of each kernel set (peers per direction and family).",
     },
