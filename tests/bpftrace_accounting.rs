@@ -267,7 +267,7 @@ fn more_ips_in_an_interval_than_the_maps_hold_still_sum_exactly() {
     }
     let mut lab = Lab::new();
     // Maps with room for 1,024 IPs, then 5,120 IPs within one or two intervals.
-    let mut monitor = lab.spawn_in_host(&["env", "-b", "bpftrace", "BPFTRACE_MAP_KEYS_MAX=1024", BIN, "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464"]);
+    let mut monitor = lab.spawn_in_host(&["env", "BPFTRACE_MAP_KEYS_MAX=1024", BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "4", "-q", "-p", "9464"]);
     monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
     lab.resolve_neighbours(&["192.0.2.2"]);
     lab.host_shell("for b in {0..19}; do for c in {0..255}; do echo x > /dev/udp/198.18.$b.$c/9; done; done");
@@ -332,8 +332,8 @@ fn sighup_is_ignored_and_a_closed_stdout_ends_quietly() {
 
     // stdout into `head -1`: the rest of the tables hit a closed pipe.
     let mut lab = Lab::new();
-    let script = format!("set -o pipefail; {BIN} -i vh -d 4 -s 1 | head -1; echo \"exit=${{PIPESTATUS[0]}}\"");
-    let piped = lab.spawn_in_host(&["bash", "-b", "bpftrace", "-c", &script]);
+    let script = format!("set -o pipefail; {BIN} -b bpftrace -i vh -d 4 -s 1 | head -1; echo \"exit=${{PIPESTATUS[0]}}\"");
+    let piped = lab.spawn_in_host(&["bash", "-c", &script]);
     let finished = piped.finish();
     assert!(finished.stdout.iter().any(|l| l == "exit=0"), "{:?} {:?}", finished.stdout, finished.stderr);
     assert!(!finished.stderr.iter().any(|l| l.contains("panicked") || l.contains("Broken pipe")), "{:?}", finished.stderr);
