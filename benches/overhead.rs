@@ -4,7 +4,8 @@
 //! - a 10 s TCP stream (iperf3) and a 10 s flood of 100-byte UDP packets
 //!   (72-byte payloads, sent by this binary re-run as a sender in the host
 //!   namespace, counted by itself re-run as a sink in the remote one), each
-//!   unmonitored, under the bpftrace backend, under the iftop backend and
+//!   unmonitored, under the nftables backend (the kernel counts in sets,
+//!   the monitor reads them every 2 s), under the bpftrace backend, under the iftop backend and
 //!   under a plain iftop, and under bpftrace running empty programs on the
 //!   script's two tracepoints (the kernel's own cost of the attachment, a
 //!   floor no script can go under), in paired rounds (A B C D E, ...) so the
@@ -17,7 +18,9 @@
 //!   one extra run per load so the paired rounds run without the stats' cost):
 //!   ns per program run, and CPU seconds per GB;
 //! - resident memory of the monitor and of its child, idle and with 100,000
-//!   tracked remote IPs.
+//!   tracked remote IPs, for the nftables and the bpftrace backend;
+//! - one nftables harvest of 100,000 set elements (dump, then read and zero
+//!   each by key), timed in this process.
 //!
 //! Run: make bench (BENCH_ROUNDS=N for more rounds than 3).
 
@@ -41,14 +44,15 @@ const SINK_PORT: u16 = 9999;
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Unmonitored,
+    NftablesBackend,
     BpftraceBackend,
     IftopBackend,
     PlainIftop,
     EmptyProbes,
 }
 
-const MODES: [Mode; 5] =
-    [Mode::Unmonitored, Mode::BpftraceBackend, Mode::IftopBackend, Mode::PlainIftop, Mode::EmptyProbes];
+const MODES: [Mode; 6] =
+    [Mode::Unmonitored, Mode::NftablesBackend, Mode::BpftraceBackend, Mode::IftopBackend, Mode::PlainIftop, Mode::EmptyProbes];
 
 /// The script's two tracepoints with nothing to do.
 const EMPTY_PROBES: &str = "tracepoint:net:net_dev_queue {} tracepoint:net:netif_receive_skb {}";
@@ -57,6 +61,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Unmonitored => "unmonitored",
+            Mode::NftablesBackend => "monitor -b nftables",
             Mode::BpftraceBackend => "monitor -b bpftrace",
             Mode::IftopBackend => "monitor -b iftop",
             Mode::PlainIftop => "plain iftop -t",
@@ -87,7 +92,9 @@ fn main() {
     let bin = product_binary();
     throughput_table("TCP stream (iperf3)", "Gbit/s", 1e-9 * 8.0, rounds, &bin, tcp_stream);
     throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, rounds, &bin, udp_flood_run);
-    memory_table(&bin);
+    memory_table(&bin, "bpftrace");
+    memory_table(&bin, "nftables");
+    harvest_time();
 }
 
 /// The static binary users run, when `make release` built it.
@@ -131,8 +138,12 @@ fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
     let mut plain: Option<Child> = None;
     match mode {
         Mode::Unmonitored => {}
-        Mode::BpftraceBackend | Mode::IftopBackend => {
-            let backend = if mode == Mode::BpftraceBackend { "bpftrace" } else { "iftop" };
+        Mode::NftablesBackend | Mode::BpftraceBackend | Mode::IftopBackend => {
+            let backend = match mode {
+                Mode::NftablesBackend => "nftables",
+                Mode::BpftraceBackend => "bpftrace",
+                _ => "iftop",
+            };
             let mut m = lab.spawn_in_host(&[bin, "-b", backend, "-i", "vh", "-d", "0", "-q", "-s", "2"]);
             m.wait_for_stderr("counting with", Duration::from_secs(120));
             watchers.push(m.pid());
@@ -276,25 +287,72 @@ fn udp_sink() {
     let _ = writeln!(std::io::stdout(), "{packets}");
 }
 
-fn memory_table(bin: &str) {
+/// The monitor's memory (and its child's, if it has one), idle and with
+/// 100,000 tracked remote IPs at the default export threshold, serving /metrics.
+fn memory_table(bin: &str, backend: &str) {
     let mut lab = Lab::new();
     lab.accept_any_source_in_remote();
-    let mut monitor = lab.spawn_in_host(&[bin, "-i", "vh", "-d", "0", "-q", "-s", "4", "--max-ips", "200000"]);
+    let mut monitor =
+        lab.spawn_in_host(&[bin, "-b", backend, "-i", "vh", "-d", "0", "-q", "-s", "4", "--max-ips", "200000", "--listen", "127.0.0.1:9464"]);
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(5));
     let pid = monitor.pid();
-    let child = monitor.backend_pid();
-    println!("| RSS idle, no location databases: monitor | {} KiB | bpftrace child {} KiB | |", rss_kib(pid), rss_kib(child));
+    let child = lab::children(pid).first().copied();
+    let child_rss = |what: &str| child.map_or_else(|| "no child".to_string(), |c| format!("{what} child {} KiB", rss_kib(c)));
+    println!("| RSS idle, no location databases, -b {backend}: monitor | {} KiB | {} | |", rss_kib(pid), child_rss(backend));
     lab.udp_from_remote_sources(100_000);
     std::thread::sleep(Duration::from_secs(8)); // the report, 1/8 to 2/8 of an interval late
+    let _ = lab.http_get_in_host(9464, "/metrics");
     println!(
-        "| RSS with 100,000 tracked remote IPs: monitor | {} KiB | bpftrace child {} KiB | |",
+        "| RSS with 100,000 tracked remote IPs, -b {backend}: monitor | {} KiB (peak {} KiB) | {} | |",
         rss_kib(pid),
-        rss_kib(child)
+        lab::status_kib(pid, "VmHWM:"),
+        child_rss(backend)
     );
     drop(monitor);
-    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
-    println!("| binary size ({bin}) | {size} bytes | | |");
+    if backend == "nftables" {
+        let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+        println!("| binary size ({bin}) | {size} bytes | | |");
+    }
+}
+
+/// One harvest of a table whose `rx4` set holds 100,000 peers with bytes:
+/// the monitor's own harvest code, run on a thread inside the lab's host
+/// namespace.
+fn harvest_time() {
+    use ip_traffic_monitor_cli::backend::in_process::Counter;
+    use ip_traffic_monitor_cli::backend::nftables::{harvest::Harvester, table::Layout};
+    let lab = Lab::new();
+    lab.accept_any_source_in_remote();
+    let layout = Layout {
+        size: 200_000,
+        timeout: Duration::from_secs(600),
+        skipped: ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(),
+        ifindex: None,
+    };
+    let netns = std::fs::File::open(format!("/var/run/netns/{}", lab.host)).expect("the host namespace");
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let harvester = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns with an open namespace descriptor, on this thread only.
+        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let mut harvester = Harvester::new(layout, Duration::from_secs(2));
+        harvester.attach().expect("the table");
+        ready_tx.send(()).expect("ready");
+        go.recv().expect("go");
+        let mut report = Vec::new();
+        let started = Instant::now();
+        harvester.harvest(&mut report).expect("a harvest");
+        let took = started.elapsed();
+        harvester.detach().expect("deleted");
+        (took, report.len())
+    });
+    ready.recv().expect("the table is there");
+    lab.udp_from_remote_sources(100_000);
+    go_tx.send(()).expect("go");
+    let (took, records) = harvester.join().expect("harvest thread");
+    println!("| nftables: one harvest of 100,000 set elements | {:.1} ms | {records} records | |", took.as_secs_f64() * 1e3);
 }
 
 /// utime + stime of these processes, in seconds (USER_HZ = 100 on Linux).
