@@ -24,8 +24,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::socket::Socket;
-use super::table::{self, Layout, REFUSED, SETS};
-use super::{FAMILY_INET, OTHERS, Read, TABLE, dump_set, flowtables, read_counter, reset_elements};
+use super::table::{self, Layout, REFUSED};
+use super::{FAMILY_INET, KEYS_PER_REQUEST, OTHERS, Read, TABLE, dump_keys_with_bytes, dump_set, flowtables, read_counter, reset_elements};
 use crate::backend::in_process::Counter;
 use crate::filter::canonical;
 use crate::store::Record;
@@ -35,9 +35,11 @@ pub struct Harvester {
     interval: Duration,
     socket: Option<Socket>,
     read: Read,
+    /// Every set of peers and its direction (0 tx, 1 rx).
+    sets: Vec<(String, usize)>,
     /// [`Read::Keep`] only: each set's last reading per peer (with the
     /// harvest that last met it), and each refused counter's.
-    last_sets: [HashMap<IpAddr, Reading>; 4],
+    last_sets: Vec<HashMap<IpAddr, Reading>>,
     last_refused: [u64; 2],
     /// Harvests so far.
     harvests: u64,
@@ -52,7 +54,8 @@ impl Harvester {
             interval,
             socket: None,
             read: Read::AndReset,
-            last_sets: Default::default(),
+            sets: table::sets(),
+            last_sets: table::sets().iter().map(|_| HashMap::new()).collect(),
             last_refused: [0; 2],
             harvests: 0,
             leftover: Vec::new(),
@@ -96,7 +99,8 @@ impl Harvester {
     fn choose_read(&mut self) -> Result<(), String> {
         let socket = self.socket()?;
         let never = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)];
-        match reset_elements(socket, TABLE, SETS[0], &never, &mut Vec::new()) {
+        let first = table::sets().swap_remove(0).0;
+        match reset_elements(socket, TABLE, &first, &never, &mut Vec::new()) {
             Ok(()) => self.read = Read::AndReset,
             Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
                 eprintln!("this kernel cannot read and zero set counters in one step (Linux 6.5+): each harvest subtracts the previous one");
@@ -120,24 +124,28 @@ impl Harvester {
 
     /// Adds the records of set number `index` since the last harvest.
     fn set_since_last(&mut self, index: usize, report: &mut Vec<Record>) -> io::Result<()> {
-        let read = self.read;
-        let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
-        // Which elements have bytes: a dump that leaves the counters be.
-        let (mut elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, SETS[index], Read::Keep)?;
-        let counted = match read {
-            Read::AndReset => {
-                elements.retain(|(_, bytes)| *bytes > 0);
-                let keys: Vec<IpAddr> = elements.iter().map(|(ip, _)| *ip).collect();
-                drop(elements);
-                let mut counted = Vec::with_capacity(keys.len());
-                reset_elements(socket, TABLE, SETS[index], &keys, &mut counted)?;
-                counted
-            }
-            Read::Keep => self.subtract_last(index, elements),
-        };
-        for (ip, bytes) in counted.into_iter().filter(|(_, bytes)| *bytes > 0) {
+        let (set, dir) = self.sets[index].clone();
+        let record = |ip: IpAddr, bytes| {
             let ip = canonical(ip);
-            report.push(if index < 2 { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) });
+            if dir == 0 { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) }
+        };
+        let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
+        if self.read == Read::Keep {
+            let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, &set, Read::Keep)?;
+            let counted = self.subtract_last(index, elements);
+            report.extend(counted.into_iter().filter(|(_, bytes)| *bytes > 0).map(|(ip, bytes)| record(ip, bytes)));
+            return Ok(());
+        }
+        // Which elements have bytes (a dump that leaves the counters be),
+        // then each of those read and zeroed, a request's worth at a time:
+        // memory for the keys and the report only, not for every reading.
+        let keys = dump_keys_with_bytes(socket, TABLE, &set)?;
+        report.reserve(keys.len());
+        let mut counted = Vec::with_capacity(KEYS_PER_REQUEST);
+        for chunk in keys.chunks(KEYS_PER_REQUEST) {
+            counted.clear();
+            reset_elements(socket, TABLE, &set, chunk, &mut counted)?;
+            report.extend(counted.iter().filter(|(_, bytes)| *bytes > 0).map(|&(ip, bytes)| record(ip, bytes)));
         }
         Ok(())
     }
@@ -211,7 +219,7 @@ impl Counter for Harvester {
     fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
         self.harvests += 1;
         report.append(&mut self.leftover);
-        for index in 0..SETS.len() {
+        for index in 0..self.sets.len() {
             self.set_since_last(index, report).map_err(|e| lost_table(&e))?;
         }
         let mut refused = [0; 2];
@@ -240,20 +248,18 @@ fn read_leftover(socket: &mut Socket, report: &mut Vec<Record>) -> Option<u64> {
         refused[dir] = read_counter(socket, TABLE, name, Read::AndReset).unwrap_or(0);
     }
     let mut keyed = [0; 2];
-    for (index, set) in SETS.iter().enumerate() {
-        let Ok((mut elements, _)) = dump_set(socket, FAMILY_INET, TABLE, set, Read::Keep) else { continue }; // an older layout
-        elements.retain(|(_, n)| *n > 0);
-        let keys: Vec<IpAddr> = elements.iter().map(|(ip, _)| *ip).collect();
+    for (set, dir) in table::sets() {
+        let Ok(keys) = dump_keys_with_bytes(socket, TABLE, &set) else { continue }; // an older layout
         let mut counted = Vec::new();
-        match reset_elements(socket, TABLE, set, &keys, &mut counted) {
+        match reset_elements(socket, TABLE, &set, &keys, &mut counted) {
             Ok(()) => {}
             Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => return None,
             Err(_) => continue,
         }
         for (ip, n) in counted.into_iter().filter(|(_, n)| *n > 0) {
-            keyed[index / 2] += n;
+            keyed[dir] += n;
             let ip = canonical(ip);
-            report.push(if index < 2 { Record::Tx(ip, n) } else { Record::Rx(ip, n) });
+            report.push(if dir == 0 { Record::Tx(ip, n) } else { Record::Rx(ip, n) });
         }
     }
     if refused != [0, 0] {
@@ -309,6 +315,50 @@ fn lost_table(err: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Where the kernel cannot read and zero (before 6.5): each dump's
+    /// readings less the last ones, an element met twice in one dump
+    /// counted once, one a dump missed remembered, one gone for longer
+    /// than it can live forgotten.
+    #[test]
+    fn subtracting_readings_counts_each_byte_once_whatever_the_dumps_miss() {
+        let layout = Layout { size: 16, timeout: Duration::from_secs(4), skipped: vec![], ifindex: None };
+        let mut h = Harvester::new(layout, Duration::from_secs(1)); // an element lives 4 harvests at least
+        h.read = Read::Keep;
+        let (a, b) = (ip("198.51.100.7"), ip("2001:db8::2"));
+        h.harvests = 1;
+        assert_eq!(h.subtract_last(0, vec![(a, 100), (b, 50)]), [(a, 100), (b, 50)]);
+        h.harvests = 2;
+        assert_eq!(h.subtract_last(0, vec![(a, 250), (a, 260)]), [(a, 150), (a, 0)], "met twice: counted once; b missed");
+        h.harvests = 3;
+        // a's 10 bytes between its two meetings come now; b's last reading was kept.
+        assert_eq!(h.subtract_last(0, vec![(a, 260), (b, 70)]), [(a, 10), (b, 20)]);
+        h.harvests = 9;
+        assert!(h.last_sets[0].contains_key(&a));
+        assert_eq!(h.subtract_last(0, vec![(b, 75)]), [(b, 5)]);
+        assert!(!h.last_sets[0].contains_key(&a), "not met for 6 harvests: it timed out");
+        h.harvests = 10;
+        assert_eq!(h.subtract_last(0, vec![(a, 30)]), [(a, 30)], "created anew: all of it is new");
+    }
+
+    #[test]
+    fn each_setup_failure_says_what_is_missing_and_the_other_backends() {
+        for (errno, says) in [
+            (libc::EPERM, "CAP_NET_ADMIN"),
+            (libc::ENOENT, "lacks a part of nf_tables"),
+            (libc::EOPNOTSUPP, "lacks a part of nf_tables"),
+            (libc::EINVAL, "refused the table"),
+        ] {
+            let line = explain(&io::Error::from_raw_os_error(errno));
+            assert!(line.contains(says) && line.ends_with("use -b bpftrace or -b iftop"), "{errno}: {line}");
+            assert!(!line.contains('\n'));
+        }
+        assert!(lost_table(&io::Error::from_raw_os_error(libc::ENOENT)).contains("is gone"));
+    }
 
     #[test]
     fn a_counter_that_restarted_counts_from_its_new_start() {

@@ -160,9 +160,24 @@ pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str,
     Ok((counted, unreadable))
 }
 
+/// The addresses of the elements of `set` whose counters hold bytes (read,
+/// not zeroed).
+pub fn dump_keys_with_bytes(socket: &mut socket::Socket, table: &str, set: &str) -> io::Result<Vec<IpAddr>> {
+    let seq = socket.next_seq();
+    let mut request = Builder::new(GET_SET_ELEMENTS, NLM_F_REQUEST | NLM_F_DUMP, seq, FAMILY_INET);
+    request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    let (mut keys, mut one_message) = (Vec::new(), Vec::new());
+    socket.exchange(&request.finish(), seq, |message| {
+        one_message.clear();
+        elements::read_elements(message, &mut one_message);
+        keys.extend(one_message.iter().filter(|(_, bytes)| *bytes > 0).map(|(ip, _)| *ip));
+    })?;
+    Ok(keys)
+}
+
 /// Elements asked for by key per request: the replies of one request must
 /// fit the socket's receive buffer (each about 100 bytes).
-const KEYS_PER_REQUEST: usize = 256;
+pub(crate) const KEYS_PER_REQUEST: usize = 256;
 
 /// Reads and zeroes the counters of the elements of `set` with these keys,
 /// each atomically (`NFT_MSG_GETSETELEM_RESET` by key, Linux 6.5+); adds

@@ -44,6 +44,7 @@ const DELTABLE: u16 = SUBSYS | 2;
 const NEWCHAIN: u16 = SUBSYS | 3;
 const NEWRULE: u16 = SUBSYS | 6;
 const NEWSET: u16 = SUBSYS | 9;
+const NEWSETELEM: u16 = SUBSYS | 12;
 const NEWOBJ: u16 = SUBSYS | 18;
 const BATCH_BEGIN: u16 = 0x10;
 const BATCH_END: u16 = 0x11;
@@ -58,6 +59,9 @@ const HOOK_POST_ROUTING: u32 = 4;
 /// `NFT_REG_1`.
 const REG: u32 = 1;
 const NFT_RETURN: i32 = -5;
+const NFT_JUMP: i32 = -3;
+/// `NFTA_SET_DATA_TYPE` of a verdict map.
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_META_IIF: u32 = 4;
@@ -69,20 +73,27 @@ const LOOPBACK_IFINDEX: u32 = 1;
 /// `NFTA_TABLE_USERDATA`: who made the table (see [`owner_note`]).
 const NFTA_TABLE_USERDATA: u16 = 6;
 
-/// One direction: its chain, hook, the device it is matched on, and its counter of refused bytes.
+/// Each direction and family spreads its peers over this many sets, by a
+/// seeded hash of the address. The kernel dumps a set in parts of 32 KiB
+/// (about 400 elements), walking it from its start again for each part, so
+/// a dump costs the square of the set's size: 100,000 peers in one set take
+/// 1.6 s to read, in 32 sets of ~3,000 a thirty-second of that.
+pub const SHARDS: u32 = 32;
+
+/// One direction: its base chain, hook, the device it is matched on, and
+/// its counter of refused bytes (named like the chain).
 struct Direction {
-    chain: &'static str,
+    name: &'static str,
     hook: u32,
     priority: i32,
     /// `meta iif` (received) or `meta oif` (sent).
     device: u32,
-    refused: &'static str,
-    sets: [Peers; 2],
+    peers: [Peers; 2],
 }
 
-/// One set of peers and where the peer's address is in the packet.
+/// Peers of one family: where the remote address is in the packet.
 struct Peers {
-    set: &'static str,
+    family: &'static str,
     nfproto: u8,
     /// Offset of the remote address in the network header, and its length.
     offset: u32,
@@ -91,38 +102,58 @@ struct Peers {
 
 const DIRECTIONS: [Direction; 2] = [
     Direction {
-        chain: "tx",
+        name: "tx",
         hook: HOOK_POST_ROUTING,
         priority: i32::MAX,
         device: NFT_META_OIF,
-        refused: "tx",
-        sets: [
-            Peers { set: "tx4", nfproto: NFPROTO_IPV4, offset: 16, len: 4 },
-            Peers { set: "tx6", nfproto: NFPROTO_IPV6, offset: 24, len: 16 },
+        peers: [
+            Peers { family: "4", nfproto: NFPROTO_IPV4, offset: 16, len: 4 },
+            Peers { family: "6", nfproto: NFPROTO_IPV6, offset: 24, len: 16 },
         ],
     },
     Direction {
-        chain: "rx",
+        name: "rx",
         hook: HOOK_PRE_ROUTING,
         priority: i32::MIN,
         device: NFT_META_IIF,
-        refused: "rx",
-        sets: [
-            Peers { set: "rx4", nfproto: NFPROTO_IPV4, offset: 12, len: 4 },
-            Peers { set: "rx6", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
+        peers: [
+            Peers { family: "4", nfproto: NFPROTO_IPV4, offset: 12, len: 4 },
+            Peers { family: "6", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
         ],
     },
 ];
 
-/// The sets in harvest order, and the counters of refused bytes, by name.
-pub const SETS: [&str; 4] = ["tx4", "tx6", "rx4", "rx6"];
+/// The counters of refused bytes, by direction (0 tx, 1 rx).
 pub const REFUSED: [&str; 2] = ["tx", "rx"];
+
+/// Every set of peers, `(name, direction)` with direction 0 for tx and 1
+/// for rx: `tx4_0` … `rx6_31`. Each shard's chain has its set's name.
+pub fn sets() -> Vec<(String, usize)> {
+    let mut sets = Vec::with_capacity(4 * SHARDS as usize);
+    for (dir, direction) in DIRECTIONS.iter().enumerate() {
+        for peers in &direction.peers {
+            sets.extend((0..SHARDS).map(|shard| (shard_name(direction, peers, shard), dir)));
+        }
+    }
+    sets
+}
+
+fn shard_name(direction: &Direction, peers: &Peers, shard: u32) -> String {
+    format!("{}{}_{shard}", direction.name, peers.family)
+}
+
+/// The verdict map from a peer's hash to its shard's chain.
+fn shard_map(direction: &Direction, peers: &Peers) -> String {
+    format!("{}{}_shards", direction.name, peers.family)
+}
 
 /// What the table counts and how much room it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// Elements per set: peers beyond it in one [`Layout::timeout`] count
-    /// only in the counters of refused bytes.
+    /// Peers per direction and family: peers beyond it in one
+    /// [`Layout::timeout`] count only in the counters of refused bytes.
+    /// Each shard gets twice its share, so an uneven hash refuses no one
+    /// before the whole is full.
     pub size: u32,
     /// An element goes this long after its last packet, making room.
     pub timeout: Duration,
@@ -145,32 +176,61 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     let mut table = Builder::new(NEWTABLE, create, seq, FAMILY_INET);
     table.attr_str(1, name).attr(NFTA_TABLE_USERDATA, owner_note(std::process::id()).as_bytes()); // NFTA_TABLE_NAME
     messages.push(table.finish());
-    let mut set_id = 0;
+    let shard_size = (layout.size / SHARDS).saturating_mul(2).max(1024);
+    let mut ids = 0;
+    let mut next_id = || {
+        ids += 1;
+        ids
+    };
+    let mut maps = Vec::new();
     for direction in &DIRECTIONS {
-        messages.push(new_counter(name, direction.refused, seq));
-        for peers in &direction.sets {
-            set_id += 1;
-            messages.push(new_set(name, peers, set_id, layout, seq));
+        messages.push(new_counter(name, direction.name, seq));
+        messages.push(new_base_chain(name, direction, seq));
+        for peers in &direction.peers {
+            for shard in 0..SHARDS {
+                let set = shard_name(direction, peers, shard);
+                messages.push(new_set(name, &set, peers, next_id(), shard_size, layout.timeout, seq));
+                messages.push(new_chain(name, &set, seq));
+            }
+            let map = shard_map(direction, peers);
+            let id = next_id();
+            messages.push(new_shard_map(name, &map, id, seq));
+            messages.push(shard_map_elements(name, &map, id, direction, peers, seq));
+            maps.push((direction, peers, map, id));
         }
-        messages.push(new_chain(name, direction, seq));
     }
     let create = create | NLM_F_APPEND; // rules, from here on, in the order written
-    let mut set_id = 0;
+    for direction in &DIRECTIONS {
+        for peers in &direction.peers {
+            for shard in 0..SHARDS {
+                let set = shard_name(direction, peers, shard);
+                messages.push(update_rule(name, &set, peers, create, seq));
+                messages.push(refused_rule(name, &set, direction, create, seq));
+            }
+        }
+    }
+    let seed = hash_seed();
     for direction in &DIRECTIONS {
         messages.push(device_rule(name, direction, layout.ifindex, create, seq));
         for block in &layout.skipped {
-            let peers = direction.sets.iter().find(|p| (p.len == 4) == block.network().is_ipv4());
+            let peers = direction.peers.iter().find(|p| (p.len == 4) == block.network().is_ipv4());
             if let Some(peers) = peers {
-                messages.push(skip_rule(name, direction.chain, peers, *block, create, seq));
+                messages.push(skip_rule(name, direction.name, peers, *block, create, seq));
             }
         }
-        for peers in &direction.sets {
-            set_id += 1;
-            messages.push(update_rule(name, direction.chain, peers, set_id, create, seq));
+        for (_, peers, map, id) in maps.iter().filter(|(d, ..)| d.name == direction.name) {
+            messages.push(dispatch_rule(name, direction, peers, map, *id, seed, create, seq));
         }
-        messages.push(refused_rule(name, direction, create, seq));
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})
+}
+
+/// A seed for the shard hash, different per table: no sender can aim all
+/// its addresses at one shard (at worst that would fill the shard, whose
+/// refused bytes still count).
+fn hash_seed() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 /// `messages` between a batch's begin and end; the last asks for the
@@ -243,18 +303,18 @@ fn new_counter(table: &str, name: &str, seq: u32) -> Vec<u8> {
     obj.finish()
 }
 
-fn new_set(table: &str, peers: &Peers, id: u32, layout: &Layout, seq: u32) -> Vec<u8> {
+fn new_set(table: &str, name: &str, peers: &Peers, id: u32, size: u32, timeout: Duration, seq: u32) -> Vec<u8> {
     let mut set = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
-    let timeout_ms = u64::try_from(layout.timeout.as_millis()).unwrap_or(u64::MAX);
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     set.attr_str(1, table) // NFTA_SET_TABLE
-        .attr_str(2, peers.set) // NFTA_SET_NAME
+        .attr_str(2, name) // NFTA_SET_NAME
         .attr_u32(3, 0x10 | 0x20) // NFTA_SET_FLAGS: NFT_SET_TIMEOUT | NFT_SET_EVAL (updated from the packet path)
         .attr_u32(4, if peers.len == 4 { 7 } else { 8 }) // NFTA_SET_KEY_TYPE: ipv4_addr / ipv6_addr
         .attr_u32(5, peers.len) // NFTA_SET_KEY_LEN
         .attr_u32(10, id) // NFTA_SET_ID
         .attr(11, &timeout_ms.to_be_bytes()); // NFTA_SET_TIMEOUT
     let desc = set.begin_nest(9); // NFTA_SET_DESC
-    set.attr_u32(1, layout.size); // NFTA_SET_DESC_SIZE
+    set.attr_u32(1, size); // NFTA_SET_DESC_SIZE
     set.end_nest(desc);
     let expr = set.begin_nest(17); // NFTA_SET_EXPR: every element gets a counter
     set.attr_str(1, "counter");
@@ -262,14 +322,54 @@ fn new_set(table: &str, peers: &Peers, id: u32, layout: &Layout, seq: u32) -> Ve
     set.finish()
 }
 
-fn new_chain(table: &str, direction: &Direction, seq: u32) -> Vec<u8> {
+/// A verdict map from a shard number (a 32-bit register value) to a jump.
+fn new_shard_map(table: &str, name: &str, id: u32, seq: u32) -> Vec<u8> {
+    let mut map = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    map.attr_str(1, table)
+        .attr_str(2, name)
+        .attr_u32(3, 0x02 | 0x08) // NFT_SET_CONSTANT | NFT_SET_MAP
+        .attr_u32(4, 0) // NFTA_SET_KEY_TYPE: informational only
+        .attr_u32(5, 4) // NFTA_SET_KEY_LEN
+        .attr_u32(6, NFT_DATA_VERDICT) // NFTA_SET_DATA_TYPE
+        .attr_u32(10, id);
+    map.finish()
+}
+
+/// The map's elements: shard k jumps to the chain of set k.
+fn shard_map_elements(table: &str, map: &str, id: u32, direction: &Direction, peers: &Peers, seq: u32) -> Vec<u8> {
+    let mut elements = Builder::new(NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    elements.attr_str(1, table).attr_str(2, map).attr_u32(4, id); // NFTA_SET_ELEM_LIST_TABLE, _SET, _SET_ID
+    let list = elements.begin_nest(3); // NFTA_SET_ELEM_LIST_ELEMENTS
+    for shard in 0..SHARDS {
+        let element = elements.begin_nest(1); // NFTA_LIST_ELEM
+        // The hash leaves a u32 in its register in the CPU's byte order.
+        data(&mut elements, 1, &shard.to_ne_bytes()); // NFTA_SET_ELEM_KEY
+        let value = elements.begin_nest(2); // NFTA_SET_ELEM_DATA
+        let verdict = elements.begin_nest(2); // NFTA_DATA_VERDICT
+        elements.attr_u32(1, NFT_JUMP as u32).attr_str(2, &shard_name(direction, peers, shard)); // NFTA_VERDICT_CODE, _CHAIN
+        elements.end_nest(verdict);
+        elements.end_nest(value);
+        elements.end_nest(element);
+    }
+    elements.end_nest(list);
+    elements.finish()
+}
+
+fn new_base_chain(table: &str, direction: &Direction, seq: u32) -> Vec<u8> {
     let mut chain = Builder::new(NEWCHAIN, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
-    chain.attr_str(1, table).attr_str(3, direction.chain); // NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME
+    chain.attr_str(1, table).attr_str(3, direction.name); // NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME
     let h = chain.begin_nest(4); // NFTA_CHAIN_HOOK
     // NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY (a signed 32-bit number, sent as its bits)
     chain.attr_u32(1, direction.hook).attr_u32(2, direction.priority as u32);
     chain.end_nest(h);
     chain.attr_str(7, "filter"); // NFTA_CHAIN_TYPE
+    chain.finish()
+}
+
+/// A regular chain (no hook), reached by a jump.
+fn new_chain(table: &str, name: &str, seq: u32) -> Vec<u8> {
+    let mut chain = Builder::new(NEWCHAIN, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    chain.attr_str(1, table).attr_str(3, name);
     chain.finish()
 }
 
@@ -288,7 +388,7 @@ fn device_rule(table: &str, direction: &Direction, ifindex: Option<u32>, flags: 
         Some(index) => (NFT_CMP_NEQ, index),
         None => (NFT_CMP_EQ, LOOPBACK_IFINDEX),
     };
-    rule(table, direction.chain, flags, seq, |r| {
+    rule(table, direction.name, flags, seq, |r| {
         expression(r, "meta", |e| {
             e.attr_u32(1, REG).attr_u32(2, direction.device); // NFTA_META_DREG, NFTA_META_KEY
         });
@@ -336,27 +436,45 @@ fn prefix_mask_byte(prefix: u32, i: u32) -> u8 {
 }
 
 /// `counter name "tx"`: what a full set refused (every other packet has
-/// returned from the chain by now).
-fn refused_rule(table: &str, direction: &Direction, flags: u16, seq: u32) -> Vec<u8> {
-    rule(table, direction.chain, flags, seq, |r| {
+/// returned from the shard's chain by now).
+fn refused_rule(table: &str, chain: &str, direction: &Direction, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, chain, flags, seq, |r| {
         expression(r, "objref", |e| {
-            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, direction.refused); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
+            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, direction.name); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
         });
     })
 }
 
-/// `meta nfproto P update @SET { ADDRESS } return`.
-fn update_rule(table: &str, chain: &str, peers: &Peers, set_id: u32, flags: u16, seq: u32) -> Vec<u8> {
-    rule(table, chain, flags, seq, |r| {
-        match_nfproto(r, peers.nfproto);
+/// In a shard's chain: `update @SET { ADDRESS } return`.
+fn update_rule(table: &str, set: &str, peers: &Peers, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, set, flags, seq, |r| {
         expression(r, "payload", |e| {
             e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
         });
         expression(r, "dynset", |e| {
-            // NFTA_DYNSET_SET_NAME, _SET_ID, _OP (update), _SREG_KEY
-            e.attr_str(1, peers.set).attr_u32(2, set_id).attr_u32(3, 1).attr_u32(4, REG);
+            // NFTA_DYNSET_SET_NAME, _OP (update), _SREG_KEY
+            e.attr_str(1, set).attr_u32(3, 1).attr_u32(4, REG);
         });
         verdict_return(r);
+    })
+}
+
+/// In the base chain: `meta nfproto P  jhash ADDRESS mod SHARDS seed S  vmap @MAP`.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_rule(table: &str, direction: &Direction, peers: &Peers, map: &str, map_id: u32, seed: u32, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, direction.name, flags, seq, |r| {
+        match_nfproto(r, peers.nfproto);
+        expression(r, "payload", |e| {
+            e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
+        });
+        expression(r, "hash", |e| {
+            // NFTA_HASH_SREG, _DREG, _LEN, _MODULUS, _SEED, _TYPE (jenkins)
+            e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, peers.len).attr_u32(4, SHARDS).attr_u32(5, seed).attr_u32(7, 0);
+        });
+        expression(r, "lookup", |e| {
+            // NFTA_LOOKUP_SET, _SREG, _DREG (the verdict register), _SET_ID
+            e.attr_str(1, map).attr_u32(2, REG).attr_u32(3, 0).attr_u32(4, map_id);
+        });
     })
 }
 
