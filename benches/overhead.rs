@@ -328,7 +328,7 @@ fn harvest_time() {
         size: 200_000,
         timeout: Duration::from_secs(600),
         skipped: ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(),
-        ifindex: None,
+        iface: None,
     };
     let netns = std::fs::File::open(format!("/var/run/netns/{}", lab.host)).expect("the host namespace");
     let (ready_tx, ready) = std::sync::mpsc::channel();

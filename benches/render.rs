@@ -18,7 +18,7 @@ fn store_with(ips: u32) -> Store {
                 IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16))
             };
             let owner = Owner { pid: 1000 + i % 50, comm: Comm::new(b"nginx") };
-            [Record::Tx(ip, 123_456_789 + u64::from(i)), Record::Rx(ip, 987_654 + u64::from(i)), Record::Owner(ip, owner)]
+            [Record::Tx(ip, 123_456_789 + u64::from(i)), Record::Rx(ip, 987_654 + u64::from(i)), Record::Owner(ip, Box::new(owner))]
         })
         .collect();
     store.apply_report(&records, 0);

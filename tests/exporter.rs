@@ -329,7 +329,7 @@ fn promtool_accepts_labels_with_quotes_backslashes_newlines_and_chinese() {
         .enumerate()
         .flat_map(|(i, name)| {
             let ip = format!("203.0.113.{}", i + 1).parse().unwrap();
-            [Record::Tx(ip, 10), Record::Owner(ip, Owner { pid: i as u32, comm: Comm::new(name) })]
+            [Record::Tx(ip, 10), Record::Owner(ip, Box::new(Owner { pid: i as u32, comm: Comm::new(name) }))]
         })
         .collect();
     store.apply_report(&records, 0);

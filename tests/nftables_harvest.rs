@@ -25,7 +25,7 @@ fn layout() -> ip_traffic_monitor_cli::backend::nftables::table::Layout {
         size: 65_536,
         timeout: std::time::Duration::from_secs(60),
         skipped: ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(),
-        ifindex: None,
+        iface: None,
     }
 }
 

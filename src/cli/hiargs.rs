@@ -127,7 +127,7 @@ fn build_backend(kind: Kind, flags: &BackendFlags) -> Result<Built, Error> {
             let params = nftables::Params {
                 sample_interval: flags.sample_interval,
                 filter: flags.filter.clone(),
-                ifindex: flags.iface.as_ref().map(|iface| iface.ifindex),
+                iface: flags.iface.as_ref().map(|iface| iface.name.clone()),
                 set_size: u32::try_from(flags.max_ips).unwrap_or(u32::MAX),
             };
             (Arc::new(Nftables::new(params)), flags.iface.clone())

@@ -273,7 +273,7 @@ mod tests {
         let small: IpAddr = "2001:db8::2".parse().unwrap();
         let owner = Owner { pid: 42, comm: Comm::new(b"we\"ird\\\n") };
         store.apply_report(
-            &[Record::Tx(big, 150), Record::Rx(big, 10), Record::Tx(small, 5), Record::Owner(big, owner)],
+            &[Record::Tx(big, 150), Record::Rx(big, 10), Record::Tx(small, 5), Record::Owner(big, Box::new(owner))],
             0,
         );
         store.health().set_up(true);

@@ -114,12 +114,13 @@ enum Direction {
     Rx,
 }
 
-/// One fact from a backend report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One fact from a backend report: 32 bytes (the rare owner is boxed, so a
+/// report of 100,000 IPs takes 3 MiB, not 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Tx(IpAddr, u64),
     Rx(IpAddr, u64),
-    Owner(IpAddr, Owner),
+    Owner(IpAddr, Box<Owner>),
     /// Bytes the backend counted but could not put on an IP (its per-IP
     /// maps were full): `(tx, rx)`.
     Unkeyed(u64, u64),
@@ -342,12 +343,12 @@ impl Store {
             match *record {
                 Record::Tx(ip, bytes) => self.add(totals, ip, bytes, Direction::Tx),
                 Record::Rx(ip, bytes) => self.add(totals, ip, bytes, Direction::Rx),
-                Record::Owner(ip, owner) => {
+                Record::Owner(ip, ref owner) => {
                     // An owner never makes room: it waits for its IP's bytes.
                     let key = Key::from(ip);
                     if totals.ips.contains_key(&key) || totals.ips.len() < self.max_ips {
                         totals.ips.entry(key).or_default();
-                        totals.owners.insert(key, owner);
+                        totals.owners.insert(key, **owner);
                     }
                 }
                 Record::Unkeyed(tx, rx) => {
@@ -572,6 +573,7 @@ mod tests {
     #[test]
     fn an_entry_with_its_key_takes_56_bytes() {
         assert_eq!(std::mem::size_of::<(Key, Entry)>(), 56);
+        assert!(std::mem::size_of::<Record>() <= 32, "a report's record");
     }
 
     /// The public view of one tracked IP.
@@ -585,7 +587,7 @@ mod tests {
         let store = Store::new(1 << 20, 1000);
         let owner = Owner { pid: 42, comm: Comm::new(b"curl") };
         store.apply_report(
-            &[Record::Tx(ip("198.51.100.7"), 100), Record::Owner(ip("198.51.100.7"), owner), Record::Rx(ip("198.51.100.7"), 7)],
+            &[Record::Tx(ip("198.51.100.7"), 100), Record::Owner(ip("198.51.100.7"), Box::new(owner)), Record::Rx(ip("198.51.100.7"), 7)],
             1,
         );
         store.apply_report(&[Record::Tx(ip("198.51.100.7"), 50), Record::Rx(ip("2001:db8::2"), 900)], 0);
@@ -618,7 +620,7 @@ mod tests {
                     let ip = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + next(40) as u32));
                     let bytes = next(300);
                     match next(4) {
-                        0 => report.push(Record::Owner(ip, Owner::default())),
+                        0 => report.push(Record::Owner(ip, Box::default())),
                         1 => {
                             rx += bytes;
                             report.push(Record::Rx(ip, bytes));
@@ -676,7 +678,7 @@ mod tests {
     fn an_owner_reported_before_the_bytes_is_kept() {
         let store = Store::new(0, 1000);
         let owner = Owner { pid: 9, comm: Comm::new(b"iperf3") };
-        store.apply_report(&[Record::Owner(ip("198.51.100.7"), owner)], 0);
+        store.apply_report(&[Record::Owner(ip("198.51.100.7"), Box::new(owner))], 0);
         assert!(store.totals_by_volume().is_empty(), "no bytes yet, no summary row");
         store.apply_report(&[Record::Tx(ip("198.51.100.7"), 10)], 0);
         assert_eq!(store.totals_by_volume()[0].traffic.owner, Some(owner));
@@ -715,7 +717,7 @@ mod tests {
     fn a_table_full_of_exported_ips_still_gives_a_new_ip_its_series() {
         let store = Store::new(0, 2);
         store.apply_report(&[Record::Tx(ip("198.51.100.1"), 1), Record::Tx(ip("198.51.100.2"), 1)], 0);
-        store.apply_report(&[Record::Tx(ip("198.51.100.3"), 5), Record::Owner(ip("198.51.100.3"), Owner::default())], 0);
+        store.apply_report(&[Record::Tx(ip("198.51.100.3"), 5), Record::Owner(ip("198.51.100.3"), Box::default())], 0);
         let e = store.exported();
         assert!(e.series.iter().any(|s| s.ip == ip("198.51.100.3") && s.tx == 5), "{:?}", e.series);
         assert_eq!((e.tracked, e.evicted_series, e.folded_ips, e.unexported_tx), (2, 1, 1, 1));

@@ -61,11 +61,11 @@ impl BpftraceParser {
     fn name_owners(&mut self, report: &mut Vec<Record>) {
         for (ip, pid) in mem::take(&mut self.unnamed) {
             let comm = self.name_of(pid).unwrap_or_default();
-            report.push(Record::Owner(ip, Owner { pid, comm }));
+            report.push(Record::Owner(ip, Box::new(Owner { pid, comm })));
         }
         for (ip, pid) in mem::take(&mut self.owners) {
             match self.name_of(pid) {
-                Some(comm) => report.push(Record::Owner(ip, Owner { pid, comm })),
+                Some(comm) => report.push(Record::Owner(ip, Box::new(Owner { pid, comm }))),
                 None => self.unnamed.push((ip, pid)),
             }
         }
@@ -182,13 +182,13 @@ mod tests {
         let (a, b) = ("198.51.100.7".parse().unwrap(), "198.51.100.8".parse().unwrap());
         let curl = "\\x63\\x75\\x72\\x6c\\x00";
         let report = feed_all(&mut parser, &format!("@comm[7]: {curl}\n@proc[198.51.100.7]: 7\n@proc[198.51.100.8]: 8\n@end\n"));
-        assert_eq!(report, vec![Record::Owner(a, Owner { pid: 7, comm: Comm::new(b"curl") })]);
+        assert_eq!(report, vec![Record::Owner(a, Box::new(Owner { pid: 7, comm: Comm::new(b"curl") }))]);
         // PID 8's name comes after the report's end: its owner waits for it.
         let report = feed_all(&mut parser, "@comm[8]: \\x73\\x73\\x68\n@end\n");
-        assert_eq!(report, vec![Record::Owner(b, Owner { pid: 8, comm: Comm::new(b"ssh") })]);
+        assert_eq!(report, vec![Record::Owner(b, Box::new(Owner { pid: 8, comm: Comm::new(b"ssh") }))]);
         // A name never sent: the owner goes without one, a report late.
         assert!(feed_all(&mut parser, "@proc[198.51.100.8]: 9\n@end\n").is_empty());
-        assert_eq!(feed_all(&mut parser, "@end\n"), vec![Record::Owner(b, Owner { pid: 9, comm: Comm::default() })]);
+        assert_eq!(feed_all(&mut parser, "@end\n"), vec![Record::Owner(b, Box::new(Owner { pid: 9, comm: Comm::default() }))]);
     }
 
     #[test]

@@ -326,7 +326,7 @@ mod tests {
     /// than it can live forgotten.
     #[test]
     fn subtracting_readings_counts_each_byte_once_whatever_the_dumps_miss() {
-        let layout = Layout { size: 16, timeout: Duration::from_secs(4), skipped: vec![], ifindex: None };
+        let layout = Layout { size: 16, timeout: Duration::from_secs(4), skipped: vec![], iface: None };
         let mut h = Harvester::new(layout, Duration::from_secs(1)); // an element lives 4 harvests at least
         h.read = Read::Keep;
         let (a, b) = (ip("198.51.100.7"), ip("2001:db8::2"));

@@ -54,8 +54,8 @@ pub enum Read {
 pub struct Params {
     pub sample_interval: Duration,
     pub filter: AddressFilter,
-    /// Count only on this device; `None`: every device but loopback.
-    pub ifindex: Option<u32>,
+    /// Count only on the device of this name; `None`: every device but loopback.
+    pub iface: Option<String>,
     /// Peers per set (`--max-ips`).
     pub set_size: u32,
 }
@@ -75,7 +75,7 @@ impl Nftables {
             size: self.params.set_size,
             timeout: element_timeout(self.params.sample_interval),
             skipped: self.params.filter.skipped_blocks(),
-            ifindex: self.params.ifindex,
+            iface: self.params.iface.clone(),
         }
     }
 }

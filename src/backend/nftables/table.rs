@@ -16,7 +16,7 @@
 //! other backends count them (docs/ACCOUNTING.md). In each chain, in order:
 //!
 //! ```text
-//! meta iif 1 return                  (loopback; with -i: meta iif != IFX return)
+//! meta iif 1 return                  (loopback; with -i: meta iifname != "IFX" return)
 //! ip saddr & MASK == NET return      one per skipped block (never counted,
 //! ip6 saddr & MASK == NET return       private, --exclude): they take no room
 //! meta nfproto ipv4 update @rx4 { ip saddr } return
@@ -66,6 +66,8 @@ const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_META_IIF: u32 = 4;
 const NFT_META_OIF: u32 = 5;
+const NFT_META_IIFNAME: u32 = 6;
+const NFT_META_OIFNAME: u32 = 7;
 const NFT_META_NFPROTO: u32 = 15;
 pub const NFT_OBJECT_COUNTER: u32 = 1;
 /// The loopback device's index, the same in every network namespace.
@@ -86,8 +88,9 @@ struct Direction {
     name: &'static str,
     hook: u32,
     priority: i32,
-    /// `meta iif` (received) or `meta oif` (sent).
+    /// `meta iif` (received) or `meta oif` (sent), and by name.
     device: u32,
+    device_name: u32,
     peers: [Peers; 2],
 }
 
@@ -106,6 +109,7 @@ const DIRECTIONS: [Direction; 2] = [
         hook: HOOK_POST_ROUTING,
         priority: i32::MAX,
         device: NFT_META_OIF,
+        device_name: NFT_META_OIFNAME,
         peers: [
             Peers { family: "4", nfproto: NFPROTO_IPV4, offset: 16, len: 4 },
             Peers { family: "6", nfproto: NFPROTO_IPV6, offset: 24, len: 16 },
@@ -116,6 +120,7 @@ const DIRECTIONS: [Direction; 2] = [
         hook: HOOK_PRE_ROUTING,
         priority: i32::MIN,
         device: NFT_META_IIF,
+        device_name: NFT_META_IIFNAME,
         peers: [
             Peers { family: "4", nfproto: NFPROTO_IPV4, offset: 12, len: 4 },
             Peers { family: "6", nfproto: NFPROTO_IPV6, offset: 8, len: 16 },
@@ -159,8 +164,10 @@ pub struct Layout {
     pub timeout: Duration,
     /// Remote blocks never counted.
     pub skipped: Vec<Cidr>,
-    /// Count only on this device; `None`: every device but loopback.
-    pub ifindex: Option<u32>,
+    /// Count only on the device of this name (by name, not index: a PPPoE
+    /// or VPN device that comes back gets a new index); `None`: every
+    /// device but loopback.
+    pub iface: Option<String>,
 }
 
 /// Creates table `name` as `layout` says, in one transaction. With
@@ -211,7 +218,7 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     }
     let seed = hash_seed();
     for direction in &DIRECTIONS {
-        messages.push(device_rule(name, direction, layout.ifindex, create, seq));
+        messages.push(device_rule(name, direction, layout.iface.as_deref(), create, seq));
         for block in &layout.skipped {
             let peers = direction.peers.iter().find(|p| (p.len == 4) == block.network().is_ipv4());
             if let Some(peers) = peers {
@@ -383,18 +390,31 @@ fn rule(table: &str, chain: &str, flags: u16, seq: u32, expressions: impl FnOnce
 }
 
 /// `meta iif 1 return` (loopback), or with a device `meta iif != IFX return`.
-fn device_rule(table: &str, direction: &Direction, ifindex: Option<u32>, flags: u16, seq: u32) -> Vec<u8> {
-    let (op, index) = match ifindex {
-        Some(index) => (NFT_CMP_NEQ, index),
-        None => (NFT_CMP_EQ, LOOPBACK_IFINDEX),
-    };
-    rule(table, direction.name, flags, seq, |r| {
-        expression(r, "meta", |e| {
-            e.attr_u32(1, REG).attr_u32(2, direction.device); // NFTA_META_DREG, NFTA_META_KEY
-        });
-        compare(r, op, &index.to_ne_bytes()); // the kernel keeps an ifindex in host order
-        verdict_return(r);
+fn device_rule(table: &str, direction: &Direction, iface: Option<&str>, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, direction.name, flags, seq, |r| match iface {
+        Some(name) => {
+            expression(r, "meta", |e| {
+                e.attr_u32(1, REG).attr_u32(2, direction.device_name); // NFTA_META_DREG, NFTA_META_KEY
+            });
+            compare(r, NFT_CMP_NEQ, &ifname(name));
+            verdict_return(r);
+        }
+        None => {
+            expression(r, "meta", |e| {
+                e.attr_u32(1, REG).attr_u32(2, direction.device);
+            });
+            compare(r, NFT_CMP_EQ, &LOOPBACK_IFINDEX.to_ne_bytes()); // an ifindex is kept in host order
+            verdict_return(r);
+        }
     })
+}
+
+/// A device name as `meta iifname` loads it: IFNAMSIZ bytes, zero-padded.
+fn ifname(name: &str) -> [u8; 16] {
+    let mut padded = [0u8; 16];
+    let len = name.len().min(15);
+    padded[..len].copy_from_slice(&name.as_bytes()[..len]);
+    padded
 }
 
 /// `meta nfproto P  @nh,OFFSET,LEN & MASK == NET  return`: a packet whose
