@@ -3,12 +3,14 @@
 //! the parser, store and renderer directly.)
 //!
 //! The command line is parsed and resolved by [`cli`] into one configuration;
-//! [`monitor`] starts a [`backend`] child (bpftrace) whose output one reader
-//! thread parses into the [`store`], keeps only the addresses [`filter`]
-//! admits, and prints interval tables and the final summary through
-//! [`report`]; the [`exporter`] serves the store to Prometheus from its own
-//! threads. The main thread owns signals and the run's duration. Addresses
-//! go from text and back through [`ip_text`].
+//! [`monitor`] starts a [`backend`] (an nftables harvest thread, or a
+//! bpftrace or iftop child whose output one reader thread parses) that feeds
+//! the [`store`], keeps only the addresses [`filter`] admits, and prints
+//! interval tables and the final summary through [`report`]; the
+//! [`exporter`] serves the store to Prometheus from its own threads; with
+//! `--state` the totals are loaded from and saved to a file by [`state`].
+//! The main thread owns signals and the run's duration. Addresses go from
+//! text and back through [`ip_text`].
 
 pub mod backend;
 pub mod cli;
@@ -19,6 +21,7 @@ pub mod ip_text;
 pub mod location;
 pub mod monitor;
 pub mod report;
+pub mod state;
 pub mod store;
 mod sys;
 

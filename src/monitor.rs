@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::exporter;
 use crate::location::{Ledger, Locator};
 use crate::report;
+use crate::state;
 use crate::store::Store;
 use crate::sys;
 
@@ -49,12 +50,20 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     let backend = &*config.backend;
     let store = Arc::new(Store::new(config.export_threshold, config.max_ips));
     let ledger = Arc::new(Ledger::default());
+    // A state that cannot be read stops the run here, before anything is
+    // counted or saved over it.
+    if let Some(path) = &config.state {
+        continue_from_state(path, &store, &ledger)?;
+    }
     let (events_tx, events) = mpsc::channel();
     watch_signals(events_tx.clone())?;
+    // The location totals need the evicted IPs: kept while someone can
+    // scrape them or a state file keeps them.
+    if config.listen.is_some() || config.state.is_some() {
+        store.keep_retired();
+    }
     // Bind before starting the backend: a port in use fails fast.
     if let Some(addr) = config.listen {
-        // The location totals need the evicted IPs: only kept while someone can scrape them.
-        store.keep_retired();
         let shared = Arc::new(exporter::Shared::new(Arc::clone(&store), backend.name(), Arc::clone(&locator), Arc::clone(&ledger)));
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
@@ -82,7 +91,35 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     let view = report::View { top: config.top, color: config.color, locator: Some(&locator) };
     let _ = report::summary(&mut out, report::Summary::Final, &store.totals_by_volume(), &view, started.elapsed());
     let _ = out.flush();
-    outcome.map(|()| 0)
+    outcome?;
+    if let Some(path) = &config.state {
+        save_state(path, &store, &ledger, &locator)
+            .map_err(|e| Error::fatal(format!("--state {}: the totals could not be saved: {e}", path.display())))?;
+    }
+    Ok(0)
+}
+
+/// Loads `--state` into the store and the ledger, and says from when.
+fn continue_from_state(path: &std::path::Path, store: &Store, ledger: &Ledger) -> Result<(), Error> {
+    match state::file::load(path)? {
+        Some(saved) => {
+            store.restore(&saved.store);
+            ledger.restore(&saved.places);
+            let age = sys::unix_now().saturating_sub(saved.saved_at);
+            eprintln!("continuing from --state {} (saved {age} s ago, {} remote IPs)", path.display(), saved.store.ips.len());
+        }
+        None => eprintln!("no --state at {} yet: starting from zero", path.display()),
+    }
+    Ok(())
+}
+
+/// Writes the store and the ledger to `path` (atomically).
+fn save_state(path: &std::path::Path, store: &Store, ledger: &Ledger, locator: &Locator) -> std::io::Result<()> {
+    // IPs evicted since the last report join their places first, or they
+    // would be in neither the store's part nor the ledger's.
+    ledger.absorb(store, locator);
+    let saved = state::State { saved_at: sys::unix_now(), store: store.save(), places: ledger.retired_places() };
+    state::file::save(path, &saved)
 }
 
 fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
@@ -193,11 +230,20 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
     let mut delay = RESTART_DELAY;
     let mut up_since = Instant::now();
     let mut watchdog = Watchdog::new(ctx.backend.report_interval());
+    let mut next_save = Instant::now() + ctx.config.save_interval;
     loop {
-        let wake = deadline.map_or(watchdog.next_check(), |d| d.min(watchdog.next_check()));
+        let mut wake = deadline.map_or(watchdog.next_check(), |d| d.min(watchdog.next_check()));
+        if ctx.config.state.is_some() {
+            wake = wake.min(next_save);
+        }
         let event = match ctx.events.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => break,
+            Err(RecvTimeoutError::Timeout) if ctx.config.state.is_some() && Instant::now() >= next_save => {
+                save_periodically(ctx);
+                next_save = Instant::now() + ctx.config.save_interval;
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 watchdog.check(ctx, running);
                 continue;
@@ -230,6 +276,19 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
     await_final_report(ctx, running, &mut seen);
     running.stop(STOP_GRACE);
     Ok(())
+}
+
+/// The periodic save of `--state`: a failure is said and tried again at the
+/// next one, and counting goes on.
+fn save_periodically(ctx: &Ctx) {
+    let Some(path) = &ctx.config.state else { return };
+    if let Err(err) = save_state(path, ctx.store, ctx.ledger, ctx.locator) {
+        eprintln!(
+            "warning: could not save --state {}: {err}; trying again in {} s",
+            path.display(),
+            ctx.config.save_interval.as_secs()
+        );
+    }
 }
 
 /// Notices a backend that is alive but silent (stopped, hung, starved): no

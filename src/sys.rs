@@ -110,3 +110,8 @@ mod tests {
         assert!(page_size().is_power_of_two() && page_size() >= 4096);
     }
 }
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -16,11 +16,11 @@ fn stderr_lines(out: &Output) -> Vec<String> {
 }
 
 /// Every flag of README's command-line table.
-const DOCUMENTED_FLAGS: [&str; 20] = [
+const DOCUMENTED_FLAGS: [&str; 22] = [
     "-b, --backend", "-i, --iface", "-d, --duration", "-s, --sample-interval",
     "-p, --prometheus-port", "--listen", "-g, --geoip-db", "--isp-db", "--qqwry", "--lang",
     "--lookup", "-t, --prometheus-export-threshold", "--include-private", "--exclude",
-    "--max-ips", "--top", "-q, --quiet", "--bpftrace-script", "-h, --help", "-V, --version",
+    "--max-ips", "--top", "-q, --quiet", "--bpftrace-script", "--state", "--save-interval", "-h, --help", "-V, --version",
 ];
 
 #[test]
@@ -31,7 +31,7 @@ fn help_lists_every_flag_with_defaults() {
     for flag in DOCUMENTED_FLAGS {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
-    for default in ["[default: auto]", "[default: 30]", "[default: 2]", "[default: 1048576]", "[default: zh-CN]", "[default: 10]"] {
+    for default in ["[default: auto]", "[default: 30]", "[default: 2]", "[default: 1048576]", "[default: zh-CN]", "[default: 10]", "[default: 300]"] {
         assert!(help.contains(default), "--help lacks {default}");
     }
     assert_eq!(monitor(&["-h"]).stdout, out.stdout);
@@ -104,10 +104,12 @@ fn missing_bpftrace_is_a_clear_error_with_the_install_hint() {
         eprintln!("SKIPPED missing_bpftrace_is_a_clear_error_with_the_install_hint: needs root");
         return;
     }
-    // Neither installed: hidden in a mount namespace of the run's own.
+    // Neither installed: hidden in a mount namespace of the run's own; and
+    // nftables not permitted (no CAP_NET_ADMIN, as in a container).
     let without = |args: &[&str]| {
         let mut cmd = vec!["-m", "--propagation", "private"];
-        let wrapped = lab::without_programs(&["bpftrace", "iftop"], &[&[BIN][..], args].concat());
+        let no_net_admin = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", BIN];
+        let wrapped = lab::without_programs(&["bpftrace", "iftop"], &[&no_net_admin[..], args].concat());
         cmd.extend(wrapped.iter().map(String::as_str));
         Command::new("unshare").args(&cmd).output().expect("run")
     };
@@ -121,7 +123,8 @@ fn missing_bpftrace_is_a_clear_error_with_the_install_hint() {
     let out = without(&["-d", "1"]);
     // `-b auto` says why it passed over each backend, in the order it tried them.
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("no backend can run here: not bpftrace, because bpftrace not found"), "auto names both: {said}");
-    assert!(said.contains("; not iftop, because iftop not found in /usr/local/sbin, "), "auto names both: {said}");
+    assert!(said.contains("no backend can run here: not nftables, because not permitted"), "auto names all three: {said}");
+    assert!(said.contains("; not bpftrace, because bpftrace not found"), "auto names all three: {said}");
+    assert!(said.contains("; not iftop, because iftop not found in /usr/local/sbin, "), "auto names all three: {said}");
     assert!(said.contains("; install it: apt-get install iftop"), "{said}");
 }

@@ -84,6 +84,8 @@ fn config(backend: Arc<dyn Backend>, listen: SocketAddr, seconds: u64) -> Config
         lang: Lang::ZhCn,
         lookup: Vec::new(),
         max_ips: 1000,
+        state: None,
+        save_interval: Duration::from_secs(300),
     }
 }
 

@@ -17,16 +17,18 @@ pub enum Group {
     Counting,
     Console,
     Prometheus,
+    State,
     Location,
     Filtering,
     Other,
 }
 
 impl Group {
-    const ALL: [Group; 6] = [
+    const ALL: [Group; 7] = [
         Group::Counting,
         Group::Console,
         Group::Prometheus,
+        Group::State,
         Group::Location,
         Group::Filtering,
         Group::Other,
@@ -37,6 +39,7 @@ impl Group {
             Group::Counting => "COUNTING",
             Group::Console => "CONSOLE",
             Group::Prometheus => "PROMETHEUS",
+            Group::State => "STATE",
             Group::Location => "LOCATION",
             Group::Filtering => "FILTERING",
             Group::Other => "OTHER",
@@ -50,6 +53,7 @@ pub const DEFAULT_THRESHOLD: u64 = 1_048_576;
 pub const DEFAULT_TOP: usize = 10;
 /// About 75 bytes each in memory: 100,000 take some 7 MiB, which a 128 MB router affords.
 pub const DEFAULT_MAX_IPS: usize = 100_000;
+pub const DEFAULT_SAVE_INTERVAL: u64 = 300;
 
 pub const FLAGS: &[Flag] = &[
     Flag {
@@ -147,6 +151,25 @@ pub const FLAGS: &[Flag] = &[
         doc: "Cap on remote IPs held in memory (about 75 bytes each). Past it the quietest \
               unexported IPs are folded into the unexported counters: no byte is lost. \
               nftables: also the room of each kernel set (peers per direction and family).",
+    },
+    Flag {
+        short: None,
+        long: "state",
+        value: Some("PATH"),
+        default: None,
+        group: Group::State,
+        doc: "Keep the totals in this file: loaded at start (every counter goes on where it was), \
+              saved periodically and at every normal exit, atomically, mode 0600. \
+              A file that cannot be read is never overwritten: the monitor exits instead.",
+    },
+    Flag {
+        short: None,
+        long: "save-interval",
+        value: Some("SECONDS"),
+        default: Some("300"),
+        group: Group::State,
+        doc: "How often the state file is saved (1-86400). Longer saves wear flash less; a \
+              crash loses at most this much of what bpftrace or iftop counted.",
     },
     Flag {
         short: Some('g'),
@@ -265,6 +288,7 @@ mod tests {
         assert_eq!(default_of("top"), Some(DEFAULT_TOP.to_string().leak() as &str));
         assert_eq!(default_of("prometheus-export-threshold"), Some(DEFAULT_THRESHOLD.to_string().leak() as &str));
         assert_eq!(default_of("max-ips"), Some(DEFAULT_MAX_IPS.to_string().leak() as &str));
+        assert_eq!(default_of("save-interval"), Some(DEFAULT_SAVE_INTERVAL.to_string().leak() as &str));
     }
 
     #[test]
@@ -276,7 +300,7 @@ mod tests {
             let count = help.matches(&long).count() + help.matches(&long_eol).count();
             assert_eq!(count, 1, "--{} appears {count} times", flag.long);
         }
-        for title in ["COUNTING:", "CONSOLE:", "PROMETHEUS:", "LOCATION:", "FILTERING:", "OTHER:"] {
+        for title in ["COUNTING:", "CONSOLE:", "PROMETHEUS:", "STATE:", "LOCATION:", "FILTERING:", "OTHER:"] {
             assert!(help.contains(title), "{title}");
         }
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::flags::{DEFAULT_DURATION, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
+use super::flags::{DEFAULT_DURATION, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SAVE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
 use super::lowargs::{self, LowArgs};
 use crate::backend::bpftrace::{self, Bpftrace};
 use crate::backend::iftop::{self, Iftop};
@@ -51,6 +51,9 @@ pub struct Config {
     pub lookup: Vec<IpAddr>,
     /// `--max-ips`: remote IPs held in memory at most.
     pub max_ips: usize,
+    /// `--state`: where the totals are kept across runs, and how often saved.
+    pub state: Option<PathBuf>,
+    pub save_interval: Duration,
 }
 
 /// What the backends are built from.
@@ -116,6 +119,8 @@ impl Config {
             },
             lookup: low.lookup,
             max_ips: flags.max_ips,
+            state: low.state,
+            save_interval: Duration::from_secs(low.save_interval.unwrap_or(DEFAULT_SAVE_INTERVAL)),
         })
     }
 }

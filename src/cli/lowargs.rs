@@ -46,6 +46,8 @@ pub struct LowArgs {
     pub listen: Option<SocketAddr>,
     pub threshold: Option<u64>,
     pub max_ips: Option<usize>,
+    pub state: Option<PathBuf>,
+    pub save_interval: Option<u64>,
     pub geoip_db: Option<PathBuf>,
     pub isp_db: Option<PathBuf>,
     pub qqwry: Option<PathBuf>,
@@ -81,6 +83,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<LowArgs, Error>
                 low.threshold = Some(number(&mut parser, "--prometheus-export-threshold", 0, u64::MAX)?)
             }
             Long("max-ips") => low.max_ips = Some(number(&mut parser, "--max-ips", 1, u64::from(u32::MAX))? as usize),
+            Long("state") => low.state = Some(path(&mut parser, "--state")?),
+            Long("save-interval") => low.save_interval = Some(number(&mut parser, "--save-interval", 1, 86_400)?),
             Short('g') | Long("geoip-db") => low.geoip_db = Some(path(&mut parser, "--geoip-db")?),
             Long("isp-db") => low.isp_db = Some(path(&mut parser, "--isp-db")?),
             Long("qqwry") => low.qqwry = Some(path(&mut parser, "--qqwry")?),

@@ -50,6 +50,19 @@ impl Ledger {
         places
     }
 
+    /// The sums of the IPs the store no longer tracks, for a state file.
+    pub fn retired_places(&self) -> Vec<(Labels, u64, u64)> {
+        self.lock().iter().map(|(labels, &(tx, rx))| ((**labels).clone(), tx, rx)).collect()
+    }
+
+    /// Takes up saved sums (before counting begins).
+    pub fn restore(&self, places: &[(Labels, u64, u64)]) {
+        let mut retired = self.lock();
+        for (labels, tx, rx) in places {
+            add(&mut retired, Arc::new(labels.clone()), *tx, *rx);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Places> {
         self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -276,6 +276,27 @@ pub struct ByIp {
     pub unkeyed: (u64, u64),
 }
 
+/// What a restart needs of the store (`--state`): every tracked IP with its
+/// totals, export base and owner, and the sums beside them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub ips: Vec<SavedIp>,
+    pub unexported: (u64, u64),
+    pub unkeyed: (u64, u64),
+    pub folded_ips: u64,
+    pub evicted_series: u64,
+}
+
+/// One tracked IP as saved: `base` is `Some` for an IP with its own series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SavedIp {
+    pub ip: IpAddr,
+    pub tx: u64,
+    pub rx: u64,
+    pub base: Option<(u64, u64)>,
+    pub owner: Option<Owner>,
+}
+
 /// The console's view of one interval.
 #[derive(Clone, Debug, Default)]
 pub struct Interval {
@@ -537,6 +558,60 @@ impl Store {
         std::mem::take(&mut self.lock().retiring)
     }
 
+    /// Everything a restart needs, copied under the lock.
+    pub fn save(&self) -> Saved {
+        let totals = self.lock();
+        let (unexported, unkeyed) = ((totals.unexported_tx, totals.unexported_rx), totals.unkeyed);
+        let (folded_ips, evicted_series) = (totals.folded_ips, totals.evicted_series);
+        let mut ips: Vec<SavedIp> = totals
+            .ips
+            .iter()
+            .map(|(key, e)| {
+                let t = totals.traffic(key, e);
+                SavedIp { ip: key.ip(), tx: t.tx, rx: t.rx, base: t.export_base, owner: t.owner }
+            })
+            .collect();
+        drop(totals);
+        // By address: the same totals make the same file.
+        ips.sort_unstable_by_key(|ip| ip.ip);
+        Saved { ips, unexported, unkeyed, folded_ips, evicted_series }
+    }
+
+    /// Takes up a saved state (before counting begins): every total, series
+    /// and sum continues from it. IPs beyond `--max-ips` (a smaller cap than
+    /// the saving run's) are folded as the cap would have folded them.
+    pub fn restore(&self, saved: &Saved) {
+        let mut totals = self.lock();
+        self.changes.fetch_add(1, Ordering::Release);
+        totals.unexported_tx += saved.unexported.0;
+        totals.unexported_rx += saved.unexported.1;
+        totals.unkeyed.0 += saved.unkeyed.0;
+        totals.unkeyed.1 += saved.unkeyed.1;
+        totals.folded_ips += saved.folded_ips;
+        totals.evicted_series += saved.evicted_series;
+        for ip in &saved.ips {
+            if totals.ips.len() >= self.max_ips {
+                // Its series' bytes join the unexported sums, as an eviction does.
+                if let Some((base_tx, base_rx)) = ip.base {
+                    totals.unexported_tx += ip.tx - base_tx.min(ip.tx);
+                    totals.unexported_rx += ip.rx - base_rx.min(ip.rx);
+                    totals.evicted_series += 1;
+                }
+                totals.folded_ips += 1;
+                continue;
+            }
+            let key = Key::from(ip.ip);
+            let entry = Entry { tx: ip.tx, rx: ip.rx, exported: ip.base.is_some(), ..Entry::default() };
+            totals.ips.insert(key, entry);
+            if let Some(base) = ip.base {
+                totals.bases.insert(key, base);
+            }
+            if let Some(owner) = ip.owner {
+                totals.owners.insert(key, owner);
+            }
+        }
+    }
+
     /// Every IP with counted bytes, by total traffic, busiest first.
     pub fn totals_by_volume(&self) -> Vec<Row> {
         let totals = self.lock();
@@ -574,6 +649,30 @@ mod tests {
     fn an_entry_with_its_key_takes_56_bytes() {
         assert_eq!(std::mem::size_of::<(Key, Entry)>(), 56);
         assert!(std::mem::size_of::<Record>() <= 32, "a report's record");
+    }
+
+    #[test]
+    fn a_saved_store_restores_every_series_and_sum() {
+        let store = Store::new(100, 1000);
+        let owner = Owner { pid: 9, comm: Comm::new(b"ssh") };
+        store.apply_report(&[Record::Tx(ip("198.51.100.7"), 500), Record::Owner(ip("198.51.100.7"), Box::new(owner))], 0);
+        store.apply_report(&[Record::Rx(ip("2001:db8::2"), 50), Record::Unkeyed(3, 4), Record::Tx(ip("198.51.100.7"), 7)], 0);
+        let saved = store.save();
+        let restored = Store::new(100, 1000);
+        restored.restore(&saved);
+        assert_eq!(restored.save(), saved);
+        let (a, b) = (store.exported(), restored.exported());
+        assert_eq!((&a.series, a.unexported_tx, a.unexported_rx), (&b.series, b.unexported_tx, b.unexported_rx));
+        assert_eq!(b.series.len(), 1, "198.51.100.7's series goes on");
+        assert_eq!(restored.progress().unkeyed_bytes, 7);
+
+        // A smaller cap: the IPs beyond it are folded, their bytes kept.
+        let small = Store::new(100, 1);
+        small.restore(&saved);
+        let e = small.exported();
+        let sum = |x: &Exported| x.series.iter().map(|s| s.tx + s.rx).sum::<u64>() + x.unexported_tx + x.unexported_rx;
+        assert_eq!(sum(&e), sum(&a), "every byte, on a series or in the sums");
+        assert_eq!(e.tracked, 1);
     }
 
     /// The public view of one tracked IP.

@@ -576,6 +576,15 @@ impl Lab {
         body.to_string()
     }
 
+    /// A fresh directory for this test's files, deleted with the lab.
+    pub fn temp_dir(&mut self, name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("itm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        self.temp_dirs.push(dir.clone());
+        dir
+    }
+
     /// Starts Prometheus in the host namespace, scraping `target` every
     /// second; its API listens on 127.0.0.1:9090 there. Killed on drop.
     pub fn start_prometheus(&mut self, target: &str) {

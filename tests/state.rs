@@ -1,0 +1,84 @@
+//! `--state`: totals that survive a restart. Two runs of the real binary
+//! (nftables backend) in the lab share one state file: every counter of the
+//! second run goes on from the first, and the final totals equal the
+//! nftables truth over both runs to the byte; a state file that cannot be
+//! read stops the monitor with one line and is left as it was.
+
+mod lab;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use lab::{BIN, Lab};
+
+fn start(lab: &mut Lab, state: &str, port: &str) -> lab::Monitor {
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "nftables", "-i", "vh", "-d", "0", "-s", "1", "-t", "0", "-p", port, "--state", state]);
+    monitor.wait_for_stderr("counting with nftables", Duration::from_secs(20));
+    monitor
+}
+
+fn tx_series(metrics: &str, ip: &str) -> f64 {
+    lab::series_sum(metrics, "tx", &format!("{ip}\""))
+}
+
+#[test]
+fn a_restart_with_the_same_state_continues_every_counter() {
+    if !lab::require_lab("a_restart_with_the_same_state_continues_every_counter") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let dir = lab.temp_dir("state");
+    let state = dir.join("totals").to_string_lossy().into_owned();
+    let port = lab::free_port().to_string();
+    let p: u16 = port.parse().expect("port");
+
+    let first = start(&mut lab, &state, &port);
+    assert!(first.stderr.iter().any(|l| l.contains("no --state at") && l.contains("starting from zero")), "{:?}", first.stderr);
+    lab.udp_flow(true, "203.0.113.9", 1_200_000); // 1,000 datagrams of 1,228 bytes
+    let before_exit = lab.scrape_until(p, Duration::from_secs(10), |m| tx_series(m, "203.0.113.9") >= 1_228_000.0);
+    assert_eq!(tx_series(&before_exit, "203.0.113.9"), 1_228_000.0);
+    let finished = first.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let mode = std::fs::metadata(&state).expect("saved at exit").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the state lists who the host talks to");
+
+    let second = start(&mut lab, &state, &port);
+    assert!(second.stderr.iter().any(|l| l.contains("continuing from --state")), "{:?}", second.stderr);
+    // Before any new traffic the series is where the first run left it: no counter reset.
+    let continued = lab.scrape_until(p, Duration::from_secs(5), |m| tx_series(m, "203.0.113.9") > 0.0);
+    assert_eq!(tx_series(&continued, "203.0.113.9"), 1_228_000.0, "the counter goes on, not from 0");
+    lab.udp_flow(true, "203.0.113.9", 600_000); // 500 more
+    lab.wait_until_quiet();
+    let finished = second.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth()[&("203.0.113.9".to_string(), "tx")];
+    println!("over both runs: nftables {truth}, counted {}", counted["203.0.113.9"].0);
+    assert_eq!(truth, 1_500 * 1_228);
+    assert_eq!(counted["203.0.113.9"].0, truth, "the totals over both runs, to the byte");
+}
+
+#[test]
+fn a_state_that_cannot_be_read_stops_the_monitor_and_stays_as_it_was() {
+    if !lab::require_lab("a_state_that_cannot_be_read_stops_the_monitor_and_stays_as_it_was") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let dir = lab.temp_dir("bad-state");
+    let whole = dir.join("whole");
+    // A real state, saved by a short run.
+    let finished = lab.spawn_in_host(&[BIN, "-b", "nftables", "-d", "1", "-q", "--state", &whole.to_string_lossy()]).finish();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let text = std::fs::read(&whole).expect("the state");
+    let future = String::from_utf8_lossy(&text).replacen("state\t1", "state\t9", 1).into_bytes();
+    for (name, bytes) in [("truncated", &text[..text.len() - 5]), ("random", &[0x8fu8, 3, 200, 7, 0, 1][..]), ("future", &future[..])] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let out = lab.spawn_in_host(&[BIN, "-b", "nftables", "-d", "1", "-q", "--state", &path.to_string_lossy()]).finish();
+        println!("{name}: {:?}", out.stderr);
+        assert_eq!(out.code, Some(1), "{name}");
+        assert_eq!(out.stderr.len(), 1, "{name}: one line: {:?}", out.stderr);
+        assert!(out.stderr[0].contains(&path.to_string_lossy().into_owned()) && out.stderr[0].contains("move it away"), "{name}");
+        assert_eq!(std::fs::read(&path).expect("still there"), bytes, "{name}: left unchanged");
+    }
+}
