@@ -89,7 +89,11 @@ fn make_install_and_uninstall_keep_an_edited_configuration() {
     let bin = stage.0.join("usr/bin/ip_traffic_monitor_cli");
     assert_eq!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
     let unit = std::fs::read_to_string(stage.0.join("usr/lib/systemd/system/ip-traffic-monitor.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/bin/ip_traffic_monitor_cli -q -d 0 $IP_TRAFFIC_MONITOR_OPTS"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/bin/ip_traffic_monitor_cli -q -d 0 --state /var/lib/ip-traffic-monitor/state $IP_TRAFFIC_MONITOR_OPTS"),
+        "{unit}"
+    );
+    assert!(unit.contains("StateDirectory=ip-traffic-monitor\nStateDirectoryMode=0700"), "{unit}");
     assert!(unit.contains("Restart=on-failure"));
     let version = Command::new(&bin).arg("--version").output().expect("run installed");
     assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("ip_traffic_monitor_cli {}", env!("CARGO_PKG_VERSION")));
@@ -217,7 +221,12 @@ struct ServiceUnderTest {
     unshare: std::process::Child,
     dir: PathBuf,
     cgroups_before: std::collections::BTreeSet<PathBuf>,
+    /// Whether the unit's state directory was there before (else it goes with the test).
+    state_dir_existed: bool,
 }
+
+/// The unit's `StateDirectory=`.
+const STATE_DIR: &str = "/var/lib/ip-traffic-monitor";
 
 const SYSTEMD: &str = "/lib/systemd/systemd";
 
@@ -255,6 +264,7 @@ impl ServiceUnderTest {
         std::fs::write(units.join("ip-traffic-monitor.service.d/test.conf"), dropin).unwrap();
         std::fs::write(units.join("itm-test.target"), "[Unit]\nWants=ip-traffic-monitor.service\n").unwrap();
         let cgroups_before = cgroup_dirs();
+        let state_dir_existed = Path::new(STATE_DIR).exists();
         let script = format!(
             "mount -t tmpfs -o mode=755 itm-cgroup /sys/fs/cgroup && \
              {{ mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; true; }} && \
@@ -267,7 +277,7 @@ impl ServiceUnderTest {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("unshare");
-        ServiceUnderTest { unshare, dir, cgroups_before }
+        ServiceUnderTest { unshare, dir, cgroups_before, state_dir_existed }
     }
 
     fn log(&self) -> String {
@@ -308,6 +318,9 @@ impl Drop for ServiceUnderTest {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.state_dir_existed {
+            let _ = std::fs::remove_dir_all(STATE_DIR);
+        }
     }
 }
 
@@ -329,7 +342,8 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
     let _serial = lab::serial();
     for backend in ["nftables", "bpftrace", "iftop"] {
         let port = lab::free_port();
-        let flags = format!("--listen 127.0.0.1:{port} -b {backend} -i lo");
+        // Saved every second: the sandbox lets it write its state directory.
+        let flags = format!("--listen 127.0.0.1:{port} -b {backend} -i lo --save-interval 1");
         let flags = if backend == "iftop" { flags } else { flags.replace(" -i lo", "") };
         let service = ServiceUnderTest::start(Path::new(lab::BIN), &flags);
         // Up means: started under every sandbox setting, and reporting.
@@ -343,6 +357,14 @@ fn the_hardened_unit_starts_and_counts_with_each_backend() {
             std::thread::sleep(Duration::from_millis(200));
         };
         assert!(metrics.contains(&format!("backend=\"{backend}\"")), "{metrics}");
+        let state = Path::new(STATE_DIR).join("state");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !state.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!((mode(Path::new(STATE_DIR)), mode(&state)), (0o700, 0o600), "{backend}: StateDirectory and the saved state; {}", service.log());
         let pid = service.main_pid().expect("the service's monitor");
         // nftables has no child: the monitor reads the kernel itself.
         let child = lab::children(pid).first().copied();
