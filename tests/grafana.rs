@@ -143,7 +143,7 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
     let from = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     // -t 1 MB: the 500 kB UDP flow to 203.0.113.9 never gets a series of its
     // own, yet every place and total panel must hold its bytes.
-    let mut monitor = lab.spawn_in_host(&[BIN, "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "1048576", "-p", "9464", "--qqwry", db.path()]);
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "1048576", "-p", "9464", "--qqwry", db.path()]);
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
     lab.start_prometheus("127.0.0.1:9464");
     lab.iperf(&["-c", "198.51.100.7", "-n", "6M"]);
