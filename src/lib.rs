@@ -20,6 +20,7 @@ pub mod filter;
 pub mod ip_text;
 pub mod location;
 pub mod monitor;
+pub mod period;
 pub mod report;
 pub mod state;
 pub mod store;

@@ -42,6 +42,9 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         print_lookups(&locator, &config.lookup);
         return Ok(0);
     }
+    if config.report {
+        return print_state_report(config, &locator);
+    }
     if !sys::is_root() {
         return Err(Error::fatal(
             "must run as root: bpftrace needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, iftop CAP_NET_RAW (try: sudo ip_traffic_monitor_cli ...)",
@@ -96,6 +99,22 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         save_state(path, &store, &ledger, &locator)
             .map_err(|e| Error::fatal(format!("--state {}: the totals could not be saved: {e}", path.display())))?;
     }
+    Ok(0)
+}
+
+/// `--report`: what the state file holds, as a table or one JSON document.
+fn print_state_report(config: &Config, locator: &Locator) -> Result<i32, Error> {
+    let Some(path) = config.state.as_deref() else { return Ok(2) }; // resolved: --report has --state
+    let saved = state::file::load(path)?
+        .ok_or_else(|| Error::fatal(format!("--state {}: no such file (nothing saved there yet)", path.display())))?;
+    let mut out = std::io::stdout().lock();
+    let printed = if config.json {
+        state::report::print_json(&mut out, path, &saved, locator, config.top)
+    } else {
+        let view = report::View { top: config.top, color: config.color, locator: Some(locator) };
+        state::report::print(&mut out, path, &saved, &view, sys::unix_now())
+    };
+    let _ = printed.and_then(|()| out.flush());
     Ok(0)
 }
 

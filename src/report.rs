@@ -178,6 +178,17 @@ pub fn summary(out: &mut impl Write, which: Summary, rows: &[Row], view: &View, 
     table(out, rows, rows.len(), view, Columns::Totals)
 }
 
+/// The `--report` of a saved state: what it holds in all, then its
+/// busiest remote IPs with their exact totals.
+pub fn saved_state(out: &mut impl Write, heading: &str, totals: (u64, u64), rows: &[Row], view: &View) -> std::io::Result<()> {
+    let (tx, rx) = totals;
+    writeln!(out, "== {heading}: {} remote IPs, TX {} ({tx} bytes), RX {} ({rx} bytes) in all ==", rows.len(), human_bytes(tx), human_bytes(rx))?;
+    if rows.is_empty() {
+        return writeln!(out, "(no remote IP)");
+    }
+    table(out, rows, rows.len(), view, Columns::Totals)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,8 @@ fn config(backend: Arc<dyn Backend>, listen: SocketAddr, seconds: u64) -> Config
         max_ips: 1000,
         state: None,
         save_interval: Duration::from_secs(300),
+        report: false,
+        json: false,
     }
 }
 

@@ -56,6 +56,19 @@ fn a_restart_with_the_same_state_continues_every_counter() {
     println!("over both runs: nftables {truth}, counted {}", counted["203.0.113.9"].0);
     assert_eq!(truth, 1_500 * 1_228);
     assert_eq!(counted["203.0.113.9"].0, truth, "the totals over both runs, to the byte");
+
+    // --report reads the file as saved at exit, for people and for scripts.
+    let report = std::process::Command::new(BIN).args(["--report", "--state", &state]).output().expect("--report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    println!("{text}");
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let row = text.lines().find(|l| l.starts_with("203.0.113.9")).expect("the remote IP's row");
+    assert!(row.split_whitespace().any(|w| w == truth.to_string()), "its exact TX: {row}");
+    let json = std::process::Command::new(BIN).args(["--report", "--json", "--state", &state]).output().expect("--report --json");
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    let top = &doc["top"][0];
+    assert_eq!((top["remote_ip"].as_str(), top["tx_bytes"].as_u64()), (Some("203.0.113.9"), Some(truth)), "{doc}");
+    assert!(doc["tx_bytes"].as_u64() >= Some(truth), "{doc}");
 }
 
 #[test]

@@ -172,6 +172,23 @@ pub const FLAGS: &[Flag] = &[
               crash loses at most this much of what bpftrace or iftop counted.",
     },
     Flag {
+        short: None,
+        long: "report",
+        value: None,
+        default: None,
+        group: Group::State,
+        doc: "Print what the state file holds (totals, the busiest remote IPs with location, \
+              ISP and last process) and exit; needs read access to the file only.",
+    },
+    Flag {
+        short: None,
+        long: "json",
+        value: None,
+        default: None,
+        group: Group::State,
+        doc: "With --report: one JSON document instead of the table (fields in docs/STATE.md).",
+    },
+    Flag {
         short: Some('g'),
         long: "geoip-db",
         value: Some("PATH"),

@@ -54,6 +54,9 @@ pub struct Config {
     /// `--state`: where the totals are kept across runs, and how often saved.
     pub state: Option<PathBuf>,
     pub save_interval: Duration,
+    /// `--report`: print what the state holds and exit; `--json`: as JSON.
+    pub report: bool,
+    pub json: bool,
 }
 
 /// What the backends are built from.
@@ -84,13 +87,19 @@ impl Config {
             }
             Some(lowargs::Backend::Named(kind)) => (build_backend(kind, &flags)?, "chosen with -b".to_string()),
             // --lookup counts nothing: no backend needs to run here.
-            _ if !low.lookup.is_empty() => (build_backend(Kind::Bpftrace, &flags)?, String::new()),
+            _ if !low.lookup.is_empty() || low.report => (build_backend(Kind::Bpftrace, &flags)?, String::new()),
             // A script to run is a choice of bpftrace.
             _ if flags.script.is_some() => (build_backend(Kind::Bpftrace, &flags)?, "chosen by --bpftrace-script".to_string()),
             Some(lowargs::Backend::Auto) | None => {
                 choose_backend(Kind::ALL.iter().map(|kind| (kind.name(), build_backend(*kind, &flags))))?
             }
         };
+        if low.report && low.state.is_none() {
+            return Err(Error::usage("--report reads a state file: give it with --state PATH"));
+        }
+        if low.json && !low.report {
+            return Err(Error::usage("--json goes with --report (a counting run prints tables)"));
+        }
         let duration = low.duration.unwrap_or(DEFAULT_DURATION);
         let listen = match (low.prometheus_port, low.listen) {
             (Some(_), Some(_)) => {
@@ -121,6 +130,8 @@ impl Config {
             max_ips: flags.max_ips,
             state: low.state,
             save_interval: Duration::from_secs(low.save_interval.unwrap_or(DEFAULT_SAVE_INTERVAL)),
+            report: low.report,
+            json: low.json,
         })
     }
 }

@@ -48,6 +48,8 @@ pub struct LowArgs {
     pub max_ips: Option<usize>,
     pub state: Option<PathBuf>,
     pub save_interval: Option<u64>,
+    pub report: bool,
+    pub json: bool,
     pub geoip_db: Option<PathBuf>,
     pub isp_db: Option<PathBuf>,
     pub qqwry: Option<PathBuf>,
@@ -84,6 +86,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<LowArgs, Error>
             }
             Long("max-ips") => low.max_ips = Some(number(&mut parser, "--max-ips", 1, u64::from(u32::MAX))? as usize),
             Long("state") => low.state = Some(path(&mut parser, "--state")?),
+            Long("report") => low.report = true,
+            Long("json") => low.json = true,
             Long("save-interval") => low.save_interval = Some(number(&mut parser, "--save-interval", 1, 86_400)?),
             Short('g') | Long("geoip-db") => low.geoip_db = Some(path(&mut parser, "--geoip-db")?),
             Long("isp-db") => low.isp_db = Some(path(&mut parser, "--isp-db")?),

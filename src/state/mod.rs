@@ -18,6 +18,7 @@
 //! ```
 
 pub mod file;
+pub mod report;
 
 use std::fmt::Write;
 use std::net::IpAddr;
