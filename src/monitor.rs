@@ -19,6 +19,7 @@ use crate::cli::Config;
 use crate::error::Error;
 use crate::exporter;
 use crate::location::{Ledger, Locator};
+use crate::period::{Periods, Zone};
 use crate::report;
 use crate::state;
 use crate::store::Store;
@@ -51,7 +52,8 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         ));
     }
     let backend = &*config.backend;
-    let store = Arc::new(Store::new(config.export_threshold, config.max_ips));
+    let periods = Periods { billing_day: config.billing_day, zone: Zone::local() };
+    let store = Arc::new(Store::new(config.export_threshold, config.max_ips).with_periods(periods, sys::unix_now() as i64));
     let ledger = Arc::new(Ledger::default());
     // A state that cannot be read stops the run here, before anything is
     // counted or saved over it.

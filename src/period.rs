@@ -90,6 +90,25 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { era * 400 + yoe + 1 } else { era * 400 + yoe }, m, d)
 }
 
+/// The billing periods of one billing day in one zone.
+#[derive(Clone, Debug)]
+pub struct Periods {
+    pub billing_day: u8,
+    pub zone: Zone,
+}
+
+impl Periods {
+    /// The start of the period that holds `now`.
+    pub fn start_of(&self, now: i64) -> i64 {
+        period_start(now, self.billing_day, &self.zone)
+    }
+
+    /// The start of the period after the one starting at `start`.
+    pub fn after(&self, start: i64) -> i64 {
+        next_start(start, self.billing_day, &self.zone)
+    }
+}
+
 /// A time zone as a TZif file describes it: the offsets in force from each
 /// transition on. After the file's last transition its offset holds (the
 /// files of Debian's tzdata list transitions to 2037).

@@ -16,11 +16,11 @@ fn stderr_lines(out: &Output) -> Vec<String> {
 }
 
 /// Every flag of README's command-line table.
-const DOCUMENTED_FLAGS: [&str; 24] = [
+const DOCUMENTED_FLAGS: [&str; 25] = [
     "-b, --backend", "-i, --iface", "-d, --duration", "-s, --sample-interval",
     "-p, --prometheus-port", "--listen", "-g, --geoip-db", "--isp-db", "--qqwry", "--lang",
     "--lookup", "-t, --prometheus-export-threshold", "--include-private", "--exclude",
-    "--max-ips", "--top", "-q, --quiet", "--bpftrace-script", "--state", "--save-interval", "--report", "--json", "-h, --help", "-V, --version",
+    "--max-ips", "--top", "-q, --quiet", "--bpftrace-script", "--state", "--save-interval", "--billing-day", "--report", "--json", "-h, --help", "-V, --version",
 ];
 
 #[test]

@@ -88,6 +88,7 @@ fn config(backend: Arc<dyn Backend>, listen: SocketAddr, seconds: u64) -> Config
         save_interval: Duration::from_secs(300),
         report: false,
         json: false,
+        billing_day: 1,
     }
 }
 

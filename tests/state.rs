@@ -47,6 +47,14 @@ fn a_restart_with_the_same_state_continues_every_counter() {
     // Before any new traffic the series is where the first run left it: no counter reset.
     let continued = lab.scrape_until(p, Duration::from_secs(5), |m| tx_series(m, "203.0.113.9") > 0.0);
     assert_eq!(tx_series(&continued, "203.0.113.9"), 1_228_000.0, "the counter goes on, not from 0");
+    // This billing period's host total is every byte counted in it: here, all of them.
+    let period_tx = lab::metric_value(&continued, "ip_traffic_period_tx_bytes").expect("the period gauge");
+    let period_start = lab::metric_value(&continued, "ip_traffic_period_start_timestamp_seconds").expect("its start");
+    let month_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() - 32.0 * 86_400.0;
+    assert!(period_start > month_ago, "a period that began within the last 31 days: {period_start}");
+    if period_start < (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() - 60.0) {
+        assert_eq!(period_tx, lab::family_sum(&continued, "tx"), "both runs fell in this period");
+    }
     lab.udp_flow(true, "203.0.113.9", 600_000); // 500 more
     lab.wait_until_quiet();
     let finished = second.interrupt();

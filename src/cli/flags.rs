@@ -54,6 +54,7 @@ pub const DEFAULT_TOP: usize = 10;
 /// About 75 bytes each in memory: 100,000 take some 7 MiB, which a 128 MB router affords.
 pub const DEFAULT_MAX_IPS: usize = 100_000;
 pub const DEFAULT_SAVE_INTERVAL: u64 = 300;
+pub const DEFAULT_BILLING_DAY: u8 = 1;
 
 pub const FLAGS: &[Flag] = &[
     Flag {
@@ -170,6 +171,15 @@ pub const FLAGS: &[Flag] = &[
         group: Group::State,
         doc: "How often the state file is saved (1-86400). Longer saves wear flash less; a \
               crash loses at most this much of what bpftrace or iftop counted.",
+    },
+    Flag {
+        short: None,
+        long: "billing-day",
+        value: Some("1-31"),
+        default: Some("1"),
+        group: Group::State,
+        doc: "The day of the month a billing period starts, at local midnight; past the \
+              month's end it means its last day. This period's totals are exported and saved.",
     },
     Flag {
         short: None,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::flags::{DEFAULT_DURATION, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SAVE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
+use super::flags::{DEFAULT_DURATION, DEFAULT_BILLING_DAY, DEFAULT_MAX_IPS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SAVE_INTERVAL, DEFAULT_THRESHOLD, DEFAULT_TOP};
 use super::lowargs::{self, LowArgs};
 use crate::backend::bpftrace::{self, Bpftrace};
 use crate::backend::iftop::{self, Iftop};
@@ -57,6 +57,8 @@ pub struct Config {
     /// `--report`: print what the state holds and exit; `--json`: as JSON.
     pub report: bool,
     pub json: bool,
+    /// `--billing-day`: the first day of each billing period.
+    pub billing_day: u8,
 }
 
 /// What the backends are built from.
@@ -132,6 +134,7 @@ impl Config {
             save_interval: Duration::from_secs(low.save_interval.unwrap_or(DEFAULT_SAVE_INTERVAL)),
             report: low.report,
             json: low.json,
+            billing_day: low.billing_day.unwrap_or(DEFAULT_BILLING_DAY),
         })
     }
 }

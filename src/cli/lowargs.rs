@@ -50,6 +50,7 @@ pub struct LowArgs {
     pub save_interval: Option<u64>,
     pub report: bool,
     pub json: bool,
+    pub billing_day: Option<u8>,
     pub geoip_db: Option<PathBuf>,
     pub isp_db: Option<PathBuf>,
     pub qqwry: Option<PathBuf>,
@@ -87,6 +88,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<LowArgs, Error>
             Long("max-ips") => low.max_ips = Some(number(&mut parser, "--max-ips", 1, u64::from(u32::MAX))? as usize),
             Long("state") => low.state = Some(path(&mut parser, "--state")?),
             Long("report") => low.report = true,
+            Long("billing-day") => low.billing_day = Some(number(&mut parser, "--billing-day", 1, 31)? as u8),
             Long("json") => low.json = true,
             Long("save-interval") => low.save_interval = Some(number(&mut parser, "--save-interval", 1, 86_400)?),
             Short('g') | Long("geoip-db") => low.geoip_db = Some(path(&mut parser, "--geoip-db")?),
@@ -210,6 +212,7 @@ mod tests {
                 Some("CIDR[,CIDR...]") => Some("192.0.2.0/24"),
                 Some("ADDR:PORT") => Some("127.0.0.1:9464"),
                 Some("PATH") => Some("/tmp/x"),
+                Some("1-31") => Some("15"),
                 Some(_) => Some("5"),
             };
             let long = format!("--{}", flag.long);

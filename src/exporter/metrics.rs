@@ -94,6 +94,21 @@ pub const EVICTED_SERIES: Metric = Metric {
     kind: "counter",
     help: "Of the dropped remote IPs, those that had their own series: it ended, its bytes moved to the unexported counters",
 };
+pub const PERIOD_TX: Metric = Metric {
+    name: "ip_traffic_period_tx_bytes",
+    kind: "gauge",
+    help: "Transmitted bytes in the current billing period (--billing-day), every counted byte",
+};
+pub const PERIOD_RX: Metric = Metric {
+    name: "ip_traffic_period_rx_bytes",
+    kind: "gauge",
+    help: "Received bytes in the current billing period (--billing-day), every counted byte",
+};
+pub const PERIOD_START: Metric = Metric {
+    name: "ip_traffic_period_start_timestamp_seconds",
+    kind: "gauge",
+    help: "Start of the current billing period (local midnight of the billing day), Unix seconds",
+};
 pub const LAST_REPORT: Metric = Metric {
     name: "ip_traffic_monitor_last_report_timestamp_seconds",
     kind: "gauge",
@@ -239,6 +254,11 @@ fn self_description(out: &mut String, snap: &Exported, health: &HealthState, bac
     sample(out, &TRACKED_IPS, snap.tracked as u64);
     sample(out, &FOLDED_IPS, snap.folded_ips);
     sample(out, &EVICTED_SERIES, snap.evicted_series);
+    if let Some(period) = snap.period {
+        sample(out, &PERIOD_TX, period.tx);
+        sample(out, &PERIOD_RX, period.rx);
+        sample(out, &PERIOD_START, u64::try_from(period.start).unwrap_or(0));
+    }
     header(out, &LAST_REPORT);
     // No report yet: the metric is absent rather than a misleading 0.
     if let Some(t) = snap.progress.last_report.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {

@@ -12,6 +12,8 @@
 //! unexported	TX	RX
 //! unkeyed	TX	RX
 //! folded	IPS	SERIES
+//! period	START	END	TX	RX
+//! previous	START	END	TX	RX
 //! ip	ADDRESS	TX	RX	BASE_TX|-	BASE_RX|-	PID|-	COMM_HEX|-
 //! place	COUNTRY	PROVINCE	CITY	ISP	TX	RX
 //! end	LINES	FNV1A64_HEX
@@ -24,7 +26,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::location::Labels;
-use crate::store::{Comm, Owner, Saved, SavedIp};
+use crate::store::{Comm, Owner, Period, Saved, SavedIp};
 
 /// The first line: what the file is, and which version of the format.
 const MAGIC: &str = "ip_traffic_monitor_cli state";
@@ -49,6 +51,11 @@ impl State {
         let _ = writeln!(out, "unexported\t{}\t{}", s.unexported.0, s.unexported.1);
         let _ = writeln!(out, "unkeyed\t{}\t{}", s.unkeyed.0, s.unkeyed.1);
         let _ = writeln!(out, "folded\t{}\t{}", s.folded_ips, s.evicted_series);
+        let p = s.period;
+        let _ = writeln!(out, "period\t{}\t{}\t{}\t{}", p.start, p.end, p.tx, p.rx);
+        for p in &s.previous {
+            let _ = writeln!(out, "previous\t{}\t{}\t{}\t{}", p.start, p.end, p.tx, p.rx);
+        }
         for ip in &s.ips {
             let (base_tx, base_rx) = ip.base.map_or(("-".into(), "-".into()), |(t, r)| (t.to_string(), r.to_string()));
             let (pid, comm) = ip.owner.map_or(("-".into(), "-".into()), |o| (o.pid.to_string(), hex(o.comm.as_bytes())));
@@ -104,6 +111,8 @@ fn read_line(line: &str, state: &mut State) -> Result<(), String> {
         ["unexported", tx, rx] => s.unexported = (number(tx)?, number(rx)?),
         ["unkeyed", tx, rx] => s.unkeyed = (number(tx)?, number(rx)?),
         ["folded", ips, series] => (s.folded_ips, s.evicted_series) = (number(ips)?, number(series)?),
+        ["period", start, end, tx, rx] => s.period = period(start, end, tx, rx)?,
+        ["previous", start, end, tx, rx] => s.previous.push(period(start, end, tx, rx)?),
         ["ip", ip, tx, rx, base_tx, base_rx, pid, comm] => {
             let ip: IpAddr = ip.parse().map_err(|_| format!("'{ip}' is not an address"))?;
             let base = match (base_tx, base_rx) {
@@ -123,6 +132,11 @@ fn read_line(line: &str, state: &mut State) -> Result<(), String> {
         _ => return Err(format!("'{}' is not a record of version {VERSION}", fields[0])),
     }
     Ok(())
+}
+
+fn period(start: &str, end: &str, tx: &str, rx: &str) -> Result<Period, String> {
+    let time = |t: &str| t.parse::<i64>().map_err(|_| format!("'{t}' is not a time"));
+    Ok(Period { start: time(start)?, end: time(end)?, tx: number(tx)?, rx: number(rx)? })
 }
 
 fn number(text: &str) -> Result<u64, String> {
@@ -204,6 +218,8 @@ mod tests {
                 unkeyed: (11, 22),
                 folded_ips: 3,
                 evicted_series: 1,
+                period: Period { start: 1_764_547_200, end: 1_767_225_600, tx: 9_000, rx: 8_000 },
+                previous: vec![Period { start: 1_761_955_200, end: 1_764_547_200, tx: 1, rx: 2 }],
             },
             places: vec![
                 (Labels { country: Some("中国".into()), province: Some("广东\t省".into()), city: None, isp: Some("-电信\\".into()) }, 10, 20),

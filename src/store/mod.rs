@@ -26,6 +26,8 @@ use std::time::SystemTime;
 
 pub use health::{Health, HealthState};
 
+use crate::period::Periods;
+
 /// A process command name as the kernel keeps it (at most 15 bytes), stored
 /// inline so that recording an owner never allocates.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -191,6 +193,9 @@ struct Totals {
     /// [`Store::keep_retired`] is on (an exporter is serving).
     retiring: Vec<(IpAddr, u64, u64)>,
     keep_retired: bool,
+    /// This billing period's host totals, and the last ones' (oldest first).
+    period: Period,
+    previous: Vec<Period>,
 }
 
 impl Totals {
@@ -255,6 +260,8 @@ pub struct Exported {
     pub folded_ips: u64,
     pub evicted_series: u64,
     pub progress: Progress,
+    /// `None` without billing periods (a store made without them).
+    pub period: Option<Period>,
 }
 
 /// Reports within which an IP counts as active: among active IPs the
@@ -276,6 +283,19 @@ pub struct ByIp {
     pub unkeyed: (u64, u64),
 }
 
+/// One billing period's host totals: every counted byte from `start` to
+/// `end` (Unix seconds), on an IP or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Period {
+    pub start: i64,
+    pub end: i64,
+    pub tx: u64,
+    pub rx: u64,
+}
+
+/// Past periods kept (their host totals).
+pub const PREVIOUS_PERIODS: usize = 12;
+
 /// What a restart needs of the store (`--state`): every tracked IP with its
 /// totals, export base and owner, and the sums beside them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -285,6 +305,9 @@ pub struct Saved {
     pub unkeyed: (u64, u64),
     pub folded_ips: u64,
     pub evicted_series: u64,
+    /// The billing period in progress, and the ones before it (oldest first).
+    pub period: Period,
+    pub previous: Vec<Period>,
 }
 
 /// One tracked IP as saved: `base` is `Some` for an IP with its own series.
@@ -320,6 +343,8 @@ pub struct Store {
     max_ips: usize,
     /// Bumped by every change to the totals (see [`Store::generation`]).
     changes: AtomicU64,
+    /// Where billing periods begin (`--billing-day` in the local zone).
+    periods: Option<Periods>,
 }
 
 /// A row for the console: a remote IP with its counters at one moment.
@@ -337,6 +362,29 @@ impl Store {
             export_threshold,
             max_ips: max_ips.max(1),
             changes: AtomicU64::new(0),
+            periods: None,
+        }
+    }
+
+    /// Keeps host totals per billing period, the current one from `now`.
+    pub fn with_periods(mut self, periods: Periods, now: i64) -> Store {
+        let start = periods.start_of(now);
+        self.totals.get_mut().unwrap_or_else(|p| p.into_inner()).period = Period { start, end: periods.after(start), tx: 0, rx: 0 };
+        self.periods = Some(periods);
+        self
+    }
+
+    /// Moves on to the period that holds `now` if the current one is over
+    /// (a report is in the period in force when it is applied).
+    fn roll_period(&self, totals: &mut Totals, now: i64) {
+        let Some(periods) = &self.periods else { return };
+        while now >= totals.period.end {
+            let done = totals.period;
+            totals.previous.push(done);
+            if totals.previous.len() > PREVIOUS_PERIODS {
+                totals.previous.remove(0);
+            }
+            totals.period = Period { start: done.end, end: periods.after(done.end), tx: 0, rx: 0 };
         }
     }
 
@@ -357,9 +405,15 @@ impl Store {
     /// later), so it creates the entry; the reader only passes owners of
     /// addresses the filter counts.
     pub fn apply_report(&self, records: &[Record], parse_errors: u64) {
+        self.apply_report_at(records, parse_errors, crate::sys::unix_now() as i64);
+    }
+
+    /// [`Store::apply_report`] at a given moment (Unix seconds), for the billing period.
+    pub fn apply_report_at(&self, records: &[Record], parse_errors: u64, now: i64) {
         let mut guard = self.lock();
         self.changes.fetch_add(1, Ordering::Release);
         let totals = &mut *guard;
+        self.roll_period(totals, now);
         for record in records {
             match *record {
                 Record::Tx(ip, bytes) => self.add(totals, ip, bytes, Direction::Tx),
@@ -373,6 +427,8 @@ impl Store {
                     }
                 }
                 Record::Unkeyed(tx, rx) => {
+                    totals.period.tx += tx;
+                    totals.period.rx += rx;
                     totals.unexported_tx += tx;
                     totals.unexported_rx += rx;
                     totals.unkeyed.0 += tx;
@@ -391,6 +447,10 @@ impl Store {
             self.make_room(totals);
         }
         let report = reports_u32(totals.reports);
+        match direction {
+            Direction::Tx => totals.period.tx += bytes,
+            Direction::Rx => totals.period.rx += bytes,
+        }
         let t = totals.ips.entry(key).or_default();
         t.last_seen = report;
         let (tx_before, rx_before) = (t.tx, t.rx);
@@ -533,6 +593,7 @@ impl Store {
             folded_ips: totals.folded_ips,
             evicted_series: totals.evicted_series,
             progress: totals.progress(),
+            period: self.periods.as_ref().map(|_| totals.period),
         }
     }
 
@@ -563,6 +624,7 @@ impl Store {
         let totals = self.lock();
         let (unexported, unkeyed) = ((totals.unexported_tx, totals.unexported_rx), totals.unkeyed);
         let (folded_ips, evicted_series) = (totals.folded_ips, totals.evicted_series);
+        let (period, previous) = (totals.period, totals.previous.clone());
         let mut ips: Vec<SavedIp> = totals
             .ips
             .iter()
@@ -574,7 +636,7 @@ impl Store {
         drop(totals);
         // By address: the same totals make the same file.
         ips.sort_unstable_by_key(|ip| ip.ip);
-        Saved { ips, unexported, unkeyed, folded_ips, evicted_series }
+        Saved { ips, unexported, unkeyed, folded_ips, evicted_series, period, previous }
     }
 
     /// Takes up a saved state (before counting begins): every total, series
@@ -589,6 +651,16 @@ impl Store {
         totals.unkeyed.1 += saved.unkeyed.1;
         totals.folded_ips += saved.folded_ips;
         totals.evicted_series += saved.evicted_series;
+        // The saved period goes on if it is the one in force; else it is over.
+        totals.previous = saved.previous.clone();
+        if saved.period.start == totals.period.start {
+            totals.period.tx += saved.period.tx;
+            totals.period.rx += saved.period.rx;
+        } else if saved.period.end > saved.period.start {
+            totals.previous.push(saved.period);
+        }
+        let excess = totals.previous.len().saturating_sub(PREVIOUS_PERIODS);
+        totals.previous.drain(..excess);
         for ip in &saved.ips {
             if totals.ips.len() >= self.max_ips {
                 // Its series' bytes join the unexported sums, as an eviction does.
@@ -673,6 +745,37 @@ mod tests {
         let sum = |x: &Exported| x.series.iter().map(|s| s.tx + s.rx).sum::<u64>() + x.unexported_tx + x.unexported_rx;
         assert_eq!(sum(&e), sum(&a), "every byte, on a series or in the sums");
         assert_eq!(e.tracked, 1);
+    }
+
+    /// Every counted byte (on an IP or not) goes to the billing period in
+    /// force when its report is applied; a finished period is kept, the last
+    /// twelve; a restart goes on with the period in force or starts anew.
+    #[test]
+    fn host_totals_go_to_the_billing_period_in_force() {
+        use crate::period::{Periods, Zone};
+        let (jan15, feb1, feb10, mar1, apr1) = (1_736_899_200, 1_738_368_000, 1_739_145_600, 1_740_787_200, 1_743_465_600);
+        let periods = || Periods { billing_day: 1, zone: Zone::utc() };
+        let store = Store::new(0, 100).with_periods(periods(), jan15);
+        store.apply_report_at(&[Record::Tx(ip("198.51.100.7"), 100), Record::Unkeyed(5, 6)], 0, jan15);
+        store.apply_report_at(&[Record::Rx(ip("198.51.100.7"), 7)], 0, feb1 - 1);
+        assert_eq!(store.exported().period, Some(Period { start: 1_735_689_600, end: feb1, tx: 105, rx: 13 }));
+        store.apply_report_at(&[Record::Tx(ip("2001:db8::2"), 50)], 0, feb10);
+        assert_eq!(store.exported().period, Some(Period { start: feb1, end: mar1, tx: 50, rx: 0 }));
+        let saved = store.save();
+        assert_eq!(saved.previous, [Period { start: 1_735_689_600, end: feb1, tx: 105, rx: 13 }]);
+
+        let same = Store::new(0, 100).with_periods(periods(), feb10 + 60);
+        same.restore(&saved);
+        assert_eq!(same.exported().period.map(|p| (p.tx, p.rx)), Some((50, 0)), "the period goes on");
+        let later = Store::new(0, 100).with_periods(periods(), apr1);
+        later.restore(&saved);
+        let s = later.save();
+        assert_eq!((s.period.start, s.period.tx), (apr1, 0), "a new period");
+        assert_eq!(s.previous.iter().map(|p| p.start).collect::<Vec<_>>(), [1_735_689_600, feb1], "the saved one is over");
+        // Thirteen months on: twelve kept.
+        let year = Store::new(0, 100).with_periods(periods(), jan15);
+        year.apply_report_at(&[], 0, 1_775_001_600);
+        assert_eq!(year.save().previous.len(), PREVIOUS_PERIODS);
     }
 
     /// The public view of one tracked IP.
