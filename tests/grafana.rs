@@ -223,6 +223,12 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
             assert!((got - want).abs() <= 0.001 * want, "{title} [{country}/{city}]: Prometheus {got}, nftables {want}");
         }
     }
+    // This billing period: every byte the monitor counted (it started within the period).
+    for (title, dir) in [("Upload this billing period", "tx"), ("Download this billing period", "rx")] {
+        let (want, got) = (by_dir(dir, &every_ip) as f64, value_of(title, ".*", ".*"));
+        report.insert(title.to_string(), (want, got));
+        assert!((got - want).abs() <= 0.001 * want, "{title}: Prometheus {got}, nftables {want}");
+    }
     // Place panels: every byte of the place, the unexported IP's included.
     let by_place = |title: &str, label: &str, value: &str| -> f64 {
         let (_, expr) = panel_queries(&d).into_iter().find(|(t, _)| t == title).expect("panel");
