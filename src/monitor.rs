@@ -106,7 +106,9 @@ pub fn run(config: &Config) -> Result<i32, Error> {
 
 /// `--report`: what the state file holds, as a table or one JSON document.
 fn print_state_report(config: &Config, locator: &Locator) -> Result<i32, Error> {
-    let Some(path) = config.state.as_deref() else { return Ok(2) }; // resolved: --report has --state
+    let Some(path) = config.state.as_deref() else {
+        return Err(Error::usage("--report reads a state file: give it with --state PATH"));
+    };
     let saved = state::file::load(path)?
         .ok_or_else(|| Error::fatal(format!("--state {}: no such file (nothing saved there yet)", path.display())))?;
     let mut out = std::io::stdout().lock();

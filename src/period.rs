@@ -21,7 +21,7 @@ impl<F: Fn(i64) -> i64> Offset for F {
 /// The start (Unix seconds) of the period that holds `now`.
 pub fn period_start(now: i64, billing_day: u8, zone: &impl Offset) -> i64 {
     let (y, m, d) = civil_from_days((now + zone.offset_at(now)).div_euclid(86_400));
-    let (y, m) = if u32::from(d) < day_in(y, m, billing_day) { previous_month(y, m) } else { (y, m) };
+    let (y, m) = if d < day_in(y, m, billing_day) { previous_month(y, m) } else { (y, m) };
     let start = local_midnight(y, m, day_in(y, m, billing_day), zone);
     // A midnight that a clock change skipped lands a little late: never after now.
     if start > now { local_midnight_before(y, m, billing_day, zone) } else { start }

@@ -4,19 +4,20 @@
 //! text, one record per tab-separated line, versioned on its first line and
 //! closed by a line that counts the lines and checksums the bytes before
 //! it: a truncated, altered or foreign file is refused, never taken for a
-//! smaller state (docs/STATE.md is the reference).
+//! smaller state (docs/STATE.md is the reference). Fields are separated
+//! by one tab (→ below):
 //!
 //! ```text
-//! ip_traffic_monitor_cli state	1
-//! saved	1764422400
-//! unexported	TX	RX
-//! unkeyed	TX	RX
-//! folded	IPS	SERIES
-//! period	START	END	TX	RX
-//! previous	START	END	TX	RX
-//! ip	ADDRESS	TX	RX	BASE_TX|-	BASE_RX|-	PID|-	COMM_HEX|-
-//! place	COUNTRY	PROVINCE	CITY	ISP	TX	RX
-//! end	LINES	FNV1A64_HEX
+//! ip_traffic_monitor_cli state → 1
+//! saved → 1764422400
+//! unexported → TX → RX
+//! unkeyed → TX → RX
+//! folded → IPS → SERIES
+//! period → START → END → TX → RX
+//! previous → START → END → TX → RX
+//! ip → ADDRESS → TX → RX → BASE_TX|- → BASE_RX|- → PID|- → COMM_HEX|-
+//! place → COUNTRY → PROVINCE → CITY → ISP → TX → RX
+//! end → LINES → FNV1A64_HEX
 //! ```
 
 pub mod file;
