@@ -120,11 +120,16 @@ fn read_line(line: &str, state: &mut State) -> Result<(), String> {
                 ("-", "-") => None,
                 (t, r) => Some((number(t)?, number(r)?)),
             };
+            let (tx, rx) = (number(tx)?, number(rx)?);
+            // A series starts from totals the IP had: never more than it has.
+            if base.is_some_and(|(t, r)| t > tx || r > rx) {
+                return Err(format!("{ip}'s series would start above its totals"));
+            }
             let owner = match (pid, comm) {
                 ("-", "-") => None,
                 (p, c) => Some(Owner { pid: u32::try_from(number(p)?).map_err(|_| "a PID too large")?, comm: Comm::new(&unhex(c)?) }),
             };
-            s.ips.push(SavedIp { ip, tx: number(tx)?, rx: number(rx)?, base, owner });
+            s.ips.push(SavedIp { ip, tx, rx, base, owner });
         }
         ["place", country, province, city, isp, tx, rx] => {
             let labels = Labels { country: unescape(country)?, province: unescape(province)?, city: unescape(city)?, isp: unescape(isp)? };
@@ -137,7 +142,11 @@ fn read_line(line: &str, state: &mut State) -> Result<(), String> {
 
 fn period(start: &str, end: &str, tx: &str, rx: &str) -> Result<Period, String> {
     let time = |t: &str| t.parse::<i64>().map_err(|_| format!("'{t}' is not a time"));
-    Ok(Period { start: time(start)?, end: time(end)?, tx: number(tx)?, rx: number(rx)? })
+    let (start, end) = (time(start)?, time(end)?);
+    if end < start {
+        return Err(format!("a period that ends ({end}) before it starts ({start})"));
+    }
+    Ok(Period { start, end, tx: number(tx)?, rx: number(rx)? })
 }
 
 fn number(text: &str) -> Result<u64, String> {
@@ -255,6 +264,18 @@ mod tests {
             }
             bytes[at] = was;
         }
+    }
+
+    /// Well-formed but impossible: refused like a damaged file (the sums
+    /// below would go negative).
+    #[test]
+    fn a_whole_file_with_impossible_numbers_is_refused() {
+        let mut state = sample();
+        state.store.ips[0].base = Some((state.store.ips[0].tx + 1, 0));
+        assert!(State::from_text(&state.to_text()).unwrap_err().contains("above its totals"));
+        let mut state = sample();
+        state.store.period.end = state.store.period.start - 1;
+        assert!(State::from_text(&state.to_text()).unwrap_err().contains("before it starts"));
     }
 
     #[test]
