@@ -125,28 +125,13 @@ impl Harvester {
     /// Adds the records of set number `index` since the last harvest.
     fn set_since_last(&mut self, index: usize, report: &mut Vec<Record>) -> io::Result<()> {
         let (set, dir) = self.sets[index].clone();
-        let record = |ip: IpAddr, bytes| {
-            let ip = canonical(ip);
-            if dir == 0 { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) }
-        };
         let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
-        if self.read == Read::Keep {
-            let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, &set, Read::Keep)?;
-            let counted = self.subtract_last(index, elements);
-            report.extend(counted.into_iter().filter(|(_, bytes)| *bytes > 0).map(|(ip, bytes)| record(ip, bytes)));
-            return Ok(());
+        if self.read == Read::AndReset {
+            return read_and_zero(socket, &set, dir, report).map(drop);
         }
-        // Which elements have bytes (a dump that leaves the counters be),
-        // then each of those read and zeroed, a request's worth at a time:
-        // memory for the keys and the report only, not for every reading.
-        let keys = dump_keys_with_bytes(socket, TABLE, &set)?;
-        report.reserve(keys.len());
-        let mut counted = Vec::with_capacity(KEYS_PER_REQUEST);
-        for chunk in keys.chunks(KEYS_PER_REQUEST) {
-            counted.clear();
-            reset_elements(socket, TABLE, &set, chunk, &mut counted)?;
-            report.extend(counted.iter().filter(|(_, bytes)| *bytes > 0).map(|&(ip, bytes)| record(ip, bytes)));
-        }
+        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, &set, Read::Keep)?;
+        let counted = self.subtract_last(index, elements);
+        report.extend(counted.into_iter().filter(|(_, bytes)| *bytes > 0).map(|(ip, bytes)| record(dir, ip, bytes)));
         Ok(())
     }
 
@@ -247,25 +232,43 @@ fn read_leftover(socket: &mut Socket, report: &mut Vec<Record>) -> Option<u64> {
     for (dir, name) in REFUSED.iter().enumerate() {
         refused[dir] = read_counter(socket, TABLE, name, Read::AndReset).unwrap_or(0);
     }
-    let mut keyed = [0; 2];
+    let mut keyed = 0;
     for (set, dir) in table::sets() {
-        let Ok(keys) = dump_keys_with_bytes(socket, TABLE, &set) else { continue }; // an older layout
-        let mut counted = Vec::new();
-        match reset_elements(socket, TABLE, &set, &keys, &mut counted) {
-            Ok(()) => {}
+        match read_and_zero(socket, &set, dir, report) {
+            Ok(bytes) => keyed += bytes,
             Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => return None,
-            Err(_) => continue,
-        }
-        for (ip, n) in counted.into_iter().filter(|(_, n)| *n > 0) {
-            keyed[dir] += n;
-            let ip = canonical(ip);
-            report.push(if dir == 0 { Record::Tx(ip, n) } else { Record::Rx(ip, n) });
+            Err(_) => continue, // an older layout
         }
     }
     if refused != [0, 0] {
         report.push(Record::Unkeyed(refused[0], refused[1]));
     }
-    Some(keyed[0] + keyed[1] + refused[0] + refused[1])
+    Some(keyed + refused[0] + refused[1])
+}
+
+/// Which elements of `set` have bytes (a dump that leaves the counters
+/// be), then each of those read and zeroed by key, a request's worth at a
+/// time (memory for the keys and the report only); adds their records to
+/// `report` and returns their bytes.
+fn read_and_zero(socket: &mut Socket, set: &str, dir: usize, report: &mut Vec<Record>) -> io::Result<u64> {
+    let keys = dump_keys_with_bytes(socket, TABLE, set)?;
+    report.reserve(keys.len());
+    let (mut counted, mut bytes) = (Vec::with_capacity(KEYS_PER_REQUEST), 0);
+    for chunk in keys.chunks(KEYS_PER_REQUEST) {
+        counted.clear();
+        reset_elements(socket, TABLE, set, chunk, &mut counted)?;
+        for &(ip, n) in counted.iter().filter(|(_, n)| *n > 0) {
+            bytes += n;
+            report.push(record(dir, ip, n));
+        }
+    }
+    Ok(bytes)
+}
+
+/// A set's reading as a report record (`dir`: 0 tx, 1 rx).
+fn record(dir: usize, ip: IpAddr, bytes: u64) -> Record {
+    let ip = canonical(ip);
+    if dir == 0 { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) }
 }
 
 /// Whether `pid` is a running ip_traffic_monitor_cli: its command name (as
