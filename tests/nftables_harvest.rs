@@ -1,7 +1,7 @@
-//! The nftables backend's reading half (issue 17, in progress): a set with
-//! per-element counters, fed by the kernel, dumped over netlink by our own
-//! code (`backend::nftables::dump_set`), must hold exactly the bytes of the
-//! lab's nftables truth counters for every remote IP, IPv4 and IPv6.
+//! The nftables backend's parts, each against the lab's nftables truth
+//! counters: a set with per-element counters dumped over netlink by our own
+//! code (`backend::nftables::dump_set`), the table created over netlink, and
+//! the harvests that swap its generations of sets.
 
 mod lab;
 
@@ -9,21 +9,20 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use ip_traffic_monitor_cli::backend::nftables::{FAMILY_INET, Read, dump_set, socket::Socket};
+use ip_traffic_monitor_cli::backend::nftables::{FAMILY_INET, dump_set, socket::Socket};
 use lab::Lab;
 
 const TABLE: &str = "itm_harvest";
 
 /// Dumps `set` from inside network namespace `ns`.
 fn dump_in(ns: &str, set: &'static str) -> (Vec<(IpAddr, u64)>, usize) {
-    in_netns(ns, move |socket| dump_set(socket, FAMILY_INET, TABLE, set, Read::Keep)).expect("dump")
+    in_netns(ns, move |socket| dump_set(socket, FAMILY_INET, TABLE, set)).expect("dump")
 }
 
 /// The monitor's table layout with the default filter, counting on every device but loopback.
 fn layout() -> ip_traffic_monitor_cli::backend::nftables::table::Layout {
     ip_traffic_monitor_cli::backend::nftables::table::Layout {
         size: 65_536,
-        timeout: std::time::Duration::from_secs(60),
         skipped: ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(),
         iface: None,
     }
@@ -100,10 +99,11 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     lab.wait_until_quiet();
     let mut counted = BTreeMap::new();
     let filter = ip_traffic_monitor_cli::filter::AddressFilter::default();
-    for (set, dir) in table::sets() {
+    // The rules feed generation A (B stays empty until the first swap).
+    for (set, dir) in table::sets(table::Generation::A) {
         let dir = ["tx", "rx"][dir];
         let name = set.clone();
-        let (elements, unreadable) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_created", &name, Read::Keep)).expect("dump");
+        let (elements, unreadable) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_created", &name)).expect("dump");
         assert_eq!(unreadable, 0);
         for (ip, bytes) in elements {
             assert!(filter.counts(ip), "{ip} ({bytes} bytes in {set}) should have been left out in the kernel");
@@ -126,35 +126,59 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
 }
 
 #[test]
-fn a_dump_that_resets_hands_over_each_byte_exactly_once() {
-    use ip_traffic_monitor_cli::backend::nftables::table;
-    if !lab::require_lab("a_dump_that_resets_hands_over_each_byte_exactly_once") {
+fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest() {
+    use ip_traffic_monitor_cli::backend::in_process::Counter;
+    use ip_traffic_monitor_cli::backend::nftables::harvest::Harvester;
+    use ip_traffic_monitor_cli::store::Record;
+    if !lab::require_lab("each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest") {
         return;
     }
     let mut lab = Lab::new();
-    in_netns(&lab.host, |s| table::create(s, "itm_reset", &layout(), false)).expect("the table");
-    // Every shard of the IPv4 peers sent to (one holds the address).
-    let harvest = |lab: &Lab| -> u64 {
-        let mut sum = 0;
-        for (set, _) in table::sets().into_iter().filter(|(set, _)| set.starts_with("tx4_")) {
-            let (elements, _) =
-                in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_reset", &set, Read::AndReset)).expect("dump and reset (Linux 6.5+)");
-            sum += elements.iter().filter(|(ip, _)| ip.to_string() == "198.51.100.7").map(|(_, bytes)| bytes).sum::<u64>();
+    let (steps_tx, steps) = std::sync::mpsc::channel::<&'static str>();
+    let (done_tx, done) = std::sync::mpsc::channel::<u64>();
+    // The monitor's own harvester, on a thread inside the lab's host.
+    let path = format!("/var/run/netns/{}", lab.host);
+    let harvester = std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: setns with an open namespace descriptor, on this thread only.
+        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let mut harvester = Harvester::new(layout());
+        harvester.attach().expect("the table");
+        let sent_to = |report: &[Record]| -> u64 {
+            let peer: IpAddr = "198.51.100.7".parse().expect("an address");
+            report.iter().map(|r| match r { Record::Tx(ip, n) if *ip == peer => *n, _ => 0 }).sum()
+        };
+        for step in steps {
+            let mut report = Vec::new();
+            match step {
+                "harvest" => harvester.harvest(&mut report).expect("a harvest"),
+                _ => harvester.detach(&mut report).expect("the last reading"),
+            }
+            done_tx.send(sent_to(&report)).expect("result");
         }
-        sum
+    });
+    let step = |what: &'static str| -> u64 {
+        steps_tx.send(what).expect("step");
+        done.recv().expect("its bytes")
     };
     // UDP from socat, so each flow's size on the wire is known to the byte
     // and all of it has passed the hook when the sender exits (with iperf3
-    // the wire size is not the -n size: CI once saw "-n 2M" then "-n 1M"
-    // come to 2,495,717 bytes in nftables, harvested as 1,444,342 + 1,051,375).
-    // 1200-byte datagrams: 1228 bytes each at L3 (IPv4 20 + UDP 8).
-    lab.udp_flow(true, "198.51.100.7", 1_200_000);
-    let first = harvest(&lab);
-    lab.udp_flow(true, "198.51.100.7", 600_000);
-    let second = harvest(&lab);
-    let third = harvest(&lab);
+    // the wire size is not the -n size). 1200-byte datagrams: 1228 bytes
+    // each at L3 (IPv4 20 + UDP 8).
+    lab.udp_flow(true, "198.51.100.7", 1_200_000); // into generation A
+    let first = step("harvest"); // reads B (empty), the rules move to B
+    lab.udp_flow(true, "198.51.100.7", 600_000); // into B
+    let second = step("harvest"); // reads A: the first flow; the rules move to A, made anew
+    let third = step("harvest"); // reads B: the second flow
+    let fourth = step("harvest"); // reads A, empty since it was made anew
+    lab.udp_flow(true, "198.51.100.7", 120_000); // into B
+    let last = step("detach"); // both generations, then the table goes
+    drop(steps_tx);
+    harvester.join().expect("harvester thread");
     let truth = lab.truth()[&("198.51.100.7".to_string(), "tx")];
-    println!("harvests [{first}, {second}, {third}]; nftables {truth}");
-    assert_eq!([first, second, third], [1000 * 1228, 500 * 1228, 0], "each flow handed over once, exactly");
-    assert_eq!(first + second, truth, "every byte handed over exactly once");
+    println!("harvests [{first}, {second}, {third}, {fourth}], last reading {last}; nftables {truth}");
+    assert_eq!([first, second, third, fourth, last], [0, 1000 * 1228, 500 * 1228, 0, 100 * 1228], "each flow handed over once, exactly");
+    assert_eq!(second + third + last, truth, "every byte handed over exactly once");
+    let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("ip_traffic_monitor"), "the table is gone");
 }

@@ -1,7 +1,7 @@
 //! A backend that counts in the kernel by itself and is read from the
 //! monitor (nftables): one thread attaches its [`Counter`], harvests it every
 //! report interval into the [`Store`] (a whole report under one lock, like a
-//! child's), and on stop harvests once more and takes the counting down.
+//! child's), and on stop reads what is left and takes the counting down.
 //! What goes wrong is said in the backend's stderr tail, and the thread
 //! ends, so the monitor restarts it like a dead child.
 
@@ -20,8 +20,9 @@ pub trait Counter: Send {
     fn attach(&mut self) -> Result<(), String>;
     /// Adds to `report` what was counted since the last harvest.
     fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String>;
-    /// Takes the counting down (after the last harvest).
-    fn detach(&mut self) -> Result<(), String>;
+    /// Adds to `report` everything not harvested yet, and takes the
+    /// counting down.
+    fn detach(&mut self, report: &mut Vec<Record>) -> Result<(), String>;
 }
 
 /// Starts `counter` on its own thread, harvesting every `interval`.
@@ -67,21 +68,35 @@ impl Run<'_> {
             if next < Instant::now() {
                 next = Instant::now() + self.interval;
             }
-            if let Err(err) = counter.harvest(&mut report) {
-                self.tail.push(self.name, err);
-                break;
-            }
-            self.store.apply_report(&report, 0);
-            report.clear();
-            // One harvest of 100,000 IPs need not keep its memory for good.
-            report.shrink_to(4096);
-            let _ = self.events.send(Event::Report);
             if stopping {
-                break;
+                return self.finish(counter.as_mut(), &mut report, None);
+            }
+            match counter.harvest(&mut report) {
+                Ok(()) => self.hand_over(&mut report),
+                Err(err) => return self.finish(counter.as_mut(), &mut report, Some(err)),
             }
         }
-        if let Err(err) = counter.detach() {
-            self.tail.push(self.name, err);
+    }
+
+    /// The last reading and the counting taken down, on stop or after a
+    /// failed harvest (whose reason stays the last line of the tail; what
+    /// it read is read again here, with the rest).
+    fn finish(&self, counter: &mut dyn Counter, report: &mut Vec<Record>, failure: Option<String>) {
+        report.clear();
+        let detached = counter.detach(report);
+        self.hand_over(report);
+        match (failure, detached) {
+            (Some(err), _) | (None, Err(err)) => self.tail.push(self.name, err),
+            (None, Ok(())) => {}
         }
+    }
+
+    /// Applies `report` to the store and says so; empties it.
+    fn hand_over(&self, report: &mut Vec<Record>) {
+        self.store.apply_report(report, 0);
+        report.clear();
+        // One harvest of 100,000 IPs need not keep its memory for good.
+        report.shrink_to(4096);
+        let _ = self.events.send(Event::Report);
     }
 }

@@ -1,72 +1,47 @@
 //! One run of the nftables backend: the table set up at attach (a table a
-//! crashed run left is harvested, then replaced in the same transaction as
-//! the new one is created; a live monitor's table is never touched), read
-//! every interval, and deleted at the end.
+//! crashed run left is read, then replaced in the same transaction as the
+//! new one is created; a live monitor's table is never touched), read every
+//! interval, and read a last time and deleted at the end.
 //!
-//! Each harvest reads the four sets and the two counters of bytes a full
-//! set refused, and turns them into a report. Where the kernel can (Linux
-//! 6.5+) every read also zeroes what it read, atomically per counter, so a
-//! byte is handed over exactly once; elsewhere the previous reading is
-//! subtracted, which needs the last value of each element in memory.
-//!
-//! A dump of a set that packets are filling is not a snapshot: the kernel
-//! resumes each part of it by position, so an element can be missed (or
-//! met twice) while new peers arrive or the hash table grows. Nothing is
-//! inferred from a dump's sum therefore: a missed element keeps its bytes
-//! for the next harvest (read and reset), a second meeting reads what came
-//! in between (zero, mostly), and in subtracting mode each element is
-//! counted once per dump and remembered until it must have timed out.
-//! Bytes on no peer are exactly the refused ones (`Record::Unkeyed`).
+//! Each harvest reads the generation of sets the rules fed until the last
+//! harvest ([`table::Generation`]): nothing has written to it for a whole
+//! interval, so its dump is a snapshot and every element is read once,
+//! whole. Then one transaction makes that generation anew, empty, and points
+//! the rules at it; the one they leave is read at the next harvest. A byte
+//! is so handed over one to two intervals after its packet, exactly once,
+//! and a harvest costs what the last interval's peers cost, whatever the
+//! table held before. The counters of bytes a full set refused are read and
+//! zeroed in one step (`Record::Unkeyed`).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::socket::Socket;
-use super::table::{self, Layout, REFUSED};
-use super::{FAMILY_INET, KEYS_PER_REQUEST, OTHERS, Read, TABLE, dump_keys_with_bytes, dump_set, flowtables, read_counter, reset_elements};
+use super::table::{self, Generation, Layout, REFUSED};
+use super::{FAMILY_INET, OTHERS, TABLE, dump_set, flowtables, take_counter};
 use crate::backend::in_process::Counter;
 use crate::filter::canonical;
 use crate::store::Record;
 
 pub struct Harvester {
     layout: Layout,
-    interval: Duration,
     socket: Option<Socket>,
-    read: Read,
-    /// Every set of peers and its direction (0 tx, 1 rx).
-    sets: Vec<(String, usize)>,
-    /// [`Read::Keep`] only: each set's last reading per peer (with the
-    /// harvest that last met it), and each refused counter's.
-    last_sets: Vec<HashMap<IpAddr, Reading>>,
-    last_refused: [u64; 2],
-    /// Harvests so far.
-    harvests: u64,
+    /// The generation the rules feed.
+    active: Generation,
     /// What a crashed run's table held, handed over with the first harvest.
     leftover: Vec<Record>,
 }
 
 impl Harvester {
-    pub fn new(layout: Layout, interval: Duration) -> Harvester {
-        Harvester {
-            layout,
-            interval,
-            socket: None,
-            read: Read::AndReset,
-            sets: table::sets(),
-            last_sets: table::sets().iter().map(|_| HashMap::new()).collect(),
-            last_refused: [0; 2],
-            harvests: 0,
-            leftover: Vec::new(),
-        }
+    pub fn new(layout: Layout) -> Harvester {
+        Harvester { layout, socket: None, active: Generation::A, leftover: Vec::new() }
     }
 
     fn socket(&mut self) -> Result<&mut Socket, String> {
         self.socket.as_mut().ok_or_else(|| "not attached".to_string())
     }
 
-    /// A table of ours left by a run that is gone: harvest it, then replace
+    /// A table of ours left by a run that is gone: read it, then replace
     /// it. A live monitor's: refuse.
     fn take_over_stale_table(&mut self, socket: &mut Socket) -> Result<bool, String> {
         let Some(note) = table::find(socket, TABLE).map_err(|e| explain(&e))? else { return Ok(false) };
@@ -79,108 +54,14 @@ impl Harvester {
         }
         let who = owner.map_or_else(|| "an unknown program".to_string(), |pid| format!("an earlier run (pid {pid})"));
         let mut leftover = Vec::new();
-        match read_leftover(socket, &mut leftover) {
-            Some(bytes) => eprintln!(
-                "found table inet {TABLE} left by {who}: the {bytes} bytes it counted after that run's \
-                 last harvest are counted now, and it is replaced"
-            ),
-            None => eprintln!(
-                "found table inet {TABLE} left by {who}: replaced; what it counted after that run's last \
-                 harvest cannot be told apart on this kernel (no read-and-reset) and is not counted"
-            ),
-        }
+        let bytes = read_everything(socket, &mut leftover);
+        eprintln!(
+            "found table inet {TABLE} left by {who}: the {bytes} bytes it counted after that run's \
+             last harvest are counted now, and it is replaced"
+        );
         self.leftover = leftover;
         Ok(true)
     }
-
-    /// Whether set counters can be read and zeroed in one step here: asked
-    /// of an address that is never in a set (the answer is "no such
-    /// element" where the kernel can, "not supported" where it cannot).
-    fn choose_read(&mut self) -> Result<(), String> {
-        let socket = self.socket()?;
-        let never = [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)];
-        let first = table::sets().swap_remove(0).0;
-        match reset_elements(socket, TABLE, &first, &never, &mut Vec::new()) {
-            Ok(()) => self.read = Read::AndReset,
-            Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
-                eprintln!("this kernel cannot read and zero set counters in one step (Linux 6.5+): each harvest subtracts the previous one");
-                self.read = Read::Keep;
-            }
-            Err(err) => return Err(explain(&err)),
-        }
-        Ok(())
-    }
-
-    /// Bytes a full set refused since the last harvest (`dir`: 0 tx, 1 rx).
-    fn refused_since_last(&mut self, dir: usize) -> io::Result<u64> {
-        let read = self.read;
-        let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
-        let now = read_counter(socket, TABLE, REFUSED[dir], read)?;
-        Ok(match read {
-            Read::AndReset => now,
-            Read::Keep => since(&mut self.last_refused[dir], now),
-        })
-    }
-
-    /// Adds the records of set number `index` since the last harvest.
-    fn set_since_last(&mut self, index: usize, report: &mut Vec<Record>) -> io::Result<()> {
-        let (set, dir) = self.sets[index].clone();
-        let socket = self.socket.as_mut().ok_or_else(|| io::Error::other("not attached"))?;
-        if self.read == Read::AndReset {
-            return read_and_zero(socket, &set, dir, report).map(drop);
-        }
-        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, &set, Read::Keep)?;
-        let counted = self.subtract_last(index, elements);
-        report.extend(counted.into_iter().filter(|(_, bytes)| *bytes > 0).map(|(ip, bytes)| record(dir, ip, bytes)));
-        Ok(())
-    }
-
-    /// A dump's readings less the last ones, each element once; the
-    /// readings kept for the next harvest.
-    fn subtract_last(&mut self, index: usize, elements: Vec<(IpAddr, u64)>) -> Vec<(IpAddr, u64)> {
-        let harvest = self.harvests;
-        let lifetime = self.lifetime_in_harvests();
-        let last = &mut self.last_sets[index];
-        let mut counted = Vec::with_capacity(elements.len());
-        for (ip, now) in elements {
-            let bytes = match last.get_mut(&ip) {
-                Some(seen) if seen.harvest == harvest => 0, // met twice in one dump
-                Some(seen) => {
-                    seen.harvest = harvest;
-                    since(&mut seen.bytes, now)
-                }
-                None => {
-                    last.insert(ip, Reading { bytes: now, harvest });
-                    now
-                }
-            };
-            counted.push((ip, bytes));
-        }
-        // An element not met for longer than it can live has timed out;
-        // one a dump missed is kept, or its whole count would come again.
-        last.retain(|_, seen| harvest - seen.harvest <= lifetime);
-        counted
-    }
-
-    /// Harvests an element outlives its last packet by, at the least.
-    fn lifetime_in_harvests(&self) -> u64 {
-        let interval = self.interval.as_secs_f64().max(0.001);
-        (self.layout.timeout.as_secs_f64() / interval).ceil() as u64 + 1
-    }
-}
-
-/// An element's last reading and the harvest that made it.
-struct Reading {
-    bytes: u64,
-    harvest: u64,
-}
-
-/// `now - *last` for a counter that only grows unless it was created anew
-/// (then all of `now` is new); `*last` becomes `now`.
-fn since(last: &mut u64, now: u64) -> u64 {
-    let new = if now >= *last { now - *last } else { now };
-    *last = now;
-    new
 }
 
 impl Counter for Harvester {
@@ -197,72 +78,73 @@ impl Counter for Harvester {
         }
         let replace = self.take_over_stale_table(&mut socket)?;
         table::create(&mut socket, TABLE, &self.layout, replace).map_err(|e| explain(&e))?;
+        self.active = Generation::A;
         self.socket = Some(socket);
-        self.choose_read()
-    }
-
-    fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
-        self.harvests += 1;
-        report.append(&mut self.leftover);
-        for index in 0..self.sets.len() {
-            self.set_since_last(index, report).map_err(|e| lost_table(&e))?;
-        }
-        let mut refused = [0; 2];
-        for (dir, bytes) in refused.iter_mut().enumerate() {
-            *bytes = self.refused_since_last(dir).map_err(|e| lost_table(&e))?;
-        }
-        if refused != [0, 0] {
-            report.push(Record::Unkeyed(refused[0], refused[1]));
-        }
         Ok(())
     }
 
-    fn detach(&mut self) -> Result<(), String> {
+    /// Reads the generation the rules left at the last harvest, then makes
+    /// it anew and points the rules at it. The records are handed over only
+    /// when that succeeded: a run that dies before leaves them in the table,
+    /// for the next run to find.
+    fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
+        let retired = self.active.other();
+        let layout = self.layout.clone();
         let socket = self.socket()?;
+        read_generation(socket, retired, report).map_err(|e| lost_table(&e))?;
+        read_refused(socket, report).map_err(|e| lost_table(&e))?;
+        table::swap(socket, TABLE, &layout, retired).map_err(|e| lost_table(&e))?;
+        self.active = retired;
+        report.append(&mut self.leftover);
+        Ok(())
+    }
+
+    /// Reads both generations (what came since the last harvest), then
+    /// deletes the table.
+    fn detach(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
+        report.append(&mut self.leftover);
+        let socket = self.socket()?;
+        read_everything(socket, report);
         table::delete(socket, TABLE).map_err(|e| format!("could not delete table inet {TABLE}: {e}"))
     }
 }
 
-/// Reads and zeroes what a crashed run's table holds since that run's last
-/// harvest, into `report` (its bytes on no peer included); the bytes, or
-/// `None` where counters cannot be read and zeroed in one step (that run
-/// subtracted its readings, which are lost with it).
-fn read_leftover(socket: &mut Socket, report: &mut Vec<Record>) -> Option<u64> {
-    let mut refused = [0; 2];
-    for (dir, name) in REFUSED.iter().enumerate() {
-        refused[dir] = read_counter(socket, TABLE, name, Read::AndReset).unwrap_or(0);
-    }
-    let mut keyed = 0;
-    for (set, dir) in table::sets() {
-        match read_and_zero(socket, &set, dir, report) {
-            Ok(bytes) => keyed += bytes,
-            Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => return None,
-            Err(_) => continue, // an older layout
-        }
-    }
-    if refused != [0, 0] {
-        report.push(Record::Unkeyed(refused[0], refused[1]));
-    }
-    Some(keyed + refused[0] + refused[1])
-}
-
-/// Which elements of `set` have bytes (a dump that leaves the counters
-/// be), then each of those read and zeroed by key, a request's worth at a
-/// time (memory for the keys and the report only); adds their records to
-/// `report` and returns their bytes.
-fn read_and_zero(socket: &mut Socket, set: &str, dir: usize, report: &mut Vec<Record>) -> io::Result<u64> {
-    let keys = dump_keys_with_bytes(socket, TABLE, set)?;
-    report.reserve(keys.len());
-    let (mut counted, mut bytes) = (Vec::with_capacity(KEYS_PER_REQUEST), 0);
-    for chunk in keys.chunks(KEYS_PER_REQUEST) {
-        counted.clear();
-        reset_elements(socket, TABLE, set, chunk, &mut counted)?;
-        for &(ip, n) in counted.iter().filter(|(_, n)| *n > 0) {
+/// Adds the records of every set of `generation` to `report`; returns their bytes.
+fn read_generation(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>) -> io::Result<u64> {
+    let mut bytes = 0;
+    for (set, dir) in table::sets(generation) {
+        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, &set)?;
+        report.reserve(elements.len());
+        for (ip, n) in elements.into_iter().filter(|(_, n)| *n > 0) {
             bytes += n;
             report.push(record(dir, ip, n));
         }
     }
     Ok(bytes)
+}
+
+/// Adds the bytes the full sets refused since the last read (and zeroes
+/// them) to `report`; returns them.
+fn read_refused(socket: &mut Socket, report: &mut Vec<Record>) -> io::Result<u64> {
+    let mut refused = [0; 2];
+    for (dir, name) in REFUSED.iter().enumerate() {
+        refused[dir] = take_counter(socket, TABLE, name)?;
+    }
+    if refused != [0, 0] {
+        report.push(Record::Unkeyed(refused[0], refused[1]));
+    }
+    Ok(refused[0] + refused[1])
+}
+
+/// Everything the table holds that no harvest handed over: both
+/// generations and the refused bytes, into `report`; their bytes. What
+/// cannot be read (a table of an older layout) is left out.
+fn read_everything(socket: &mut Socket, report: &mut Vec<Record>) -> u64 {
+    let mut bytes = read_refused(socket, report).unwrap_or(0);
+    for generation in [Generation::A, Generation::B] {
+        bytes += read_generation(socket, generation, report).unwrap_or(0);
+    }
+    bytes
 }
 
 /// A set's reading as a report record (`dir`: 0 tx, 1 rx).
@@ -319,35 +201,6 @@ fn lost_table(err: &io::Error) -> String {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// Where the kernel cannot read and zero (before 6.5): each dump's
-    /// readings less the last ones, an element met twice in one dump
-    /// counted once, one a dump missed remembered, one gone for longer
-    /// than it can live forgotten.
-    #[test]
-    fn subtracting_readings_counts_each_byte_once_whatever_the_dumps_miss() {
-        let layout = Layout { size: 16, timeout: Duration::from_secs(4), skipped: vec![], iface: None };
-        let mut h = Harvester::new(layout, Duration::from_secs(1)); // an element lives 4 harvests at least
-        h.read = Read::Keep;
-        let (a, b) = (ip("198.51.100.7"), ip("2001:db8::2"));
-        h.harvests = 1;
-        assert_eq!(h.subtract_last(0, vec![(a, 100), (b, 50)]), [(a, 100), (b, 50)]);
-        h.harvests = 2;
-        assert_eq!(h.subtract_last(0, vec![(a, 250), (a, 260)]), [(a, 150), (a, 0)], "met twice: counted once; b missed");
-        h.harvests = 3;
-        // a's 10 bytes between its two meetings come now; b's last reading was kept.
-        assert_eq!(h.subtract_last(0, vec![(a, 260), (b, 70)]), [(a, 10), (b, 20)]);
-        h.harvests = 9;
-        assert!(h.last_sets[0].contains_key(&a));
-        assert_eq!(h.subtract_last(0, vec![(b, 75)]), [(b, 5)]);
-        assert!(!h.last_sets[0].contains_key(&a), "not met for 6 harvests: it timed out");
-        h.harvests = 10;
-        assert_eq!(h.subtract_last(0, vec![(a, 30)]), [(a, 30)], "created anew: all of it is new");
-    }
-
     #[test]
     fn each_setup_failure_says_what_is_missing_and_the_other_backends() {
         for (errno, says) in [
@@ -361,15 +214,5 @@ mod tests {
             assert!(!line.contains('\n'));
         }
         assert!(lost_table(&io::Error::from_raw_os_error(libc::ENOENT)).contains("is gone"));
-    }
-
-    #[test]
-    fn a_counter_that_restarted_counts_from_its_new_start() {
-        let mut last = 0;
-        assert_eq!(since(&mut last, 100), 100);
-        assert_eq!(since(&mut last, 250), 150);
-        assert_eq!(since(&mut last, 250), 0);
-        assert_eq!(since(&mut last, 40), 40, "the element was created anew");
-        assert_eq!(last, 40);
     }
 }

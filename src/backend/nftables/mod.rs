@@ -6,8 +6,7 @@
 //! one NETLINK_NETFILTER exchange, [`elements`] reads a set-element dump.
 //! Process association comes from /proc, as for iftop
 //! ([`super::owners`]). What it needs: Linux 5.7+ with nf_tables (set
-//! expressions); read-and-reset of set counters, Linux 6.5+, else each
-//! harvest subtracts the previous one.
+//! expressions); no counter is ever reset, so nothing newer.
 
 pub mod elements;
 pub mod harvest;
@@ -31,23 +30,12 @@ pub const TABLE: &str = "ip_traffic_monitor";
 /// `NFNL_SUBSYS_NFTABLES << 8`: the message types below are `SUBSYS | NFT_MSG_*`.
 pub(crate) const SUBSYS: u16 = 10 << 8;
 const GET_SET_ELEMENTS: u16 = SUBSYS | 13;
-/// `NFT_MSG_GETSETELEM_RESET` (Linux 6.5+): read the counters and zero them
-/// in the same step, so no byte falls between two harvests.
-const GET_SET_ELEMENTS_RESET: u16 = SUBSYS | 33;
-const GET_OBJECT: u16 = SUBSYS | 19;
 const GET_OBJECT_RESET: u16 = SUBSYS | 21;
 const GET_FLOWTABLE: u16 = SUBSYS | 23;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 /// `NFPROTO_INET`: a table of family `inet`.
 pub const FAMILY_INET: u8 = 1;
-
-/// Whether a read leaves the counters as they are or zeroes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Read {
-    Keep,
-    AndReset,
-}
 
 /// What the nftables backend is told.
 #[derive(Clone, Debug)]
@@ -73,19 +61,10 @@ impl Nftables {
     fn layout(&self) -> table::Layout {
         table::Layout {
             size: self.params.set_size,
-            timeout: element_timeout(self.params.sample_interval),
             skipped: self.params.filter.skipped_blocks(),
             iface: self.params.iface.clone(),
         }
     }
-}
-
-/// How long a peer stays in its set after its last packet: so long that
-/// its last bytes are harvested first whatever befalls a harvest (a dump
-/// that missed it, a slow machine: dozens of harvests), short enough that
-/// quiet peers make room for new ones.
-fn element_timeout(interval: Duration) -> Duration {
-    (interval * 30).max(Duration::from_secs(120))
 }
 
 const OTHERS: &str = "use -b bpftrace or -b iftop";
@@ -122,7 +101,7 @@ impl Backend for Nftables {
     }
 
     fn runner(&self) -> Result<Runner, Error> {
-        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout(), self.params.sample_interval))))
+        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout()))))
     }
 
     fn report_interval(&self) -> Duration {
@@ -137,7 +116,7 @@ impl Backend for Nftables {
     }
 
     fn why_unkeyed(&self) -> &'static str {
-        "a full set refused their peers (more remote IPs in a few minutes than --max-ips, per direction)"
+        "a full set refused their peers (more new remote IPs in one interval than --max-ips, per direction)"
     }
 
     fn start_helpers(&self, store: &Arc<Store>) {
@@ -147,86 +126,20 @@ impl Backend for Nftables {
 
 /// Every element of set `set` in table `table`: `(address, bytes)`, and how
 /// many elements could not be read.
-pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str, read: Read) -> io::Result<(Vec<(IpAddr, u64)>, usize)> {
+pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str) -> io::Result<(Vec<(IpAddr, u64)>, usize)> {
     let seq = socket.next_seq();
-    let kind = match read {
-        Read::Keep => GET_SET_ELEMENTS,
-        Read::AndReset => GET_SET_ELEMENTS_RESET,
-    };
-    let mut request = Builder::new(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
+    let mut request = Builder::new(GET_SET_ELEMENTS, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
     request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
     let (mut counted, mut unreadable) = (Vec::new(), 0);
     socket.exchange(&request.finish(), seq, |message| unreadable += elements::read_elements(message, &mut counted))?;
     Ok((counted, unreadable))
 }
 
-/// The addresses of the elements of `set` whose counters hold bytes (read,
-/// not zeroed).
-pub fn dump_keys_with_bytes(socket: &mut socket::Socket, table: &str, set: &str) -> io::Result<Vec<IpAddr>> {
+/// The bytes of counter object `name` in table `table` (inet), zeroed in
+/// the same step (`NFT_MSG_GETOBJ_RESET`, atomic per counter).
+pub fn take_counter(socket: &mut socket::Socket, table: &str, name: &str) -> io::Result<u64> {
     let seq = socket.next_seq();
-    let mut request = Builder::new(GET_SET_ELEMENTS, NLM_F_REQUEST | NLM_F_DUMP, seq, FAMILY_INET);
-    request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
-    let (mut keys, mut one_message) = (Vec::new(), Vec::new());
-    socket.exchange(&request.finish(), seq, |message| {
-        one_message.clear();
-        elements::read_elements(message, &mut one_message);
-        keys.extend(one_message.iter().filter(|(_, bytes)| *bytes > 0).map(|(ip, _)| *ip));
-    })?;
-    Ok(keys)
-}
-
-/// Elements asked for by key per request: the replies of one request must
-/// fit the socket's receive buffer (each about 100 bytes).
-pub(crate) const KEYS_PER_REQUEST: usize = 256;
-
-/// Reads and zeroes the counters of the elements of `set` with these keys,
-/// each atomically (`NFT_MSG_GETSETELEM_RESET` by key, Linux 6.5+); adds
-/// `(address, bytes)` to `out`. An element that timed out meanwhile is
-/// skipped. By key rather than by dump, because a dump that resets zeroes
-/// the element that did not fit a full message too, and that element's
-/// bytes are lost (seen on Linux 6.18: one element per 32 KiB message).
-pub fn reset_elements(socket: &mut socket::Socket, table: &str, set: &str, keys: &[IpAddr], out: &mut Vec<(IpAddr, u64)>) -> io::Result<()> {
-    let mut rest = keys;
-    while !rest.is_empty() {
-        let batch = &rest[..rest.len().min(KEYS_PER_REQUEST)];
-        let seq = socket.next_seq();
-        let mut request = Builder::new(GET_SET_ELEMENTS_RESET, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
-        request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        let list = request.begin_nest(3); // NFTA_SET_ELEM_LIST_ELEMENTS
-        for ip in batch {
-            let element = request.begin_nest(1); // NFTA_LIST_ELEM
-            let key = request.begin_nest(1); // NFTA_SET_ELEM_KEY
-            match ip {
-                IpAddr::V4(v4) => request.attr(1, &v4.octets()), // NFTA_DATA_VALUE
-                IpAddr::V6(v6) => request.attr(1, &v6.octets()),
-            };
-            request.end_nest(key);
-            request.end_nest(element);
-        }
-        request.end_nest(list);
-        let before = out.len();
-        let answered = socket.exchange(&request.finish(), seq, |message| {
-            elements::read_elements(message, out);
-        });
-        let replied = out.len() - before;
-        match answered {
-            Ok(()) => rest = &rest[batch.len()..],
-            // The kernel stops at an element that is gone: go on after it.
-            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => rest = &rest[(replied + 1).min(rest.len())..],
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-/// The bytes of counter object `name` in table `table` (inet).
-pub fn read_counter(socket: &mut socket::Socket, table: &str, name: &str, read: Read) -> io::Result<u64> {
-    let seq = socket.next_seq();
-    let kind = match read {
-        Read::Keep => GET_OBJECT,
-        Read::AndReset => GET_OBJECT_RESET,
-    };
-    let mut request = Builder::new(kind, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
+    let mut request = Builder::new(GET_OBJECT_RESET, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
     // NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE
     request.attr_str(1, table).attr_str(2, name).attr_u32(3, table::NFT_OBJECT_COUNTER);
     let mut bytes = None;

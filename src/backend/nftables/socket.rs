@@ -11,8 +11,6 @@ use super::netlink::{self, Message, NLMSG_DONE, NLMSG_ERROR};
 const NETLINK_NETFILTER: libc::c_int = 12;
 /// Large enough for the kernel's biggest dump datagram (it fills up to a page or two).
 const RECV_BUF: usize = 64 * 1024;
-/// The socket's receive buffer (the kernel doubles it for its bookkeeping).
-const RECV_BUFFER_BYTES: libc::c_int = 4 << 20;
 /// A kernel that never answers must not hang the harvest for ever. (poll's
 /// timeout is a plain int: no `timeval`, whose width differs between
 /// 32-bit C libraries.)
@@ -32,29 +30,7 @@ impl Socket {
         }
         // SAFETY: a new, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let socket = Socket { fd, seq: 1 };
-        // Room for the replies of one request by key (each its own message
-        // of a few KiB of buffer): a reply the buffer cannot take is dropped
-        // by the kernel after its counter was zeroed. Beyond the usual
-        // limit as root (FORCE), else as much as the system allows.
-        if socket.set_option(libc::SO_RCVBUFFORCE, RECV_BUFFER_BYTES).is_err() {
-            let _ = socket.set_option(libc::SO_RCVBUF, RECV_BUFFER_BYTES);
-        }
-        Ok(socket)
-    }
-
-    fn set_option(&self, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-        // SAFETY: the pointer and length describe a live int.
-        let done = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&raw const value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if done < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        Ok(Socket { fd, seq: 1 })
     }
 
     /// The next sequence number, for a request's header.

@@ -1,9 +1,9 @@
 //! The monitor's own nf_tables table, created over netlink in one batch
 //! (all of it or nothing), never touching any other table: an `inet` table
-//! with four sets of peers with per-element counters (`tx4`, `tx6`, `rx4`,
-//! `rx6`, key = the remote address, elements gone [`Layout::timeout`] after
-//! their last packet), two counter objects (`tx`, `rx`: every counted byte,
-//! whether or not its peer found room in a set), and two base chains:
+//! with sets of peers with per-element counters (per direction and family,
+//! key = the remote address, in [`SHARDS`] shards and two [`Generation`]s),
+//! two counter objects (`tx`, `rx`: the bytes whose peer found no room in a
+//! set), and two base chains:
 //!
 //! - `rx`, hook prerouting, priority INT_MIN: every packet a device hands to
 //!   the stack, before any other table can drop, defragment or rewrite it:
@@ -19,10 +19,20 @@
 //! meta iif 1 return                  (loopback; with -i: meta iifname != "IFX" return)
 //! ip saddr & MASK == NET return      one per skipped block (never counted,
 //! ip6 saddr & MASK == NET return       private, --exclude): they take no room
-//! meta nfproto ipv4 update @rx4 { ip saddr } return
-//! meta nfproto ipv6 update @rx6 { ip6 saddr } return
+//! meta nfproto ipv4 jhash ip saddr mod 32 seed S vmap @rx4_shards
+//! meta nfproto ipv6 jhash ip6 saddr mod 32 seed S vmap @rx6_shards
+//!
+//! chain rx4_7 (one per shard, reached by the jump):
+//! update @rx4_7_a { ip saddr } return      (or @rx4_7_b: the active generation)
 //! counter name "rx"                  only what a full set refused gets here
 //! ```
+//!
+//! Generations: the shard chains feed the sets of one generation while the
+//! other's, which they fed until the last harvest, are read and then made
+//! anew, empty, in the transaction that points the chains at them
+//! ([`swap`]). So no element needs a timeout and no counter is ever reset:
+//! a set holds only what its peers sent in one interval, read once, whole,
+//! after nothing writes to it any more.
 //!
 //! What `nft --debug=netlink` shows for these, encoded by hand. A full set
 //! refuses the update, which ends that rule (`NFT_BREAK`) before its
@@ -31,7 +41,6 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::netlink::{Builder, NLM_F_ACK, NLM_F_REQUEST};
 use super::socket::Socket;
@@ -43,7 +52,9 @@ const GETTABLE: u16 = SUBSYS | 1;
 const DELTABLE: u16 = SUBSYS | 2;
 const NEWCHAIN: u16 = SUBSYS | 3;
 const NEWRULE: u16 = SUBSYS | 6;
+const DELRULE: u16 = SUBSYS | 8;
 const NEWSET: u16 = SUBSYS | 9;
+const DELSET: u16 = SUBSYS | 11;
 const NEWSETELEM: u16 = SUBSYS | 12;
 const NEWOBJ: u16 = SUBSYS | 18;
 const BATCH_BEGIN: u16 = 0x10;
@@ -131,20 +142,49 @@ const DIRECTIONS: [Direction; 2] = [
 /// The counters of refused bytes, by direction (0 tx, 1 rx).
 pub const REFUSED: [&str; 2] = ["tx", "rx"];
 
-/// Every set of peers, `(name, direction)` with direction 0 for tx and 1
-/// for rx: `tx4_0` … `rx6_31`. Each shard's chain has its set's name.
-pub fn sets() -> Vec<(String, usize)> {
+/// The sets the shard chains feed, and the other ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    A,
+    B,
+}
+
+impl Generation {
+    pub fn other(self) -> Generation {
+        match self {
+            Generation::A => Generation::B,
+            Generation::B => Generation::A,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Generation::A => "a",
+            Generation::B => "b",
+        }
+    }
+}
+
+/// Every set of peers of generation `generation`, `(name, direction)` with
+/// direction 0 for tx and 1 for rx: `tx4_0_a` … `rx6_31_a`.
+pub fn sets(generation: Generation) -> Vec<(String, usize)> {
     let mut sets = Vec::with_capacity(4 * SHARDS as usize);
     for (dir, direction) in DIRECTIONS.iter().enumerate() {
         for peers in &direction.peers {
-            sets.extend((0..SHARDS).map(|shard| (shard_name(direction, peers, shard), dir)));
+            sets.extend((0..SHARDS).map(|shard| (set_name(direction, peers, shard, generation), dir)));
         }
     }
     sets
 }
 
+/// The chain of one shard: `tx4_7`.
 fn shard_name(direction: &Direction, peers: &Peers, shard: u32) -> String {
     format!("{}{}_{shard}", direction.name, peers.family)
+}
+
+/// A shard's set in one generation: `tx4_7_a`.
+fn set_name(direction: &Direction, peers: &Peers, shard: u32, generation: Generation) -> String {
+    format!("{}_{}", shard_name(direction, peers, shard), generation.suffix())
 }
 
 /// The verdict map from a peer's hash to its shard's chain.
@@ -155,13 +195,11 @@ fn shard_map(direction: &Direction, peers: &Peers) -> String {
 /// What the table counts and how much room it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// Peers per direction and family: peers beyond it in one
-    /// [`Layout::timeout`] count only in the counters of refused bytes.
-    /// Each shard gets twice its share, so an uneven hash refuses no one
-    /// before the whole is full.
+    /// Peers per direction and family in one interval: peers beyond it
+    /// count only in the counters of refused bytes. Each shard gets a
+    /// quarter more than its share, so the seeded hash's unevenness (about
+    /// 2 % at 100,000 peers) refuses no one before the whole is full.
     pub size: u32,
-    /// An element goes this long after its last packet, making room.
-    pub timeout: Duration,
     /// Remote blocks never counted.
     pub skipped: Vec<Cidr>,
     /// Count only on the device of this name (by name, not index: a PPPoE
@@ -170,9 +208,10 @@ pub struct Layout {
     pub iface: Option<String>,
 }
 
-/// Creates table `name` as `layout` says, in one transaction. With
-/// `replace`, an existing table of that name is deleted in the same
-/// transaction, so packets meet either the old table or the new one.
+/// Creates table `name` as `layout` says, in one transaction, its shard
+/// chains feeding generation A. With `replace`, an existing table of that
+/// name is deleted in the same transaction, so packets meet either the old
+/// table or the new one.
 pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -> io::Result<()> {
     let seq = socket.next_seq();
     let mut messages = Vec::new();
@@ -183,7 +222,6 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     let mut table = Builder::new(NEWTABLE, create, seq, FAMILY_INET);
     table.attr_str(1, name).attr(NFTA_TABLE_USERDATA, owner_note(std::process::id()).as_bytes()); // NFTA_TABLE_NAME
     messages.push(table.finish());
-    let shard_size = (layout.size / SHARDS).saturating_mul(2).max(1024);
     let mut ids = 0;
     let mut next_id = || {
         ids += 1;
@@ -195,9 +233,11 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
         messages.push(new_base_chain(name, direction, seq));
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                let set = shard_name(direction, peers, shard);
-                messages.push(new_set(name, &set, peers, next_id(), shard_size, layout.timeout, seq));
-                messages.push(new_chain(name, &set, seq));
+                for generation in [Generation::A, Generation::B] {
+                    let set = set_name(direction, peers, shard, generation);
+                    messages.push(new_set(name, &set, peers, next_id(), shard_size(layout), seq));
+                }
+                messages.push(new_chain(name, &shard_name(direction, peers, shard), seq));
             }
             let map = shard_map(direction, peers);
             let id = next_id();
@@ -210,9 +250,7 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     for direction in &DIRECTIONS {
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                let set = shard_name(direction, peers, shard);
-                messages.push(update_rule(name, &set, peers, create, seq));
-                messages.push(refused_rule(name, &set, direction, create, seq));
+                messages.extend(shard_rules(name, direction, peers, shard, Generation::A, seq));
             }
         }
     }
@@ -230,6 +268,57 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
         }
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})
+}
+
+/// Points every shard chain of table `name` at generation `to`, whose sets
+/// are made anew, empty, in the same transaction: a packet counts either in
+/// the old generation or in the new one. The old generation's sets are left
+/// as they are, for reading.
+pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, to: Generation) -> io::Result<()> {
+    let seq = socket.next_seq();
+    let mut messages = Vec::new();
+    let mut id = 0;
+    for direction in &DIRECTIONS {
+        for peers in &direction.peers {
+            for shard in 0..SHARDS {
+                let set = set_name(direction, peers, shard, to);
+                id += 1;
+                messages.push(flush_chain(name, &shard_name(direction, peers, shard), seq));
+                messages.push(delete_set(name, &set, seq));
+                messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
+                messages.extend(shard_rules(name, direction, peers, shard, to, seq));
+            }
+        }
+    }
+    socket.exchange(&batch(messages, seq), seq, |_| {})
+}
+
+/// Room in each shard's set: a quarter more than its share of the peers,
+/// and never less than 1024.
+fn shard_size(layout: &Layout) -> u32 {
+    (layout.size / SHARDS).saturating_add(layout.size / SHARDS / 4).max(1024)
+}
+
+/// A shard chain's two rules: count in the set of `generation`, or, if it
+/// is full, in the counter of refused bytes.
+fn shard_rules(table: &str, direction: &Direction, peers: &Peers, shard: u32, generation: Generation, seq: u32) -> [Vec<u8>; 2] {
+    let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
+    let chain = shard_name(direction, peers, shard);
+    let set = set_name(direction, peers, shard, generation);
+    [update_rule(table, &chain, &set, peers, flags, seq), refused_rule(table, &chain, direction, flags, seq)]
+}
+
+/// Deletes every rule of chain `chain`.
+fn flush_chain(table: &str, chain: &str, seq: u32) -> Vec<u8> {
+    let mut rule = Builder::new(DELRULE, NLM_F_REQUEST, seq, FAMILY_INET);
+    rule.attr_str(1, table).attr_str(2, chain); // NFTA_RULE_TABLE, NFTA_RULE_CHAIN; no handle: all of them
+    rule.finish()
+}
+
+fn delete_set(table: &str, name: &str, seq: u32) -> Vec<u8> {
+    let mut set = Builder::new(DELSET, NLM_F_REQUEST, seq, FAMILY_INET);
+    set.attr_str(1, table).attr_str(2, name); // NFTA_SET_TABLE, NFTA_SET_NAME
+    set.finish()
 }
 
 /// A seed for the shard hash, different per table: no sender can aim all
@@ -310,16 +399,16 @@ fn new_counter(table: &str, name: &str, seq: u32) -> Vec<u8> {
     obj.finish()
 }
 
-fn new_set(table: &str, name: &str, peers: &Peers, id: u32, size: u32, timeout: Duration, seq: u32) -> Vec<u8> {
+/// A set of peers with a counter per element, filled from the packet path,
+/// without timeouts: it is emptied by being made anew (see [`swap`]).
+fn new_set(table: &str, name: &str, peers: &Peers, id: u32, size: u32, seq: u32) -> Vec<u8> {
     let mut set = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
-    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     set.attr_str(1, table) // NFTA_SET_TABLE
         .attr_str(2, name) // NFTA_SET_NAME
-        .attr_u32(3, 0x10 | 0x20) // NFTA_SET_FLAGS: NFT_SET_TIMEOUT | NFT_SET_EVAL (updated from the packet path)
+        .attr_u32(3, 0x20) // NFTA_SET_FLAGS: NFT_SET_EVAL (updated from the packet path)
         .attr_u32(4, if peers.len == 4 { 7 } else { 8 }) // NFTA_SET_KEY_TYPE: ipv4_addr / ipv6_addr
         .attr_u32(5, peers.len) // NFTA_SET_KEY_LEN
-        .attr_u32(10, id) // NFTA_SET_ID
-        .attr(11, &timeout_ms.to_be_bytes()); // NFTA_SET_TIMEOUT
+        .attr_u32(10, id); // NFTA_SET_ID
     let desc = set.begin_nest(9); // NFTA_SET_DESC
     set.attr_u32(1, size); // NFTA_SET_DESC_SIZE
     set.end_nest(desc);
@@ -466,8 +555,8 @@ fn refused_rule(table: &str, chain: &str, direction: &Direction, flags: u16, seq
 }
 
 /// In a shard's chain: `update @SET { ADDRESS } return`.
-fn update_rule(table: &str, set: &str, peers: &Peers, flags: u16, seq: u32) -> Vec<u8> {
-    rule(table, set, flags, seq, |r| {
+fn update_rule(table: &str, chain: &str, set: &str, peers: &Peers, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, chain, flags, seq, |r| {
         expression(r, "payload", |e| {
             e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
         });
