@@ -25,7 +25,9 @@ use crate::store::Record;
 
 pub struct Harvester {
     layout: Layout,
-    socket: Option<Socket>,
+    /// The first for everything, all of them for reading sets ([`readers`]);
+    /// none before attach.
+    sockets: Vec<Socket>,
     /// The generation the rules feed.
     active: Generation,
     /// What a crashed run's table held, handed over with the first harvest.
@@ -34,11 +36,11 @@ pub struct Harvester {
 
 impl Harvester {
     pub fn new(layout: Layout) -> Harvester {
-        Harvester { layout, socket: None, active: Generation::A, leftover: Vec::new() }
+        Harvester { layout, sockets: Vec::new(), active: Generation::A, leftover: Vec::new() }
     }
 
-    fn socket(&mut self) -> Result<&mut Socket, String> {
-        self.socket.as_mut().ok_or_else(|| "not attached".to_string())
+    fn sockets(&mut self) -> Result<&mut [Socket], String> {
+        if self.sockets.is_empty() { Err("not attached".to_string()) } else { Ok(&mut self.sockets) }
     }
 
     /// A table of ours left by a run that is gone: read it, then replace
@@ -54,7 +56,7 @@ impl Harvester {
         }
         let who = owner.map_or_else(|| "an unknown program".to_string(), |pid| format!("an earlier run (pid {pid})"));
         let mut leftover = Vec::new();
-        let bytes = read_everything(socket, &mut leftover);
+        let bytes = read_everything(std::slice::from_mut(socket), &mut leftover);
         eprintln!(
             "found table inet {TABLE} left by {who}: the {bytes} bytes it counted after that run's \
              last harvest are counted now, and it is replaced"
@@ -79,7 +81,10 @@ impl Counter for Harvester {
         let replace = self.take_over_stale_table(&mut socket)?;
         table::create(&mut socket, TABLE, &self.layout, replace).map_err(|e| explain(&e))?;
         self.active = Generation::A;
-        self.socket = Some(socket);
+        self.sockets = vec![socket];
+        for _ in 1..readers() {
+            self.sockets.push(open_socket()?);
+        }
         Ok(())
     }
 
@@ -90,10 +95,10 @@ impl Counter for Harvester {
     fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
         let retired = self.active.other();
         let layout = self.layout.clone();
-        let socket = self.socket()?;
-        read_generation(socket, retired, report).map_err(|e| lost_table(&e))?;
-        read_refused(socket, report).map_err(|e| lost_table(&e))?;
-        table::swap(socket, TABLE, &layout, retired).map_err(|e| lost_table(&e))?;
+        let sockets = self.sockets()?;
+        read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
+        read_refused(&mut sockets[0], report).map_err(|e| lost_table(&e))?;
+        table::swap(&mut sockets[0], TABLE, &layout, retired).map_err(|e| lost_table(&e))?;
         self.active = retired;
         report.append(&mut self.leftover);
         Ok(())
@@ -103,24 +108,61 @@ impl Counter for Harvester {
     /// deletes the table.
     fn detach(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
         report.append(&mut self.leftover);
-        let socket = self.socket()?;
-        read_everything(socket, report);
-        table::delete(socket, TABLE).map_err(|e| format!("could not delete table inet {TABLE}: {e}"))
+        let sockets = self.sockets()?;
+        read_everything(sockets, report);
+        table::delete(&mut sockets[0], TABLE).map_err(|e| format!("could not delete table inet {TABLE}: {e}"))
     }
 }
 
-/// Adds the records of every set of `generation` to `report`; returns their bytes.
-fn read_generation(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>) -> io::Result<u64> {
-    let mut bytes = 0;
-    for (set, dir) in table::sets(generation) {
-        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, &set)?;
-        report.reserve(elements.len());
+/// Sets read at once, each by a thread of its own with its own socket: the
+/// kernel fills a dump's messages (about 1.5 µs per element) on the CPU of
+/// the thread that asks, so a harvest of many peers takes its time divided
+/// among the CPUs.
+fn readers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+}
+
+/// Adds the records of every set of `generation` to `report`, the sets
+/// shared among `sockets`; returns their bytes.
+fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut Vec<Record>) -> io::Result<u64> {
+    let sets = table::sets(generation);
+    let n = sockets.len();
+    std::thread::scope(|scope| {
+        let mut readers = Vec::new();
+        // Every n-th set to each socket: the peers of one direction and
+        // family (all of a flood's) are spread over all of them.
+        let mut shares = sockets.iter_mut().enumerate().map(|(i, socket)| (socket, sets.iter().skip(i).step_by(n)));
+        // The first share is read on this thread, the others beside it.
+        let Some((own_socket, own_sets)) = shares.next() else { return Ok(0) };
+        for (socket, share) in shares {
+            let reader = std::thread::Builder::new().stack_size(64 << 10).spawn_scoped(scope, move || read_sets(socket, share));
+            readers.push(reader?);
+        }
+        let mut bytes = read_sets(own_socket, own_sets).map(|(records, bytes)| {
+            report.extend(records);
+            bytes
+        })?;
+        for reader in readers {
+            let (records, more) = reader.join().map_err(|_| io::Error::other("a set reader failed"))??;
+            report.extend(records);
+            bytes += more;
+        }
+        Ok(bytes)
+    })
+}
+
+/// The records of `sets` (`(name, direction)`), and their bytes.
+fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = &'a (String, usize)>) -> io::Result<(Vec<Record>, u64)> {
+    let (mut records, mut bytes) = (Vec::new(), 0);
+    for (set, dir) in sets {
+        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, set)?;
+        records.reserve(elements.len());
         for (ip, n) in elements.into_iter().filter(|(_, n)| *n > 0) {
             bytes += n;
-            report.push(record(dir, ip, n));
+            records.push(record(*dir, ip, n));
         }
     }
-    Ok(bytes)
+    Ok((records, bytes))
 }
 
 /// Adds the bytes the full sets refused since the last read (and zeroes
@@ -139,10 +181,10 @@ fn read_refused(socket: &mut Socket, report: &mut Vec<Record>) -> io::Result<u64
 /// Everything the table holds that no harvest handed over: both
 /// generations and the refused bytes, into `report`; their bytes. What
 /// cannot be read (a table of an older layout) is left out.
-fn read_everything(socket: &mut Socket, report: &mut Vec<Record>) -> u64 {
-    let mut bytes = read_refused(socket, report).unwrap_or(0);
+fn read_everything(sockets: &mut [Socket], report: &mut Vec<Record>) -> u64 {
+    let mut bytes = read_refused(&mut sockets[0], report).unwrap_or(0);
     for generation in [Generation::A, Generation::B] {
-        bytes += read_generation(socket, generation, report).unwrap_or(0);
+        bytes += read_generation(sockets, generation, report).unwrap_or(0);
     }
     bytes
 }
