@@ -93,7 +93,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     };
     store.health().set_up(false);
     let mut out = std::io::stdout().lock();
-    let view = report::View { top: config.top, color: config.color, locator: Some(&locator) };
+    let view = report::View { top: config.top, color: config.color, locator: Some(&locator), json: config.json };
     let _ = report::summary(&mut out, report::Summary::Final, &store.totals_by_volume(), &view, started.elapsed());
     let _ = out.flush();
     outcome?;
@@ -115,7 +115,7 @@ fn print_state_report(config: &Config, locator: &Locator) -> Result<i32, Error> 
     let printed = if config.json {
         state::report::print_json(&mut out, path, &saved, locator, config.top)
     } else {
-        let view = report::View { top: config.top, color: config.color, locator: Some(locator) };
+        let view = report::View { top: config.top, color: config.color, locator: Some(locator), json: false };
         state::report::print(&mut out, path, &saved, &view, sys::unix_now())
     };
     let _ = printed.and_then(|()| out.flush());
@@ -421,7 +421,7 @@ fn wait_unless_stopped(ctx: &Ctx, delay: Duration) -> bool {
 /// SIGUSR1: the totals table as at the end of a run, and counting goes on.
 fn show_totals(ctx: &Ctx) {
     let mut out = std::io::stdout().lock();
-    let view = report::View { top: ctx.config.top, color: ctx.config.color, locator: Some(ctx.locator) };
+    let view = report::View { top: ctx.config.top, color: ctx.config.color, locator: Some(ctx.locator), json: ctx.config.json };
     let _ = report::summary(&mut out, report::Summary::SoFar, &ctx.store.totals_by_volume(), &view, ctx.started.elapsed());
     let _ = out.flush();
 }
@@ -463,7 +463,7 @@ fn on_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
     }
     let mut out = std::io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the counting.
-    let view = report::View { top: ctx.config.top, color: ctx.config.color, locator: Some(ctx.locator) };
+    let view = report::View { top: ctx.config.top, color: ctx.config.color, locator: Some(ctx.locator), json: ctx.config.json };
     let _ = report::interval_table(&mut out, &interval, &view, ctx.started.elapsed());
     let _ = out.flush();
 }

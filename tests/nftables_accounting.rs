@@ -230,3 +230,43 @@ fn without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("-b bpftrace or -b iftop"), "{stderr}");
 }
+
+#[test]
+fn json_lines_give_every_interval_and_the_summary_exactly() {
+    if !lab::require_lab("json_lines_give_every_interval_and_the_summary_exactly") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let monitor = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--json"]);
+    lab.udp_flow(true, "198.51.100.7", 1_200_000);
+    lab.udp_flow(false, "203.0.113.9", 600_000);
+    lab.wait_until_quiet();
+    std::thread::sleep(Duration::from_secs(3)); // two intervals: the flows are in interval lines too
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    // Every line of stdout is one JSON object; nothing else is printed there.
+    let lines: Vec<serde_json::Value> =
+        finished.stdout.iter().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let (intervals, last) = lines.split_at(lines.len() - 1);
+    assert_eq!(last[0]["type"], "summary", "{:?}", last[0]);
+    assert!(intervals.iter().all(|l| l["type"] == "interval"), "{intervals:?}");
+    let truth = lab.truth();
+    let want = |ip: &str, dir: &'static str| truth[&(ip.to_string(), dir)];
+    // Each remote IP's interval bytes add up to its total, and both to the truth.
+    for (ip, dir) in [("198.51.100.7", "tx"), ("203.0.113.9", "rx")] {
+        let field = format!("{dir}_bytes");
+        let in_intervals: u64 = intervals
+            .iter()
+            .flat_map(|l| l["top"].as_array().cloned().unwrap_or_default())
+            .filter(|row| row["remote_ip"] == ip)
+            .map(|row| row[&field].as_u64().expect("a byte count"))
+            .sum();
+        let in_summary = last[0]["top"].as_array().expect("top").iter().find(|row| row["remote_ip"] == ip).expect("in the summary")[&field]
+            .as_u64()
+            .expect("a byte count");
+        println!("{ip} {dir}: nftables {}, intervals {in_intervals}, summary {in_summary}", want(ip, dir));
+        assert_eq!((in_intervals, in_summary), (want(ip, dir), want(ip, dir)), "{ip} {dir}");
+    }
+    let summed: u64 = intervals.iter().map(|l| l["tx_bytes"].as_u64().expect("tx_bytes")).sum();
+    assert_eq!(summed, last[0]["tx_bytes"].as_u64().expect("tx_bytes"), "the intervals' TX adds up to the summary's");
+}

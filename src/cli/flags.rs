@@ -151,7 +151,8 @@ pub const FLAGS: &[Flag] = &[
         group: Group::Prometheus,
         doc: "Cap on remote IPs held in memory (about 75 bytes each). Past it the quietest \
               unexported IPs are folded into the unexported counters: no byte is lost. \
-              nftables: also the room of each kernel set (peers per direction and family).",
+              nftables: also the room of the kernel's sets (peers per direction and family in \
+              one interval).",
     },
     Flag {
         short: None,
@@ -195,8 +196,9 @@ pub const FLAGS: &[Flag] = &[
         long: "json",
         value: None,
         default: None,
-        group: Group::State,
-        doc: "With --report: one JSON document instead of the table (fields in docs/STATE.md).",
+        group: Group::Console,
+        doc: "JSON for scripts instead of tables: one JSON object per line, per interval and for \
+              the summary (docs/JSON.md); a state report as one document (docs/STATE.md).",
     },
     Flag {
         short: Some('g'),

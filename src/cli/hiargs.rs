@@ -54,7 +54,8 @@ pub struct Config {
     /// `--state`: where the totals are kept across runs, and how often saved.
     pub state: Option<PathBuf>,
     pub save_interval: Duration,
-    /// `--report`: print what the state holds and exit; `--json`: as JSON.
+    /// `--report`: print what the state holds and exit. `--json`: JSON
+    /// lines instead of the console's tables, or the report as JSON.
     pub report: bool,
     pub json: bool,
     /// `--billing-day`: the first day of each billing period.
@@ -98,9 +99,6 @@ impl Config {
         };
         if low.report && low.state.is_none() {
             return Err(Error::usage("--report reads a state file: give it with --state PATH"));
-        }
-        if low.json && !low.report {
-            return Err(Error::usage("--json goes with --report (a counting run prints tables)"));
         }
         let duration = low.duration.unwrap_or(DEFAULT_DURATION);
         let listen = match (low.prometheus_port, low.listen) {

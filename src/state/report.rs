@@ -8,7 +8,8 @@ use std::path::Path;
 
 use super::State;
 use crate::location::Locator;
-use crate::report::{self, View};
+use crate::report::{self, View, json};
+use json::string;
 use crate::store::Row;
 use crate::store::Traffic;
 
@@ -55,42 +56,13 @@ pub fn print_json(out: &mut impl Write, path: &Path, state: &State, locator: &Lo
         s.ips.len()
     );
     for (i, row) in rows(state).iter().take(top).enumerate() {
-        let labels = locator.lookup_uncached(row.ip);
-        let t = &row.traffic;
-        let (pid, process) = t.owner.map_or(("null".to_string(), "null".to_string()), |o| (o.pid.to_string(), string(&o.comm.display())));
-        let _ = write!(
-            json,
-            "{}{{\"remote_ip\":\"{}\",\"tx_bytes\":{},\"rx_bytes\":{},\"country\":{},\"province\":{},\"city\":{},\"isp\":{},\"pid\":{pid},\"process\":{process}}}",
-            if i == 0 { "" } else { "," },
-            row.ip,
-            t.tx,
-            t.rx,
-            string(labels.country()),
-            string(labels.province()),
-            string(labels.city()),
-            string(labels.isp())
-        );
+        json.push_str(if i == 0 { "{" } else { ",{" });
+        let _ = write!(json, "\"remote_ip\":\"{}\",\"tx_bytes\":{},\"rx_bytes\":{}", row.ip, row.traffic.tx, row.traffic.rx);
+        json::about(&mut json, row, Some(locator));
+        json.push('}');
     }
     json.push_str("]}\n");
     out.write_all(json.as_bytes())
-}
-
-/// A JSON string: quotes, backslashes and control characters escaped.
-fn string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -117,8 +89,4 @@ mod tests {
         assert_eq!(rows(&state)[0].ip, ip("198.51.100.7"), "busiest first");
     }
 
-    #[test]
-    fn json_strings_escape_what_json_requires() {
-        assert_eq!(string("a\"b\\c\n\u{1}中"), "\"a\\\"b\\\\c\\u000a\\u0001中\"");
-    }
 }

@@ -1,7 +1,10 @@
 //! The console: one table per report with the busiest remote IPs of that
 //! interval, and the summary of totals at the end. Sizes in binary units
 //! (KiB, MiB, ...); the summary also gives exact byte counts, since
-//! precision is the point. Bold headers only on a terminal.
+//! precision is the point. Bold headers only on a terminal. With `--json`
+//! the same reports are JSON lines ([`json`]).
+
+pub mod json;
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,6 +20,8 @@ pub struct View<'a> {
     pub color: bool,
     /// Adds a LOCATION column when databases are configured.
     pub locator: Option<&'a Locator>,
+    /// JSON lines instead of tables (`--json`).
+    pub json: bool,
 }
 
 impl View<'_> {
@@ -130,6 +135,9 @@ fn table(out: &mut impl Write, rows: &[Row], of: usize, view: &View, columns: Co
 
 /// The table printed after every report.
 pub fn interval_table(out: &mut impl Write, interval: &Interval, view: &View, elapsed: Duration) -> std::io::Result<()> {
+    if view.json {
+        return json::interval(out, interval, view, elapsed);
+    }
     let folded = match interval.folded_ips {
         0 => String::new(),
         n => format!(" ({n} folded by --max-ips)"),
@@ -159,6 +167,9 @@ pub enum Summary {
 
 /// Totals per remote IP with exact byte counts.
 pub fn summary(out: &mut impl Write, which: Summary, rows: &[Row], view: &View, elapsed: Duration) -> std::io::Result<()> {
+    if view.json {
+        return json::summary(out, which, rows, view, elapsed);
+    }
     let (tx, rx) = rows.iter().fold((0, 0), |(tx, rx), r| (tx + r.traffic.tx, rx + r.traffic.rx));
     let title = match which {
         Summary::Final => "Summary",
@@ -223,18 +234,18 @@ mod tests {
         let rows = vec![row("198.51.100.7", 3_000_000, 10), row("2001:db8::2", 5, 5)];
         let mut out = Vec::new();
         let interval = Interval { rows: rows[..1].to_vec(), active: 2, tx: 3_000_005, rx: 15, tracked: 2, folded_ips: 0 };
-        interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None }, Duration::from_secs(2)).unwrap();
+        interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None, json: false }, Duration::from_secs(2)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("198.51.100.7") && text.contains("2.9 MiB") && text.contains("curl"), "{text}");
         assert!(!text.contains("2001:db8::2") && text.contains("1 more"), "{text}");
         assert!(!text.contains('\x1b'), "no colour off a terminal");
         let mut out = Vec::new();
         let interval = Interval { rows: rows[..1].to_vec(), active: 2, tx: 3_000_005, rx: 15, tracked: 2, folded_ips: 7 };
-        interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None }, Duration::from_secs(2)).unwrap();
+        interval_table(&mut out, &interval, &View { top: 1, color: false, locator: None, json: false }, Duration::from_secs(2)).unwrap();
         assert!(String::from_utf8(out).unwrap().contains("2 tracked remote IPs (7 folded by --max-ips)"));
 
         let mut out = Vec::new();
-        summary(&mut out, Summary::Final, &rows, &View { top: 10, color: false, locator: None }, Duration::from_secs(30)).unwrap();
+        summary(&mut out, Summary::Final, &rows, &View { top: 10, color: false, locator: None, json: false }, Duration::from_secs(30)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("3000000") && text.contains("2001:db8::2") && text.contains("(3000005 bytes)"), "{text}");
     }
