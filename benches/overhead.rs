@@ -83,6 +83,7 @@ fn main() {
         Some("--udp-flood") => return udp_flood(&args[2]),
         Some("--udp-sink") => return udp_sink(),
         Some("--harvest") => return harvest_time(),
+        Some("--memory") => return memory_table(&product_binary(), "nftables"),
         _ => {}
     }
     if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {

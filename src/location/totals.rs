@@ -39,7 +39,7 @@ impl Ledger {
     /// one instant (under the ledger's lock, so no IP is between the two).
     pub fn places(&self, store: &Store, locator: &Locator) -> Vec<PlaceTotals> {
         let mut retired = self.lock();
-        let by_ip = store.by_ip();
+        let by_ip = if locator.is_empty() { store.by_ip_in_one() } else { store.by_ip() };
         add_all(&mut retired, &by_ip.retired, locator, Lookup::Once);
         let mut places = retired.clone();
         drop(retired);

@@ -8,17 +8,21 @@
 //! by one tab (→ below):
 //!
 //! ```text
-//! ip_traffic_monitor_cli state → 1
+//! ip_traffic_monitor_cli state → 2
 //! saved → 1764422400
 //! unexported → TX → RX
 //! unkeyed → TX → RX
 //! folded → IPS → SERIES
 //! period → START → END → TX → RX
 //! previous → START → END → TX → RX
-//! ip → ADDRESS → TX → RX → BASE_TX|- → BASE_RX|- → PID|- → COMM_HEX|-
+//! previous_ip → ADDRESS → TX → RX          (the busiest of the period above)
+//! ip → ADDRESS → TX → RX → PERIOD_TX → PERIOD_RX → BASE_TX|- → BASE_RX|- → PID|- → COMM_HEX|-
 //! place → COUNTRY → PROVINCE → CITY → ISP → TX → RX
 //! end → LINES → FNV1A64_HEX
 //! ```
+//!
+//! Version 1 (before per-IP period bytes) is read too: its `ip` lines lack
+//! the two period fields, and it has no `previous_ip` lines.
 
 pub mod file;
 pub mod report;
@@ -27,11 +31,13 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::location::Labels;
-use crate::store::{Comm, Owner, Period, Saved, SavedIp};
+use crate::store::{Comm, Owner, PastPeriod, Period, PeriodIp, Saved, SavedIp};
 
 /// The first line: what the file is, and which version of the format.
 const MAGIC: &str = "ip_traffic_monitor_cli state";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Versions this monitor reads.
+const READS: [&str; 2] = ["1", "2"];
 
 /// Everything a restart needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,13 +60,18 @@ impl State {
         let _ = writeln!(out, "folded\t{}\t{}", s.folded_ips, s.evicted_series);
         let p = s.period;
         let _ = writeln!(out, "period\t{}\t{}\t{}\t{}", p.start, p.end, p.tx, p.rx);
-        for p in &s.previous {
+        for past in &s.previous {
+            let p = past.period;
             let _ = writeln!(out, "previous\t{}\t{}\t{}\t{}", p.start, p.end, p.tx, p.rx);
+            for ip in &past.top {
+                let _ = writeln!(out, "previous_ip\t{}\t{}\t{}", ip.ip, ip.tx, ip.rx);
+            }
         }
         for ip in &s.ips {
             let (base_tx, base_rx) = ip.base.map_or(("-".into(), "-".into()), |(t, r)| (t.to_string(), r.to_string()));
             let (pid, comm) = ip.owner.map_or(("-".into(), "-".into()), |o| (o.pid.to_string(), hex(o.comm.as_bytes())));
-            let _ = writeln!(out, "ip\t{}\t{}\t{}\t{base_tx}\t{base_rx}\t{pid}\t{comm}", ip.ip, ip.tx, ip.rx);
+            let (ptx, prx) = ip.period;
+            let _ = writeln!(out, "ip\t{}\t{}\t{}\t{ptx}\t{prx}\t{base_tx}\t{base_rx}\t{pid}\t{comm}", ip.ip, ip.tx, ip.rx);
         }
         for (labels, tx, rx) in &self.places {
             let [country, province, city, isp] =
@@ -78,13 +89,13 @@ impl State {
         let body_end = text.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
         let (body, last) = text.split_at(body_end);
         let first = body.lines().next().unwrap_or(last);
-        match first.split_once('\t') {
-            Some((MAGIC, version)) if version == VERSION.to_string() => {}
+        let version = match first.split_once('\t') {
+            Some((MAGIC, version)) if READS.contains(&version) => version,
             Some((MAGIC, version)) => {
-                return Err(format!("it is format version {version}; this monitor reads version {VERSION}"));
+                return Err(format!("it is format version {version}; this monitor reads versions {}", READS.join(" and ")));
             }
             _ => return Err("it is not a state file of ip_traffic_monitor_cli".into()),
-        }
+        };
         let end: Vec<&str> = last.trim_end_matches('\n').split('\t').collect();
         let complete = match end[..] {
             ["end", lines, sum] => {
@@ -98,46 +109,66 @@ impl State {
         }
         let mut state = State::default();
         for (n, line) in body.lines().enumerate().skip(1) {
-            read_line(line, &mut state).map_err(|what| format!("line {}: {what}", n + 1))?;
+            read_line(line, version, &mut state).map_err(|what| format!("line {}: {what}", n + 1))?;
         }
         Ok(state)
     }
 }
 
-fn read_line(line: &str, state: &mut State) -> Result<(), String> {
+fn read_line(line: &str, version: &str, state: &mut State) -> Result<(), String> {
     let fields: Vec<&str> = line.split('\t').collect();
     let s = &mut state.store;
-    match fields[..] {
-        ["saved", at] => state.saved_at = number(at)?,
-        ["unexported", tx, rx] => s.unexported = (number(tx)?, number(rx)?),
-        ["unkeyed", tx, rx] => s.unkeyed = (number(tx)?, number(rx)?),
-        ["folded", ips, series] => (s.folded_ips, s.evicted_series) = (number(ips)?, number(series)?),
-        ["period", start, end, tx, rx] => s.period = period(start, end, tx, rx)?,
-        ["previous", start, end, tx, rx] => s.previous.push(period(start, end, tx, rx)?),
-        ["ip", ip, tx, rx, base_tx, base_rx, pid, comm] => {
-            let ip: IpAddr = ip.parse().map_err(|_| format!("'{ip}' is not an address"))?;
-            let base = match (base_tx, base_rx) {
-                ("-", "-") => None,
-                (t, r) => Some((number(t)?, number(r)?)),
-            };
-            let (tx, rx) = (number(tx)?, number(rx)?);
-            // A series starts from totals the IP had: never more than it has.
-            if base.is_some_and(|(t, r)| t > tx || r > rx) {
-                return Err(format!("{ip}'s series would start above its totals"));
-            }
-            let owner = match (pid, comm) {
-                ("-", "-") => None,
-                (p, c) => Some(Owner { pid: u32::try_from(number(p)?).map_err(|_| "a PID too large")?, comm: Comm::new(&unhex(c)?) }),
-            };
-            s.ips.push(SavedIp { ip, tx, rx, base, owner });
+    match (version, &fields[..]) {
+        (_, ["saved", at]) => state.saved_at = number(at)?,
+        (_, ["unexported", tx, rx]) => s.unexported = (number(tx)?, number(rx)?),
+        (_, ["unkeyed", tx, rx]) => s.unkeyed = (number(tx)?, number(rx)?),
+        (_, ["folded", ips, series]) => (s.folded_ips, s.evicted_series) = (number(ips)?, number(series)?),
+        (_, ["period", start, end, tx, rx]) => s.period = period(start, end, tx, rx)?,
+        (_, ["previous", start, end, tx, rx]) => s.previous.push(PastPeriod { period: period(start, end, tx, rx)?, top: Vec::new() }),
+        ("2", ["previous_ip", ip, tx, rx]) => {
+            let past = s.previous.last_mut().ok_or("an IP of a past period before any past period")?;
+            past.top.push(PeriodIp { ip: address(ip)?, tx: number(tx)?, rx: number(rx)? });
         }
-        ["place", country, province, city, isp, tx, rx] => {
+        ("2", ["ip", ip, tx, rx, period_tx, period_rx, base_tx, base_rx, pid, comm]) => {
+            let period = (number(period_tx)?, number(period_rx)?);
+            s.ips.push(saved_ip(ip, tx, rx, period, base_tx, base_rx, pid, comm)?);
+        }
+        ("1", ["ip", ip, tx, rx, base_tx, base_rx, pid, comm]) => s.ips.push(saved_ip(ip, tx, rx, (0, 0), base_tx, base_rx, pid, comm)?),
+        (_, ["place", country, province, city, isp, tx, rx]) => {
             let labels = Labels { country: unescape(country)?, province: unescape(province)?, city: unescape(city)?, isp: unescape(isp)? };
             state.places.push((labels, number(tx)?, number(rx)?));
         }
-        _ => return Err(format!("'{}' is not a record of version {VERSION}", fields[0])),
+        _ => return Err(format!("'{}' is not a record of version {version}", fields[0])),
     }
     Ok(())
+}
+
+/// An `ip` line's fields, checked: a series and a period hold no more
+/// than the IP's totals.
+#[allow(clippy::too_many_arguments)]
+fn saved_ip(ip: &str, tx: &str, rx: &str, period: (u64, u64), base_tx: &str, base_rx: &str, pid: &str, comm: &str) -> Result<SavedIp, String> {
+    let ip = address(ip)?;
+    let base = match (base_tx, base_rx) {
+        ("-", "-") => None,
+        (t, r) => Some((number(t)?, number(r)?)),
+    };
+    let (tx, rx) = (number(tx)?, number(rx)?);
+    // A series starts from totals the IP had: never more than it has.
+    if base.is_some_and(|(t, r)| t > tx || r > rx) {
+        return Err(format!("{ip}'s series would start above its totals"));
+    }
+    if period.0 > tx || period.1 > rx {
+        return Err(format!("{ip} has more bytes in the billing period than in all"));
+    }
+    let owner = match (pid, comm) {
+        ("-", "-") => None,
+        (p, c) => Some(Owner { pid: u32::try_from(number(p)?).map_err(|_| "a PID too large")?, comm: Comm::new(&unhex(c)?) }),
+    };
+    Ok(SavedIp { ip, tx, rx, period, base, owner })
+}
+
+fn address(text: &str) -> Result<IpAddr, String> {
+    text.parse().map_err(|_| format!("'{text}' is not an address"))
 }
 
 fn period(start: &str, end: &str, tx: &str, rx: &str) -> Result<Period, String> {
@@ -221,15 +252,21 @@ mod tests {
             saved_at: 1_764_422_400,
             store: Saved {
                 ips: vec![
-                    SavedIp { ip: ip("198.51.100.7"), tx: 3_000_000, rx: 20_000, base: Some((100, 7)), owner: Some(Owner { pid: 42, comm: Comm::new(b"curl\tx\n") }) },
-                    SavedIp { ip: ip("2001:db8::2"), tx: 0, rx: 900, base: None, owner: None },
+                    SavedIp { ip: ip("198.51.100.7"), tx: 3_000_000, rx: 20_000, period: (2_000, 20), base: Some((100, 7)), owner: Some(Owner { pid: 42, comm: Comm::new(b"curl\tx\n") }) },
+                    SavedIp { ip: ip("2001:db8::2"), tx: 0, rx: 900, period: (0, 900), base: None, owner: None },
                 ],
                 unexported: (1_234, 5_678),
                 unkeyed: (11, 22),
                 folded_ips: 3,
                 evicted_series: 1,
                 period: Period { start: 1_764_547_200, end: 1_767_225_600, tx: 9_000, rx: 8_000 },
-                previous: vec![Period { start: 1_761_955_200, end: 1_764_547_200, tx: 1, rx: 2 }],
+                previous: vec![
+                    PastPeriod {
+                        period: Period { start: 1_761_955_200, end: 1_764_547_200, tx: 1, rx: 2 },
+                        top: vec![PeriodIp { ip: ip("198.51.100.9"), tx: 1, rx: 1 }],
+                    },
+                    PastPeriod { period: Period { start: 1_764_547_200, end: 1_764_547_200, tx: 0, rx: 0 }, top: vec![] },
+                ],
             },
             places: vec![
                 (Labels { country: Some("中国".into()), province: Some("广东\t省".into()), city: None, isp: Some("-电信\\".into()) }, 10, 20),
@@ -242,8 +279,22 @@ mod tests {
     fn a_state_reads_back_as_it_was_written() {
         let state = sample();
         let text = state.to_text();
-        assert!(text.starts_with("ip_traffic_monitor_cli state\t1\n"), "{text}");
+        assert!(text.starts_with("ip_traffic_monitor_cli state\t2\n"), "{text}");
         assert_eq!(State::from_text(&text), Ok(state));
+    }
+
+    /// A file of version 1 (before per-IP period bytes) is read, those bytes 0.
+    #[test]
+    fn a_version_1_file_is_read_with_no_period_bytes_per_ip() {
+        let v1 = "ip_traffic_monitor_cli state\t1\nsaved\t5\nperiod\t0\t10\t7\t8\nprevious\t-10\t0\t1\t2\n\
+                  ip\t198.51.100.7\t300\t20\t100\t7\t42\t6375726c\n";
+        let text = format!("{v1}end\t{}\t{:016x}\n", v1.lines().count(), fnv1a64(v1.as_bytes()));
+        let state = State::from_text(&text).expect("version 1 reads");
+        let ip = state.store.ips[0];
+        assert_eq!((ip.tx, ip.rx, ip.period, ip.base, ip.owner.map(|o| o.pid)), (300, 20, (0, 0), Some((100, 7)), Some(42)));
+        assert_eq!(state.store.previous[0].period.tx, 1);
+        let with_v2_line = text.replace("ip\t198.51.100.7\t300\t20\t100", "previous_ip\t198.51.100.7\t1\t1\nip\t198.51.100.7\t300\t20\t100");
+        assert!(State::from_text(&with_v2_line).is_err(), "a version 2 record in a version 1 file");
     }
 
     /// Cut anywhere, or one byte changed anywhere: refused, with a reason.
@@ -276,12 +327,15 @@ mod tests {
         let mut state = sample();
         state.store.period.end = state.store.period.start - 1;
         assert!(State::from_text(&state.to_text()).unwrap_err().contains("before it starts"));
+        let mut state = sample();
+        state.store.ips[1].period.1 = state.store.ips[1].rx + 1;
+        assert!(State::from_text(&state.to_text()).unwrap_err().contains("more bytes in the billing period"));
     }
 
     #[test]
     fn another_version_or_format_says_so() {
-        let text = sample().to_text().replacen("state\t1", "state\t2", 1);
-        assert!(State::from_text(&text).unwrap_err().contains("version 2"));
+        let text = sample().to_text().replacen("state\t2", "state\t3", 1);
+        assert!(State::from_text(&text).unwrap_err().contains("version 3"));
         for foreign in ["{\"json\": true}\n", "", "\n\n", "\u{0}\u{1}binary"] {
             assert!(State::from_text(foreign).unwrap_err().contains("not a state file"), "{foreign:?}");
         }

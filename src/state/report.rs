@@ -32,7 +32,7 @@ fn rows(state: &State) -> Vec<Row> {
             traffic: Traffic { tx: ip.tx, rx: ip.rx, owner: ip.owner, export_base: ip.base, ..Traffic::default() },
         })
         .collect();
-    rows.sort_by(|a, b| (b.traffic.tx + b.traffic.rx).cmp(&(a.traffic.tx + a.traffic.rx)).then(a.ip.cmp(&b.ip)));
+    crate::store::sort_busiest_first(&mut rows);
     rows
 }
 
@@ -77,8 +77,8 @@ mod tests {
             store: Saved {
                 ips: vec![
                     // 1,000 bytes before its series began, in the unexported sums.
-                    SavedIp { ip: ip("198.51.100.7"), tx: 5_000, rx: 10, base: Some((1_000, 10)), owner: None },
-                    SavedIp { ip: ip("2001:db8::2"), tx: 30, rx: 40, base: None, owner: None },
+                    SavedIp { ip: ip("198.51.100.7"), tx: 5_000, rx: 10, period: (0, 0), base: Some((1_000, 10)), owner: None },
+                    SavedIp { ip: ip("2001:db8::2"), tx: 30, rx: 40, period: (0, 0), base: None, owner: None },
                 ],
                 unexported: (1_030, 50),
                 ..Saved::default()

@@ -17,6 +17,7 @@
 //! The backend's health is beside the totals, in [`Health`].
 
 mod health;
+mod ips;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use std::time::SystemTime;
 pub use health::{Health, HealthState};
 
 use crate::period::Periods;
+use ips::Ips;
 
 /// A process command name as the kernel keeps it (at most 15 bytes), stored
 /// inline so that recording an owner never allocates.
@@ -150,15 +152,18 @@ impl Key {
     }
 }
 
-/// What the table holds per remote IP: 40 bytes (56 with its key), so that
-/// 100,000 IPs take about 7 MiB. The owner and the export base live beside
+/// What the table holds per remote IP: 56 bytes (72 with its key), so that
+/// 100,000 IPs take about 9 MiB. The owner and the export base live beside
 /// it, for the few IPs that have them.
 #[derive(Clone, Copy, Default)]
-struct Entry {
+pub(super) struct Entry {
     tx: u64,
     rx: u64,
     interval_tx: u64,
     interval_rx: u64,
+    /// Since the billing period began (or since the IP came, if later).
+    period_tx: u64,
+    period_rx: u64,
     /// The report that last brought it bytes (reports fit 32 bits for 136
     /// years at one a second; the count saturates beyond).
     last_seen: u32,
@@ -168,7 +173,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Totals {
-    ips: HashMap<Key, Entry>,
+    ips: Ips,
     /// The local process last seen talking to an IP, for those it is known of.
     owners: HashMap<Key, Owner>,
     /// For exported IPs: the totals they had before their series began.
@@ -195,7 +200,7 @@ struct Totals {
     keep_retired: bool,
     /// This billing period's host totals, and the last ones' (oldest first).
     period: Period,
-    previous: Vec<Period>,
+    previous: Vec<PastPeriod>,
 }
 
 impl Totals {
@@ -293,8 +298,36 @@ pub struct Period {
     pub rx: u64,
 }
 
-/// Past periods kept (their host totals).
+/// Past periods kept (their host totals and busiest IPs).
 pub const PREVIOUS_PERIODS: usize = 12;
+/// The busiest IPs kept of each past period.
+pub const PERIOD_TOP: usize = 100;
+
+/// A billing period that is over: its host totals and its busiest IPs
+/// (those tracked when it ended), busiest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PastPeriod {
+    pub period: Period,
+    pub top: Vec<PeriodIp>,
+}
+
+/// One IP's bytes in one billing period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeriodIp {
+    pub ip: IpAddr,
+    pub tx: u64,
+    pub rx: u64,
+}
+
+/// The `PERIOD_TOP` busiest of `ips` (with any bytes), busiest first, by
+/// address on a tie.
+pub fn busiest(mut ips: Vec<PeriodIp>) -> Vec<PeriodIp> {
+    ips.retain(|p| p.tx + p.rx > 0);
+    // Once a period: a whole sort is fast enough, and small in the binary.
+    ips.sort_unstable_by(|a, b| (b.tx + b.rx).cmp(&(a.tx + a.rx)).then(a.ip.cmp(&b.ip)));
+    ips.truncate(PERIOD_TOP);
+    ips
+}
 
 /// What a restart needs of the store (`--state`): every tracked IP with its
 /// totals, export base and owner, and the sums beside them.
@@ -307,15 +340,17 @@ pub struct Saved {
     pub evicted_series: u64,
     /// The billing period in progress, and the ones before it (oldest first).
     pub period: Period,
-    pub previous: Vec<Period>,
+    pub previous: Vec<PastPeriod>,
 }
 
-/// One tracked IP as saved: `base` is `Some` for an IP with its own series.
+/// One tracked IP as saved: `base` is `Some` for an IP with its own series;
+/// `period` its bytes in the billing period in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SavedIp {
     pub ip: IpAddr,
     pub tx: u64,
     pub rx: u64,
+    pub period: (u64, u64),
     pub base: Option<(u64, u64)>,
     pub owner: Option<Owner>,
 }
@@ -380,9 +415,13 @@ impl Store {
         let Some(periods) = &self.periods else { return };
         while now >= totals.period.end {
             let done = totals.period;
-            totals.previous.push(done);
+            let ips = totals.ips.iter().map(|(key, e)| PeriodIp { ip: key.ip(), tx: e.period_tx, rx: e.period_rx }).collect();
+            totals.previous.push(PastPeriod { period: done, top: busiest(ips) });
             if totals.previous.len() > PREVIOUS_PERIODS {
                 totals.previous.remove(0);
+            }
+            for entry in totals.ips.values_mut() {
+                (entry.period_tx, entry.period_rx) = (0, 0);
             }
             totals.period = Period { start: done.end, end: periods.after(done.end), tx: 0, rx: 0 };
         }
@@ -422,7 +461,7 @@ impl Store {
                     // An owner never makes room: it waits for its IP's bytes.
                     let key = Key::from(ip);
                     if totals.ips.contains_key(&key) || totals.ips.len() < self.max_ips {
-                        totals.ips.entry(key).or_default();
+                        totals.ips.slot(key);
                         totals.owners.insert(key, **owner);
                     }
                 }
@@ -451,17 +490,19 @@ impl Store {
             Direction::Tx => totals.period.tx += bytes,
             Direction::Rx => totals.period.rx += bytes,
         }
-        let t = totals.ips.entry(key).or_default();
+        let t = totals.ips.slot(key);
         t.last_seen = report;
         let (tx_before, rx_before) = (t.tx, t.rx);
         match direction {
             Direction::Tx => {
                 t.tx += bytes;
                 t.interval_tx += bytes;
+                t.period_tx += bytes;
             }
             Direction::Rx => {
                 t.rx += bytes;
                 t.interval_rx += bytes;
+                t.period_rx += bytes;
             }
         }
         if !t.exported && t.tx + t.rx > self.export_threshold {
@@ -543,7 +584,7 @@ impl Store {
         let mut interval = Interval { tracked: totals.ips.len(), folded_ips: totals.folded_ips, ..Interval::default() };
         // The `top` largest (volume, then lowest address), in a min-heap.
         let mut busiest = BinaryHeap::with_capacity(top.saturating_add(1).min(1 << 16));
-        for (key, t) in &totals.ips {
+        for (key, t) in totals.ips.iter() {
             let volume = t.interval_tx + t.interval_rx;
             if volume == 0 {
                 continue;
@@ -614,6 +655,17 @@ impl Store {
         }
     }
 
+    /// As [`Store::by_ip`], with the tracked IPs' totals summed into one row
+    /// on the unspecified address: for a locator without databases, to which
+    /// every IP is the same place (a render then copies no IP: 4 MB fewer at
+    /// 100,000 tracked IPs).
+    pub fn by_ip_in_one(&self) -> ByIp {
+        let mut totals = self.lock();
+        let (tx, rx) = totals.ips.values().fold((0, 0), |(tx, rx), t| (tx + t.tx, rx + t.rx));
+        let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        ByIp { tracked: vec![(unspecified, tx, rx)], retired: std::mem::take(&mut totals.retiring), unkeyed: totals.unkeyed }
+    }
+
     /// The IPs evicted since the last call (or [`Store::by_ip`]): `(ip, tx, rx)`.
     pub fn take_retired(&self) -> Vec<(IpAddr, u64, u64)> {
         std::mem::take(&mut self.lock().retiring)
@@ -630,7 +682,7 @@ impl Store {
             .iter()
             .map(|(key, e)| {
                 let t = totals.traffic(key, e);
-                SavedIp { ip: key.ip(), tx: t.tx, rx: t.rx, base: t.export_base, owner: t.owner }
+                SavedIp { ip: key.ip(), tx: t.tx, rx: t.rx, period: (e.period_tx, e.period_rx), base: t.export_base, owner: t.owner }
             })
             .collect();
         drop(totals);
@@ -653,11 +705,13 @@ impl Store {
         totals.evicted_series += saved.evicted_series;
         // The saved period goes on if it is the one in force; else it is over.
         totals.previous = saved.previous.clone();
-        if saved.period.start == totals.period.start {
+        let goes_on = saved.period.start == totals.period.start;
+        if goes_on {
             totals.period.tx += saved.period.tx;
             totals.period.rx += saved.period.rx;
         } else if saved.period.end > saved.period.start {
-            totals.previous.push(saved.period);
+            let ips = saved.ips.iter().map(|ip| PeriodIp { ip: ip.ip, tx: ip.period.0, rx: ip.period.1 }).collect();
+            totals.previous.push(PastPeriod { period: saved.period, top: busiest(ips) });
         }
         let excess = totals.previous.len().saturating_sub(PREVIOUS_PERIODS);
         totals.previous.drain(..excess);
@@ -673,7 +727,8 @@ impl Store {
                 continue;
             }
             let key = Key::from(ip.ip);
-            let entry = Entry { tx: ip.tx, rx: ip.rx, exported: ip.base.is_some(), ..Entry::default() };
+            let (period_tx, period_rx) = if goes_on { ip.period } else { (0, 0) };
+            let entry = Entry { tx: ip.tx, rx: ip.rx, period_tx, period_rx, exported: ip.base.is_some(), ..Entry::default() };
             totals.ips.insert(key, entry);
             if let Some(base) = ip.base {
                 totals.bases.insert(key, base);
@@ -694,12 +749,15 @@ impl Store {
             .map(|(key, e)| Row { ip: key.ip(), traffic: totals.traffic(key, e) })
             .collect();
         drop(totals);
-        rows.sort_by(|a, b| {
-            let key = |r: &Row| r.traffic.tx + r.traffic.rx;
-            key(b).cmp(&key(a)).then(a.ip.cmp(&b.ip))
-        });
+        sort_busiest_first(&mut rows);
         rows
     }
+}
+
+/// Rows by total traffic, busiest first, by address on a tie.
+pub fn sort_busiest_first(rows: &mut [Row]) {
+    let volume = |r: &Row| r.traffic.tx + r.traffic.rx;
+    rows.sort_unstable_by(|a, b| volume(b).cmp(&volume(a)).then(a.ip.cmp(&b.ip)));
 }
 
 /// A report number as an entry keeps it.
@@ -718,8 +776,8 @@ mod tests {
     /// What 100,000 tracked IPs cost is this times about 1.3 (the hash
     /// table's spare room), on 64-bit and 32-bit targets alike.
     #[test]
-    fn an_entry_with_its_key_takes_56_bytes() {
-        assert_eq!(std::mem::size_of::<(Key, Entry)>(), 56);
+    fn an_entry_with_its_key_takes_72_bytes() {
+        assert_eq!(std::mem::size_of::<(Key, Entry)>(), 72);
         assert!(std::mem::size_of::<Record>() <= 32, "a report's record");
     }
 
@@ -762,26 +820,48 @@ mod tests {
         store.apply_report_at(&[Record::Tx(ip("2001:db8::2"), 50)], 0, feb10);
         assert_eq!(store.exported().period, Some(Period { start: feb1, end: mar1, tx: 50, rx: 0 }));
         let saved = store.save();
-        assert_eq!(saved.previous, [Period { start: 1_735_689_600, end: feb1, tx: 105, rx: 13 }]);
+        let january = Period { start: 1_735_689_600, end: feb1, tx: 105, rx: 13 };
+        let a = PeriodIp { ip: ip("198.51.100.7"), tx: 100, rx: 7 };
+        assert_eq!(saved.previous, [PastPeriod { period: january, top: vec![a] }], "January's busiest IP kept with the period");
+        // Per IP: the bytes of the period in force (198.51.100.7 has none in February).
+        let period_of = |saved: &Saved, addr: &str| saved.ips.iter().find(|i| i.ip == ip(addr)).map(|i| i.period);
+        assert_eq!((period_of(&saved, "198.51.100.7"), period_of(&saved, "2001:db8::2")), (Some((0, 0)), Some((50, 0))));
 
         let same = Store::new(0, 100).with_periods(periods(), feb10 + 60);
         same.restore(&saved);
         assert_eq!(same.exported().period.map(|p| (p.tx, p.rx)), Some((50, 0)), "the period goes on");
+        same.apply_report_at(&[Record::Tx(ip("2001:db8::2"), 5)], 0, feb10 + 60);
+        assert_eq!(period_of(&same.save(), "2001:db8::2"), Some((55, 0)), "and each IP's bytes in it");
         let later = Store::new(0, 100).with_periods(periods(), apr1);
         later.restore(&saved);
         let s = later.save();
         assert_eq!((s.period.start, s.period.tx), (apr1, 0), "a new period");
-        assert_eq!(s.previous.iter().map(|p| p.start).collect::<Vec<_>>(), [1_735_689_600, feb1], "the saved one is over");
+        assert_eq!(s.previous.iter().map(|p| p.period.start).collect::<Vec<_>>(), [1_735_689_600, feb1], "the saved one is over");
+        assert_eq!(s.previous[1].top, [PeriodIp { ip: ip("2001:db8::2"), tx: 50, rx: 0 }], "with its busiest IPs");
+        assert_eq!(period_of(&s, "2001:db8::2"), Some((0, 0)), "nothing yet in the new period");
         // Thirteen months on: twelve kept.
         let year = Store::new(0, 100).with_periods(periods(), jan15);
         year.apply_report_at(&[], 0, 1_775_001_600);
         assert_eq!(year.save().previous.len(), PREVIOUS_PERIODS);
     }
 
+    /// A past period keeps its 100 busiest IPs, busiest first, ties by address.
+    #[test]
+    fn a_past_period_keeps_its_hundred_busiest() {
+        let ips: Vec<PeriodIp> = (0..1000u32)
+            .map(|i| PeriodIp { ip: IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i)), tx: u64::from(i % 250), rx: 0 })
+            .collect();
+        let top = busiest(ips);
+        assert_eq!(top.len(), PERIOD_TOP);
+        assert!(top.iter().all(|p| p.tx >= 225), "the busiest: {:?}", &top[95..]);
+        assert!(top.windows(2).all(|w| (w[0].tx, w[1].ip) >= (w[1].tx, w[0].ip)), "busiest first, ties by address");
+        assert!(busiest(vec![PeriodIp { ip: ip("198.51.100.7"), tx: 0, rx: 0 }]).is_empty(), "no bytes, not kept");
+    }
+
     /// The public view of one tracked IP.
     fn view(t: &Totals, ip: IpAddr) -> Traffic {
         let key = Key::from(ip);
-        t.traffic(&key, &t.ips[&key])
+        t.traffic(&key, t.ips.get(&key).unwrap())
     }
 
     #[test]
