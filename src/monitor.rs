@@ -116,7 +116,7 @@ fn print_state_report(config: &Config, locator: &Locator) -> Result<i32, Error> 
         state::report::print_json(&mut out, path, &saved, locator, config.top)
     } else {
         let view = report::View { top: config.top, color: config.color, locator: Some(locator), json: false };
-        state::report::print(&mut out, path, &saved, &view, sys::unix_now())
+        state::report::print(&mut out, path, &saved, &view, sys::unix_now(), &crate::period::Zone::local())
     };
     let _ = printed.and_then(|()| out.flush());
     Ok(0)

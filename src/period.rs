@@ -90,6 +90,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { era * 400 + yoe + 1 } else { era * 400 + yoe }, m, d)
 }
 
+/// The local date of a UTC instant, `YYYY-MM-DD`.
+pub fn local_date(utc: i64, zone: &impl Offset) -> String {
+    let (y, m, d) = civil_from_days((utc + zone.offset_at(utc)).div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// The billing periods of one billing day in one zone.
 #[derive(Clone, Debug)]
 pub struct Periods {
@@ -218,6 +224,13 @@ mod tests {
     /// Unix seconds of a UTC date and time.
     fn utc(y: i64, m: u32, d: u32, h: i64) -> i64 {
         days_from_civil(y, m, d) * 86_400 + h * 3_600
+    }
+
+    #[test]
+    fn a_local_date_is_the_date_in_the_zone() {
+        assert_eq!(local_date(utc(2026, 11, 30, 23), &|_| 0), "2026-11-30");
+        assert_eq!(local_date(utc(2026, 11, 30, 23), &berlin), "2026-12-01", "midnight in Berlin is 23:00 UTC");
+        assert_eq!(local_date(utc(1969, 12, 31, 12), &|_| 0), "1969-12-31");
     }
 
     /// Central Europe: +1, +2 from the last Sunday of March 01:00 UTC to the

@@ -77,6 +77,15 @@ fn a_restart_with_the_same_state_continues_every_counter() {
     let top = &doc["top"][0];
     assert_eq!((top["remote_ip"].as_str(), top["tx_bytes"].as_u64()), (Some("203.0.113.9"), Some(truth)), "{doc}");
     assert!(doc["tx_bytes"].as_u64() >= Some(truth), "{doc}");
+    // The billing period: this IP's bytes in it (both runs, unless a period
+    // began between them), and the text report says so too.
+    let in_period = &doc["period"]["top"][0];
+    println!("this period: {}", doc["period"]);
+    assert_eq!(in_period["remote_ip"].as_str(), Some("203.0.113.9"), "{doc}");
+    if period_start < (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() - 60.0) {
+        assert_eq!(in_period["tx_bytes"].as_u64(), Some(truth), "the IP's bytes in the period, over both runs");
+    }
+    assert!(text.contains("== This billing period, "), "{text}");
 }
 
 #[test]
@@ -91,7 +100,9 @@ fn a_state_that_cannot_be_read_stops_the_monitor_and_stays_as_it_was() {
     let finished = lab.spawn_in_host(&[BIN, "-b", "nftables", "-d", "1", "-q", "--state", &whole.to_string_lossy()]).finish();
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let text = std::fs::read(&whole).expect("the state");
-    let future = String::from_utf8_lossy(&text).replacen("state\t1", "state\t9", 1).into_bytes();
+    let version = format!("state\t{}", ip_traffic_monitor_cli::state::VERSION);
+    let future = String::from_utf8_lossy(&text).replacen(&version, "state\t9", 1).into_bytes();
+    assert_ne!(future, text, "a future version's file differs");
     for (name, bytes) in [("truncated", &text[..text.len() - 5]), ("random", &[0x8fu8, 3, 200, 7, 0, 1][..]), ("future", &future[..])] {
         let path = dir.join(name);
         std::fs::write(&path, bytes).expect("write");

@@ -51,7 +51,7 @@ pub const DEFAULT_DURATION: u64 = 30;
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 2;
 pub const DEFAULT_THRESHOLD: u64 = 1_048_576;
 pub const DEFAULT_TOP: usize = 10;
-/// About 75 bytes each in memory: 100,000 take some 7 MiB, which a 128 MB router affords.
+/// About 100 bytes each in memory: 100,000 take some 10 MiB, which a 128 MB router affords.
 pub const DEFAULT_MAX_IPS: usize = 100_000;
 pub const DEFAULT_SAVE_INTERVAL: u64 = 300;
 pub const DEFAULT_BILLING_DAY: u8 = 1;
@@ -149,7 +149,7 @@ pub const FLAGS: &[Flag] = &[
         value: Some("N"),
         default: Some("100000"),
         group: Group::Prometheus,
-        doc: "Cap on remote IPs held in memory (about 75 bytes each). Past it the quietest \
+        doc: "Cap on remote IPs held in memory (about 100 bytes each). Past it the quietest \
               unexported IPs are folded into the unexported counters: no byte is lost. \
               nftables: also the room of the kernel's sets (peers per direction and family in \
               one interval).",

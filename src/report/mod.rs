@@ -200,6 +200,17 @@ pub fn saved_state(out: &mut impl Write, heading: &str, totals: (u64, u64), rows
     table(out, rows, rows.len(), view, Columns::Totals)
 }
 
+/// One billing period of a saved state: its host totals (every counted
+/// byte), then its busiest remote IPs with their bytes in that period.
+pub fn period(out: &mut impl Write, heading: &str, totals: (u64, u64), rows: &[Row], view: &View) -> std::io::Result<()> {
+    let (tx, rx) = totals;
+    writeln!(out, "\n== {heading}: TX {} ({tx} bytes), RX {} ({rx} bytes) ==", human_bytes(tx), human_bytes(rx))?;
+    if rows.is_empty() {
+        return writeln!(out, "(no remote IP)");
+    }
+    table(out, rows, rows.len(), view, Columns::Totals)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
