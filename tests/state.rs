@@ -114,3 +114,70 @@ fn a_state_that_cannot_be_read_stops_the_monitor_and_stays_as_it_was() {
         assert_eq!(std::fs::read(&path).expect("still there"), bytes, "{name}: left unchanged");
     }
 }
+
+/// SIGKILL (or the OOM killer) ends a run without a save. For each backend:
+/// the next run goes on from the last save (no counter reset), and what is
+/// lost is at most what was counted after that save; with nftables what the
+/// kernel counted after the last harvest is found in the table the killed
+/// run left, and counted.
+#[test]
+fn after_sigkill_the_counters_go_on_from_the_last_save_and_the_loss_is_measured() {
+    if !lab::require_lab("after_sigkill_the_counters_go_on_from_the_last_save_and_the_loss_is_measured") {
+        return;
+    }
+    for backend in ["nftables", "bpftrace"] {
+        let mut lab = Lab::new();
+        let dir = lab.temp_dir("sigkill");
+        let state = dir.join("totals").to_string_lossy().into_owned();
+        let port = lab::free_port();
+        let run = |lab: &mut Lab, interval: &str| {
+            let args = [BIN, "-b", backend, "-i", "vh", "-d", "0", "-s", interval, "-t", "0", "-p", &port.to_string()];
+            let mut monitor = lab.spawn_in_host(&[&args[..], &["--state", &state, "--save-interval", "3600"]].concat());
+            monitor.wait_for_stderr(&format!("counting with {backend}"), Duration::from_secs(60));
+            monitor
+        };
+        let ip = "203.0.113.9";
+        // Run 1: 1,000 datagrams of 1,228 bytes, saved at its normal exit.
+        let first = run(&mut lab, "1");
+        lab.udp_flow(true, ip, 1_200_000);
+        lab.scrape_until(port, Duration::from_secs(15), |m| tx_series(m, ip) >= 1_228_000.0);
+        assert_eq!(first.interrupt().code, Some(0));
+        let saved = 1_228_000.0;
+
+        // Run 2: 500 more, counted (in memory), then SIGKILL: no save.
+        let second = run(&mut lab, "1");
+        lab.udp_flow(true, ip, 600_000);
+        lab.scrape_until(port, Duration::from_secs(15), |m| tx_series(m, ip) >= saved + 614_000.0);
+        // Then 100 more that a long interval leaves in the kernel (nftables) or
+        // in bpftrace's maps when the kill comes.
+        drop(second); // SIGKILL (Child::kill)
+        let third = run(&mut lab, "30");
+        lab.udp_flow(true, ip, 120_000);
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = third.pid();
+        lab::signal("-KILL", pid);
+        assert!(lab::wait_until_gone(pid, Duration::from_secs(5)), "killed");
+        drop(third);
+
+        // Run 4: from the last save (run 1's), plus what the kernel kept.
+        let fourth = run(&mut lab, "1");
+        // nftables hands the taken-over table's bytes over with its first
+        // harvests; bpftrace has nothing more to give after a few reports.
+        let kept_by_the_kernel = if backend == "nftables" { 122_800.0 } else { 0.0 };
+        std::thread::sleep(Duration::from_secs(3));
+        let after_restart = lab.scrape_until(port, Duration::from_secs(15), |m| tx_series(m, ip) >= saved + kept_by_the_kernel);
+        let counted = tx_series(&after_restart, ip);
+        let truth = lab.truth()[&(ip.to_string(), "tx")] as f64;
+        let lost = truth - counted;
+        println!("{backend}: nftables {truth}, saved {saved}, counted after SIGKILLs {counted}, lost {lost}");
+        assert!(counted >= saved, "{backend}: no counter reset: {counted} < {saved}");
+        assert!(lost <= 614_000.0 + 122_800.0, "{backend}: lost at most what came after the last save: {lost}");
+        if backend == "nftables" {
+            // Run 2's 500 datagrams were harvested, then lost with it; run
+            // 3's 100 were still in the kernel's table, which run 4 took over.
+            assert_eq!(lost, 614_000.0, "nftables: only what was harvested after the last save is lost");
+            assert!(fourth.stderr.iter().any(|l| l.contains("found table inet ip_traffic_monitor")), "{:?}", fourth.stderr);
+        }
+        drop(fourth);
+    }
+}
