@@ -17,8 +17,9 @@
 //!
 //! ```text
 //! meta iif 1 return                  (loopback; with -i: meta iifname != "IFX" return)
-//! ip saddr & MASK == NET return      one per skipped block (never counted,
-//! ip6 saddr & MASK == NET return       private, --exclude): they take no room
+//! meta nfproto ipv4 ip saddr @skip4 return     skipped blocks (never counted,
+//! meta nfproto ipv6 ip6 saddr @skip6 return      private, --exclude), one lookup
+//!                                                in an interval set: no room taken
 //! meta nfproto ipv4 jhash ip saddr mod 32 seed S vmap @rx4_shards
 //! meta nfproto ipv6 jhash ip6 saddr mod 32 seed S vmap @rx6_shards
 //!
@@ -254,13 +255,23 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
             }
         }
     }
+    // The skipped blocks: one interval set per family, shared by both chains.
+    let mut skip_sets = Vec::new();
+    for peers in &DIRECTIONS[0].peers {
+        let ranges = skipped_ranges(&layout.skipped, peers.len == 4);
+        if !ranges.is_empty() {
+            let (set, id) = (format!("skip{}", peers.family), next_id());
+            messages.push(new_skip_set(name, &set, peers, id, seq));
+            messages.push(skip_set_elements(name, &set, id, peers, &ranges, seq));
+            skip_sets.push((peers.len, set, id));
+        }
+    }
     let seed = hash_seed();
     for direction in &DIRECTIONS {
         messages.push(device_rule(name, direction, layout.iface.as_deref(), create, seq));
-        for block in &layout.skipped {
-            let peers = direction.peers.iter().find(|p| (p.len == 4) == block.network().is_ipv4());
-            if let Some(peers) = peers {
-                messages.push(skip_rule(name, direction.name, peers, *block, create, seq));
+        for peers in &direction.peers {
+            for (_, set, id) in skip_sets.iter().filter(|(len, ..)| *len == peers.len) {
+                messages.push(skip_rule(name, direction.name, peers, set, *id, create, seq));
             }
         }
         for (_, peers, map, id) in maps.iter().filter(|(d, ..)| d.name == direction.name) {
@@ -506,42 +517,87 @@ fn ifname(name: &str) -> [u8; 16] {
     padded
 }
 
-/// `meta nfproto P  @nh,OFFSET,LEN & MASK == NET  return`: a packet whose
-/// remote address is in `block` leaves the chain uncounted.
-fn skip_rule(table: &str, chain: &str, peers: &Peers, block: Cidr, flags: u16, seq: u32) -> Vec<u8> {
-    let network = match block.network() {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    };
-    // Only the bytes the prefix touches are loaded and compared.
-    let prefix = u32::from(block.prefix());
-    let len = prefix.div_ceil(8);
-    rule(table, chain, flags, seq, |r| {
-        match_nfproto(r, peers.nfproto);
-        if len > 0 {
-            expression(r, "payload", |e| {
-                // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
-                e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, len);
-            });
-            let mask: Vec<u8> = (0..len).map(|i| prefix_mask_byte(prefix, i)).collect();
-            if mask.last() != Some(&0xff) {
-                expression(r, "bitwise", |e| {
-                    // NFTA_BITWISE_SREG, _DREG, _LEN, _MASK, _XOR: reg = reg & mask ^ 0
-                    e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, len);
-                    data(e, 4, &mask);
-                    data(e, 5, &vec![0; len as usize]);
-                });
-            }
-            compare(r, NFT_CMP_EQ, &network[..len as usize]);
+/// The skipped blocks of one family as sorted, merged ranges `[first,
+/// last]` of addresses (IPv4 in the low 32 bits): an interval set holds no
+/// overlapping ranges, and `--exclude` may overlap the default blocks.
+pub fn skipped_ranges(blocks: &[Cidr], v4: bool) -> Vec<(u128, u128)> {
+    let width: u32 = if v4 { 32 } else { 128 };
+    let mut ranges: Vec<(u128, u128)> = blocks
+        .iter()
+        .filter(|block| block.network().is_ipv4() == v4)
+        .map(|block| {
+            let bits = match block.network() {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let host_bits = width - u32::from(block.prefix());
+            let span = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+            (bits & !span, bits | span)
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some(previous) if first <= previous.1.saturating_add(1) => previous.1 = previous.1.max(last),
+            _ => merged.push((first, last)),
         }
-        verdict_return(r);
-    })
+    }
+    merged
 }
 
-/// The mask's byte `i` for a prefix of `prefix` bits.
-fn prefix_mask_byte(prefix: u32, i: u32) -> u8 {
-    let bits = prefix.saturating_sub(i * 8).min(8);
-    (0xff00u16 >> bits) as u8
+/// A constant interval set of addresses of one family.
+fn new_skip_set(table: &str, name: &str, peers: &Peers, id: u32, seq: u32) -> Vec<u8> {
+    let mut set = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    set.attr_str(1, table)
+        .attr_str(2, name)
+        .attr_u32(3, 0x02 | 0x04) // NFT_SET_CONSTANT | NFT_SET_INTERVAL
+        .attr_u32(4, if peers.len == 4 { 7 } else { 8 })
+        .attr_u32(5, peers.len)
+        .attr_u32(10, id);
+    set.finish()
+}
+
+/// The set's elements: each range as its first address, and the address
+/// after its last flagged as an interval's end (none for a range that runs
+/// to the family's last address).
+fn skip_set_elements(table: &str, set: &str, id: u32, peers: &Peers, ranges: &[(u128, u128)], seq: u32) -> Vec<u8> {
+    let address = |bits: u128| if peers.len == 4 { (bits as u32).to_be_bytes().to_vec() } else { bits.to_be_bytes().to_vec() };
+    let top = if peers.len == 4 { u128::from(u32::MAX) } else { u128::MAX };
+    let mut elements = Builder::new(NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    elements.attr_str(1, table).attr_str(2, set).attr_u32(4, id);
+    let list = elements.begin_nest(3);
+    for &(first, last) in ranges {
+        let element = elements.begin_nest(1);
+        data(&mut elements, 1, &address(first)); // NFTA_SET_ELEM_KEY
+        elements.end_nest(element);
+        if last < top {
+            let element = elements.begin_nest(1);
+            data(&mut elements, 1, &address(last + 1));
+            elements.attr_u32(3, 1); // NFTA_SET_ELEM_FLAGS: NFT_SET_ELEM_INTERVAL_END
+            elements.end_nest(element);
+        }
+    }
+    elements.end_nest(list);
+    elements.finish()
+}
+
+/// `meta nfproto P  @nh,OFFSET,LEN @SET  return`: a packet whose remote
+/// address is in a skipped block leaves the chain uncounted (one lookup,
+/// whatever the number of blocks).
+fn skip_rule(table: &str, chain: &str, peers: &Peers, set: &str, set_id: u32, flags: u16, seq: u32) -> Vec<u8> {
+    rule(table, chain, flags, seq, |r| {
+        match_nfproto(r, peers.nfproto);
+        expression(r, "payload", |e| {
+            // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
+            e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
+        });
+        expression(r, "lookup", |e| {
+            // NFTA_LOOKUP_SET, _SREG, _SET_ID
+            e.attr_str(1, set).attr_u32(2, REG).attr_u32(4, set_id);
+        });
+        verdict_return(r);
+    })
 }
 
 /// `counter name "tx"`: what a full set refused (every other packet has
@@ -637,15 +693,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_masks_cover_exactly_the_prefix() {
-        let mask = |prefix: u32| (0..prefix.div_ceil(8)).map(|i| prefix_mask_byte(prefix, i)).collect::<Vec<u8>>();
-        assert_eq!(mask(8), [0xff]);
-        assert_eq!(mask(10), [0xff, 0xc0]);
-        assert_eq!(mask(12), [0xff, 0xf0]);
-        assert_eq!(mask(7), [0xfe]);
-        assert_eq!(mask(3), [0xe0]);
-        assert_eq!(mask(0), Vec::<u8>::new());
-        assert_eq!(mask(128).len(), 16);
+    fn skipped_blocks_become_merged_ranges_per_family() {
+        let cidrs = |list: &[&str]| list.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+        let blocks = cidrs(&["10.0.0.0/8", "10.1.0.0/16", "11.0.0.0/8", "224.0.0.0/3", "0.0.0.0/8", "fe80::/10", "::/8"]);
+        let v4 = |a: [u8; 4]| u128::from(u32::from_be_bytes(a));
+        assert_eq!(
+            skipped_ranges(&blocks, true),
+            [(0, v4([0, 255, 255, 255])), (v4([10, 0, 0, 0]), v4([11, 255, 255, 255])), (v4([224, 0, 0, 0]), u128::from(u32::MAX))],
+            "10/8 holds 10.1/16, and 11/8 follows it: one range"
+        );
+        let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(skipped_ranges(&blocks, false), [(0, v6("ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")), (v6("fe80::"), v6("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))]);
+        assert_eq!(skipped_ranges(&cidrs(&["0.0.0.0/0"]), true), [(0, u128::from(u32::MAX))]);
+        assert_eq!(skipped_ranges(&cidrs(&["::/0"]), false), [(0, u128::MAX)]);
+        assert_eq!(skipped_ranges(&cidrs(&["198.51.100.7"]), true), [(v4([198, 51, 100, 7]), v4([198, 51, 100, 7]))]);
     }
 
     #[test]
