@@ -522,20 +522,18 @@ fn ifname(name: &str) -> [u8; 16] {
 /// overlapping ranges, and `--exclude` may overlap the default blocks.
 pub fn skipped_ranges(blocks: &[Cidr], v4: bool) -> Vec<(u128, u128)> {
     let width: u32 = if v4 { 32 } else { 128 };
-    let mut ranges: Vec<(u128, u128)> = blocks
-        .iter()
-        .filter(|block| block.network().is_ipv4() == v4)
-        .map(|block| {
-            let bits = match block.network() {
-                IpAddr::V4(a) => u128::from(u32::from(a)),
-                IpAddr::V6(a) => u128::from(a),
-            };
-            let host_bits = width - u32::from(block.prefix());
-            let span = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
-            (bits & !span, bits | span)
-        })
-        .collect();
-    ranges.sort_unstable();
+    // In order as they come (a few dozen at most: no sort routine for so few).
+    let mut ranges: Vec<(u128, u128)> = Vec::with_capacity(blocks.len());
+    for block in blocks.iter().filter(|block| block.network().is_ipv4() == v4) {
+        let bits = match block.network() {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let host_bits = width - u32::from(block.prefix());
+        let span = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+        let range = (bits & !span, bits | span);
+        ranges.insert(ranges.partition_point(|r| *r < range), range);
+    }
     let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
     for (first, last) in ranges {
         match merged.last_mut() {
