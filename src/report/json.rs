@@ -48,14 +48,20 @@ pub fn summary(out: &mut impl Write, which: Summary, rows: &[Row], view: &View, 
         elapsed.as_secs_f64(),
         rows.len()
     );
-    for (i, row) in rows.iter().take(view.top).enumerate() {
-        json.push_str(if i == 0 { "{" } else { ",{" });
-        let _ = write!(json, "\"remote_ip\":\"{}\",\"tx_bytes\":{},\"rx_bytes\":{}", row.ip, row.traffic.tx, row.traffic.rx);
-        about(&mut json, row, view.locator);
-        json.push('}');
-    }
+    total_rows(&mut json, rows, view.locator, view.top);
     json.push_str("]}\n");
     out.write_all(json.as_bytes())
+}
+
+/// The first `top` rows as comma-separated objects with their totals:
+/// `remote_ip`, `tx_bytes`, `rx_bytes` and [`about`]'s fields.
+pub fn total_rows(json: &mut String, rows: &[Row], locator: Option<&Locator>, top: usize) {
+    for (i, row) in rows.iter().take(top).enumerate() {
+        json.push_str(if i == 0 { "{" } else { ",{" });
+        let _ = write!(json, "\"remote_ip\":\"{}\",\"tx_bytes\":{},\"rx_bytes\":{}", row.ip, row.traffic.tx, row.traffic.rx);
+        about(json, row, locator);
+        json.push('}');
+    }
 }
 
 /// A row's owner and location fields: `,"pid":…,"process":…,"country":…`

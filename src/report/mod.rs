@@ -194,10 +194,7 @@ pub fn summary(out: &mut impl Write, which: Summary, rows: &[Row], view: &View, 
 pub fn saved_state(out: &mut impl Write, heading: &str, totals: (u64, u64), rows: &[Row], view: &View) -> std::io::Result<()> {
     let (tx, rx) = totals;
     writeln!(out, "== {heading}: {} remote IPs, TX {} ({tx} bytes), RX {} ({rx} bytes) in all ==", rows.len(), human_bytes(tx), human_bytes(rx))?;
-    if rows.is_empty() {
-        return writeln!(out, "(no remote IP)");
-    }
-    table(out, rows, rows.len(), view, Columns::Totals)
+    totals_table(out, rows, view)
 }
 
 /// One billing period of a saved state: its host totals (every counted
@@ -205,6 +202,11 @@ pub fn saved_state(out: &mut impl Write, heading: &str, totals: (u64, u64), rows
 pub fn period(out: &mut impl Write, heading: &str, totals: (u64, u64), rows: &[Row], view: &View) -> std::io::Result<()> {
     let (tx, rx) = totals;
     writeln!(out, "\n== {heading}: TX {} ({tx} bytes), RX {} ({rx} bytes) ==", human_bytes(tx), human_bytes(rx))?;
+    totals_table(out, rows, view)
+}
+
+/// A saved state's rows with their exact totals, or a line saying there are none.
+fn totals_table(out: &mut impl Write, rows: &[Row], view: &View) -> std::io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "(no remote IP)");
     }

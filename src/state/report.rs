@@ -84,30 +84,20 @@ pub fn print_json(out: &mut impl Write, path: &Path, state: &State, locator: &Lo
         s.unexported.1,
         s.ips.len()
     );
-    json_rows(&mut json, &rows(state), locator, top);
+    json::total_rows(&mut json, &rows(state), Some(locator), top);
     let p = s.period;
     let _ = write!(json, "],\"period\":{{\"start\":{},\"end\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"top\":[", p.start, p.end, p.tx, p.rx);
-    json_rows(&mut json, &period_rows(state, &this_period(state)), locator, top);
+    json::total_rows(&mut json, &period_rows(state, &this_period(state)), Some(locator), top);
     json.push_str("]},\"previous_periods\":[");
     for (i, past) in s.previous.iter().rev().enumerate() {
         let p = past.period;
         let comma = if i == 0 { "" } else { "," };
         let _ = write!(json, "{comma}{{\"start\":{},\"end\":{},\"tx_bytes\":{},\"rx_bytes\":{},\"top\":[", p.start, p.end, p.tx, p.rx);
-        json_rows(&mut json, &period_rows(state, &past.top), locator, top);
+        json::total_rows(&mut json, &period_rows(state, &past.top), Some(locator), top);
         json.push_str("]}");
     }
     json.push_str("]}\n");
     out.write_all(json.as_bytes())
-}
-
-/// The first `top` rows as JSON objects, comma-separated.
-fn json_rows(json: &mut String, rows: &[Row], locator: &Locator, top: usize) {
-    for (i, row) in rows.iter().take(top).enumerate() {
-        json.push_str(if i == 0 { "{" } else { ",{" });
-        let _ = write!(json, "\"remote_ip\":\"{}\",\"tx_bytes\":{},\"rx_bytes\":{}", row.ip, row.traffic.tx, row.traffic.rx);
-        json::about(json, row, Some(locator));
-        json.push('}');
-    }
 }
 
 #[cfg(test)]
