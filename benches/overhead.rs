@@ -320,10 +320,20 @@ fn memory_table(bin: &str, backend: &str) {
 
 /// One harvest of a table whose `rx4` set holds 100,000 peers with bytes:
 /// the monitor's own harvest code, run on a thread inside the lab's host
-/// namespace.
+/// namespace; without a journal, then with one (as with `--state`).
 fn harvest_time() {
+    harvest_time_with(None);
+    let journal = std::env::temp_dir().join(format!("itm-bench-{}.journal", std::process::id()));
+    harvest_time_with(Some(journal.clone()));
+    let _ = std::fs::remove_file(journal);
+}
+
+fn harvest_time_with(journal: Option<std::path::PathBuf>) {
     use ip_traffic_monitor_cli::backend::in_process::Counter;
     use ip_traffic_monitor_cli::backend::nftables::{harvest::Harvester, table::Layout};
+    use ip_traffic_monitor_cli::store::HarvestMarks;
+    let with = if journal.is_some() { ", written to a journal (--state)" } else { "" };
+    let journal_path = journal.clone();
     let lab = Lab::new();
     lab.accept_any_source_in_remote();
     let layout = Layout {
@@ -338,19 +348,19 @@ fn harvest_time() {
         use std::os::fd::AsRawFd;
         // SAFETY: setns with an open namespace descriptor, on this thread only.
         assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        let mut harvester = Harvester::new(layout);
-        harvester.attach().expect("the table");
+        let mut harvester = Harvester::new(layout, journal_path);
+        harvester.attach(HarvestMarks::default()).expect("the table");
         ready_tx.send(()).expect("ready");
         go.recv().expect("go");
         let mut report = Vec::new();
         // The first harvest moves the rules to the other generation; the
         // second reads the one that holds the 100,000 peers.
-        harvester.harvest(&mut report).expect("a harvest");
+        harvester.harvest(&mut report, HarvestMarks::default()).expect("a harvest");
         let mut timed = |report: &mut Vec<_>| {
             // Harvests are an interval apart.
             std::thread::sleep(Duration::from_secs(2));
             let started = Instant::now();
-            harvester.harvest(report).expect("a harvest");
+            harvester.harvest(report, HarvestMarks::default()).expect("a harvest");
             started.elapsed()
         };
         let took = timed(&mut report);
@@ -363,8 +373,11 @@ fn harvest_time() {
     lab.udp_from_remote_sources(100_000);
     go_tx.send(()).expect("go");
     let (took, records, quiet) = harvester.join().expect("harvest thread");
-    println!("| nftables: one harvest of 100,000 set elements | {:.1} ms | {records} records | |", took.as_secs_f64() * 1e3);
-    println!("| nftables: the next harvest (those peers quiet) | {:.1} ms | | |", quiet.as_secs_f64() * 1e3);
+    println!("| nftables: one harvest of 100,000 set elements{with} | {:.1} ms | {records} records | |", took.as_secs_f64() * 1e3);
+    println!("| nftables: the next harvest (those peers quiet){with} | {:.1} ms | | |", quiet.as_secs_f64() * 1e3);
+    if let Some(path) = journal {
+        println!("| nftables: the journal after those harvests | {} bytes | | |", std::fs::metadata(path).map_or(0, |m| m.len()));
+    }
 }
 
 /// utime + stime of these processes, in seconds (USER_HZ = 100 on Linux).

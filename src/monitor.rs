@@ -142,7 +142,9 @@ fn save_state(path: &std::path::Path, store: &Store, ledger: &Ledger, locator: &
     // would be in neither the store's part nor the ledger's.
     ledger.absorb(store, locator);
     let saved = state::State { saved_at: sys::unix_now(), store: store.save(), places: ledger.retired_places() };
-    state::file::save(path, &saved)
+    state::file::save(path, &saved)?;
+    store.saved(&saved.store);
+    Ok(())
 }
 
 fn watch_signals(events: Sender<Event>) -> Result<(), Error> {
@@ -187,7 +189,7 @@ fn wait_attached(backend: &dyn Backend, events: &Receiver<Event>, running: &mut 
                 running.wait();
                 return Err(Error::fatal(backend.explain_start_failure(&running.stderr.lines())));
             }
-            Ok(Event::Report | Event::ShowTotals) => {}
+            Ok(Event::Report | Event::ShowTotals | Event::SaveSoon) => {}
             Err(_) => {
                 return Err(Error::fatal(format!(
                     "{} did not attach within {} s",
@@ -280,6 +282,10 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
             }
             Event::Signal => break,
             Event::ShowTotals => show_totals(ctx),
+            Event::SaveSoon => {
+                save_periodically(ctx);
+                next_save = Instant::now() + ctx.config.save_interval;
+            }
             Event::Attached => {}
             Event::Exited => {
                 if up_since.elapsed() >= HEALTHY_RUN {

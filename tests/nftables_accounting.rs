@@ -193,12 +193,13 @@ fn the_table_goes_at_every_exit_and_a_crashed_runs_table_is_taken_over() {
     assert!(tables(&lab).contains(TABLE), "a killed monitor cannot clean up");
     lab.udp_flow(true, "203.0.113.9", 600_000);
 
-    // The next run counts what the table holds, and replaces it.
+    // The next run, with the same options, counts what the table holds
+    // and goes on counting in it.
     let next = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "100"]);
     let found = next.stderr.iter().find(|l| l.contains("found table")).cloned().unwrap_or_default();
     println!("{found}");
     assert!(found.contains(&format!("left by an earlier run (pid {crashed_pid})")), "{:?}", next.stderr);
-    assert!(found.contains("614000 bytes"), "500 datagrams of 1228 bytes: {found}");
+    assert!(found.contains("614000 bytes") && found.contains("counting goes on in it"), "500 datagrams of 1228 bytes: {found}");
 
     // A second monitor while this one runs: refused, the running one's table untouched.
     let second = lab.spawn_in_host(&[BIN, "-b", "nftables", "-i", "vh", "-d", "2", "-q"]).finish();
@@ -211,6 +212,20 @@ fn the_table_goes_at_every_exit_and_a_crashed_runs_table_is_taken_over() {
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let counted = lab::summary_rows(&finished.stdout);
     assert_eq!(counted["203.0.113.9"].0, 614_000, "the crashed run's leftover, to the byte");
+    assert!(!tables(&lab).contains(TABLE), "SIGTERM removes the table");
+
+    // A crashed run with other options: its table is read, then replaced.
+    let crashed = start(&mut lab, &["-i", "vh", "-d", "0", "-q", "--max-ips", "5000"]);
+    let crashed_pid = crashed.pid();
+    lab::signal("-KILL", crashed_pid);
+    assert!(lab::wait_until_gone(crashed_pid, Duration::from_secs(5)));
+    lab.udp_flow(true, "203.0.113.9", 120_000);
+    let next = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "100"]);
+    let found = next.stderr.iter().find(|l| l.contains("found table")).cloned().unwrap_or_default();
+    println!("{found}");
+    assert!(found.contains("made for other options") && found.contains("122800 bytes") && found.contains("replaced"), "{found}");
+    let finished = next.terminate();
+    assert_eq!(lab::summary_rows(&finished.stdout)["203.0.113.9"].0, 122_800, "the other table's leftover, to the byte");
     assert!(!tables(&lab).contains(TABLE), "SIGTERM removes the table");
 }
 

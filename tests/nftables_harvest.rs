@@ -98,7 +98,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     let filter = ip_traffic_monitor_cli::filter::AddressFilter { include_private: false, exclude };
     let excluded = ["203.0.113.9", "2001:db8:2::7"];
     let layout = ip_traffic_monitor_cli::backend::nftables::table::Layout { skipped: filter.skipped_blocks(), ..layout() };
-    in_netns(&lab.host, move |s| table::create(s, "itm_created", &layout, false)).expect("the table, created over netlink");
+    in_netns(&lab.host, move |s| table::create(s, "itm_created", &layout, false, table::Stamp { number: 0, owner: 1, active: table::Generation::A })).expect("the table, created over netlink");
     // Never counted (loopback; IPv6 neighbour discovery's multicast comes by itself) and private (the LAN).
     lab.host_shell("echo x > /dev/udp/127.0.0.1/9; echo x > /dev/udp/10.0.0.2/9; echo x > /dev/udp/fd00::2/9");
     lab.start_iperf_server();
@@ -141,7 +141,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
 fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest() {
     use ip_traffic_monitor_cli::backend::in_process::Counter;
     use ip_traffic_monitor_cli::backend::nftables::harvest::Harvester;
-    use ip_traffic_monitor_cli::store::Record;
+    use ip_traffic_monitor_cli::store::{HarvestMarks, Record};
     if !lab::require_lab("each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest") {
         return;
     }
@@ -154,8 +154,8 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
         let netns = std::fs::File::open(&path).expect("the namespace");
         // SAFETY: setns with an open namespace descriptor, on this thread only.
         assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        let mut harvester = Harvester::new(layout());
-        harvester.attach().expect("the table");
+        let mut harvester = Harvester::new(layout(), None);
+        harvester.attach(HarvestMarks::default()).expect("the table");
         let sent_to = |report: &[Record]| -> u64 {
             let peer: IpAddr = "198.51.100.7".parse().expect("an address");
             report.iter().map(|r| match r { Record::Tx(ip, n) if *ip == peer => *n, _ => 0 }).sum()
@@ -163,7 +163,7 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
         for step in steps {
             let mut report = Vec::new();
             match step {
-                "harvest" => harvester.harvest(&mut report).expect("a harvest"),
+                "harvest" => harvester.harvest(&mut report, HarvestMarks::default()).expect("a harvest"),
                 _ => harvester.detach(&mut report).expect("the last reading"),
             }
             done_tx.send(sent_to(&report)).expect("result");

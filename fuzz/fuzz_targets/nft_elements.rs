@@ -3,7 +3,7 @@
 //! objects, flowtables). Besides never crashing: every element read is a
 //! whole address with a counter.
 #![no_main]
-use ip_traffic_monitor_cli::backend::nftables::{counter_bytes, describe_flowtable, elements::read_elements, netlink::messages};
+use ip_traffic_monitor_cli::backend::nftables::{counter_values, describe_flowtable, elements::read_elements, netlink::messages};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     for message in messages(data) {
         let _ = message.error_code();
         let _ = read_elements(&message, &mut out);
-        let _ = counter_bytes(&message);
+        let _ = counter_values(&message);
         let _ = describe_flowtable(&message);
     }
     assert!(out.len() * 24 <= data.len(), "{} elements from {} bytes", out.len(), data.len());

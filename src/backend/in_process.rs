@@ -12,17 +12,22 @@ use std::time::{Duration, Instant};
 
 use super::running::{Event, Running, StderrTail};
 use crate::error::Error;
-use crate::store::{Record, Store};
+use crate::store::{HarvestMarks, Record, Store};
 
 /// Counting that lives in the kernel, driven from the monitor.
 pub trait Counter: Send {
     /// Sets the counting up; from its return on, every packet is counted.
-    fn attach(&mut self) -> Result<(), String>;
+    /// `marks`: which of its harvests the store holds, and a saved state.
+    fn attach(&mut self, marks: HarvestMarks) -> Result<(), String>;
     /// Adds to `report` what was counted since the last harvest.
-    fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String>;
+    fn harvest(&mut self, report: &mut Vec<Record>, marks: HarvestMarks) -> Result<(), String>;
     /// Adds to `report` everything not harvested yet, and takes the
     /// counting down.
     fn detach(&mut self, report: &mut Vec<Record>) -> Result<(), String>;
+    /// Whether the state should be saved before its time (once per ask).
+    fn wants_save(&mut self) -> bool {
+        false
+    }
 }
 
 /// Starts `counter` on its own thread, harvesting every `interval`.
@@ -51,7 +56,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn count(&self, mut counter: Box<dyn Counter>, stop: &Receiver<()>) {
-        if let Err(err) = counter.attach() {
+        if let Err(err) = counter.attach(self.store.harvest_marks()) {
             self.tail.push(self.name, err);
             return;
         }
@@ -71,8 +76,13 @@ impl Run<'_> {
             if stopping {
                 return self.finish(counter.as_mut(), &mut report, None);
             }
-            match counter.harvest(&mut report) {
-                Ok(()) => self.hand_over(&mut report),
+            match counter.harvest(&mut report, self.store.harvest_marks()) {
+                Ok(()) => {
+                    self.hand_over(&mut report);
+                    if counter.wants_save() {
+                        let _ = self.events.send(Event::SaveSoon);
+                    }
+                }
                 Err(err) => return self.finish(counter.as_mut(), &mut report, Some(err)),
             }
         }

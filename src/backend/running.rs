@@ -29,6 +29,9 @@ pub enum Event {
     Signal,
     /// SIGUSR1 arrived: print the totals so far, and go on.
     ShowTotals,
+    /// The backend asks for the state to be saved now (its harvest journal
+    /// grew long; a save lets it start afresh).
+    SaveSoon,
 }
 
 /// The last lines a backend wrote to stderr (a child) or said went wrong

@@ -69,6 +69,8 @@ struct BackendFlags {
     filter: AddressFilter,
     script: Option<bpftrace::Script>,
     max_ips: usize,
+    /// `--state`: the nftables backend keeps its harvest journal beside it.
+    state: Option<PathBuf>,
 }
 
 /// A backend ready to start, and the interface it counts on.
@@ -83,6 +85,7 @@ impl Config {
             // Read and vetted once, before any backend is chosen: a bad script is an error, not a fallback.
             script: low.bpftrace_script.as_deref().map(bpftrace::Script::load).transpose()?,
             max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
+            state: low.state.clone(),
         };
         let ((backend, iface), backend_reason) = match low.backend {
             Some(lowargs::Backend::Named(kind)) if kind != Kind::Bpftrace && flags.script.is_some() => {
@@ -137,6 +140,14 @@ impl Config {
     }
 }
 
+/// The nftables harvest journal of state file `state`: beside it,
+/// `STATE.journal`.
+fn journal_path(state: &std::path::Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
 /// Each backend's own parameters, from the flags.
 fn build_backend(kind: Kind, flags: &BackendFlags) -> Result<Built, Error> {
     Ok(match kind {
@@ -146,6 +157,7 @@ fn build_backend(kind: Kind, flags: &BackendFlags) -> Result<Built, Error> {
                 filter: flags.filter.clone(),
                 iface: flags.iface.as_ref().map(|iface| iface.name.clone()),
                 set_size: u32::try_from(flags.max_ips).unwrap_or(u32::MAX),
+                journal: flags.state.as_deref().map(journal_path),
             };
             (Arc::new(Nftables::new(params)), flags.iface.clone())
         }

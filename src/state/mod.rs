@@ -14,6 +14,7 @@
 //! unkeyed → TX → RX
 //! folded → IPS → SERIES
 //! period → START → END → TX → RX
+//! harvest → N                             (the last nftables harvest in it)
 //! previous → START → END → TX → RX
 //! previous_ip → ADDRESS → TX → RX          (the busiest of the period above)
 //! ip → ADDRESS → TX → RX → PERIOD_TX → PERIOD_RX → BASE_TX|- → BASE_RX|- → PID|- → COMM_HEX|-
@@ -21,8 +22,9 @@
 //! end → LINES → FNV1A64_HEX
 //! ```
 //!
-//! Version 1 (before per-IP period bytes) is read too: its `ip` lines lack
-//! the two period fields, and it has no `previous_ip` lines.
+//! Versions 1 and 2 are read too: version 1 (before per-IP period bytes)
+//! lacks the two period fields of `ip` lines and `previous_ip` lines;
+//! neither has a `harvest` line (0: no harvest journal to resume from).
 
 pub mod file;
 pub mod report;
@@ -35,9 +37,9 @@ use crate::store::{Comm, Owner, PastPeriod, Period, PeriodIp, Saved, SavedIp};
 
 /// The first line: what the file is, and which version of the format.
 const MAGIC: &str = "ip_traffic_monitor_cli state";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Versions this monitor reads.
-const READS: [&str; 2] = ["1", "2"];
+const READS: [&str; 3] = ["1", "2", "3"];
 
 /// Everything a restart needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +62,7 @@ impl State {
         let _ = writeln!(out, "folded\t{}\t{}", s.folded_ips, s.evicted_series);
         let p = s.period;
         let _ = writeln!(out, "period\t{}\t{}\t{}\t{}", p.start, p.end, p.tx, p.rx);
+        let _ = writeln!(out, "harvest\t{}", s.harvest);
         for past in &s.previous {
             let p = past.period;
             let _ = writeln!(out, "previous\t{}\t{}\t{}\t{}", p.start, p.end, p.tx, p.rx);
@@ -92,7 +95,7 @@ impl State {
         let version = match first.split_once('\t') {
             Some((MAGIC, version)) if READS.contains(&version) => version,
             Some((MAGIC, version)) => {
-                return Err(format!("it is format version {version}; this monitor reads versions {}", READS.join(" and ")));
+                return Err(format!("it is format version {version}; this monitor reads versions {}", READS.join(", ")));
             }
             _ => return Err("it is not a state file of ip_traffic_monitor_cli".into()),
         };
@@ -125,11 +128,12 @@ fn read_line(line: &str, version: &str, state: &mut State) -> Result<(), String>
         (_, ["folded", ips, series]) => (s.folded_ips, s.evicted_series) = (number(ips)?, number(series)?),
         (_, ["period", start, end, tx, rx]) => s.period = period(start, end, tx, rx)?,
         (_, ["previous", start, end, tx, rx]) => s.previous.push(PastPeriod { period: period(start, end, tx, rx)?, top: Vec::new() }),
-        ("2", ["previous_ip", ip, tx, rx]) => {
+        ("3", ["harvest", n]) => s.harvest = number(n)?,
+        ("2" | "3", ["previous_ip", ip, tx, rx]) => {
             let past = s.previous.last_mut().ok_or("an IP of a past period before any past period")?;
             past.top.push(PeriodIp { ip: address(ip)?, tx: number(tx)?, rx: number(rx)? });
         }
-        ("2", ["ip", ip, tx, rx, period_tx, period_rx, base_tx, base_rx, pid, comm]) => {
+        ("2" | "3", ["ip", ip, tx, rx, period_tx, period_rx, base_tx, base_rx, pid, comm]) => {
             let period = (number(period_tx)?, number(period_rx)?);
             s.ips.push(saved_ip(ip, tx, rx, period, base_tx, base_rx, pid, comm)?);
         }
@@ -267,6 +271,7 @@ mod tests {
                     },
                     PastPeriod { period: Period { start: 1_764_547_200, end: 1_764_547_200, tx: 0, rx: 0 }, top: vec![] },
                 ],
+                harvest: 41,
             },
             places: vec![
                 (Labels { country: Some("中国".into()), province: Some("广东\t省".into()), city: None, isp: Some("-电信\\".into()) }, 10, 20),
@@ -279,8 +284,21 @@ mod tests {
     fn a_state_reads_back_as_it_was_written() {
         let state = sample();
         let text = state.to_text();
-        assert!(text.starts_with("ip_traffic_monitor_cli state\t2\n"), "{text}");
+        assert!(text.starts_with("ip_traffic_monitor_cli state\t3\n"), "{text}");
         assert_eq!(State::from_text(&text), Ok(state));
+    }
+
+    /// A file of version 2 (before the harvest journal) is read, its harvest 0.
+    #[test]
+    fn a_version_2_file_is_read_with_no_harvest() {
+        let v3 = sample().to_text();
+        let body = v3[..v3.rfind("end\t").expect("end line")].replacen("state\t3", "state\t2", 1).replacen("harvest\t41\n", "", 1);
+        let sealed = |body: &str| format!("{body}end\t{}\t{:016x}\n", body.lines().count(), fnv1a64(body.as_bytes()));
+        let state = State::from_text(&sealed(&body)).expect("version 2 reads");
+        assert_eq!(state.store, Saved { harvest: 0, ..sample().store });
+        let with_v3_line = body.replacen("saved\t", "harvest\t41\nsaved\t", 1);
+        let refused = State::from_text(&sealed(&with_v3_line)).expect_err("a version 3 record in a version 2 file");
+        assert!(refused.contains("'harvest' is not a record of version 2"), "{refused}");
     }
 
     /// A file of version 1 (before per-IP period bytes) is read, those bytes 0.
@@ -334,8 +352,8 @@ mod tests {
 
     #[test]
     fn another_version_or_format_says_so() {
-        let text = sample().to_text().replacen("state\t2", "state\t3", 1);
-        assert!(State::from_text(&text).unwrap_err().contains("version 3"));
+        let text = sample().to_text().replacen("state\t3", "state\t4", 1);
+        assert!(State::from_text(&text).unwrap_err().contains("version 4"));
         for foreign in ["{\"json\": true}\n", "", "\n\n", "\u{0}\u{1}binary"] {
             assert!(State::from_text(foreign).unwrap_err().contains("not a state file"), "{foreign:?}");
         }

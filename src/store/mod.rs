@@ -128,6 +128,10 @@ pub enum Record {
     /// Bytes the backend counted but could not put on an IP (its per-IP
     /// maps were full): `(tx, rx)`.
     Unkeyed(u64, u64),
+    /// The report holds every harvest of the kernel's counters up to this
+    /// number (nftables): saved with the totals, so that a restart knows
+    /// which harvests written down since it still lacks.
+    Harvest(u64),
 }
 
 /// A remote IP as the table keys it: 16 bytes, an IPv4 address in its
@@ -201,6 +205,8 @@ struct Totals {
     /// This billing period's host totals, and the last ones' (oldest first).
     period: Period,
     previous: Vec<PastPeriod>,
+    /// The last kernel harvest applied ([`Record::Harvest`]).
+    harvest: u64,
 }
 
 impl Totals {
@@ -341,6 +347,8 @@ pub struct Saved {
     /// The billing period in progress, and the ones before it (oldest first).
     pub period: Period,
     pub previous: Vec<PastPeriod>,
+    /// The last kernel harvest in these totals ([`Record::Harvest`]).
+    pub harvest: u64,
 }
 
 /// One tracked IP as saved: `base` is `Some` for an IP with its own series;
@@ -380,6 +388,16 @@ pub struct Store {
     changes: AtomicU64,
     /// Where billing periods begin (`--billing-day` in the local zone).
     periods: Option<Periods>,
+    /// The last kernel harvest in a state on disk ([`Store::saved`]).
+    saved_harvest: AtomicU64,
+}
+
+/// Which kernel harvests the store holds ([`Record::Harvest`]): `applied`
+/// ones are in its totals, `saved` ones in a state on disk too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HarvestMarks {
+    pub applied: u64,
+    pub saved: u64,
 }
 
 /// A row for the console: a remote IP with its counters at one moment.
@@ -398,6 +416,7 @@ impl Store {
             max_ips: max_ips.max(1),
             changes: AtomicU64::new(0),
             periods: None,
+            saved_harvest: AtomicU64::new(0),
         }
     }
 
@@ -465,6 +484,7 @@ impl Store {
                         totals.owners.insert(key, **owner);
                     }
                 }
+                Record::Harvest(number) => totals.harvest = totals.harvest.max(number),
                 Record::Unkeyed(tx, rx) => {
                     totals.period.tx += tx;
                     totals.period.rx += rx;
@@ -676,7 +696,7 @@ impl Store {
         let totals = self.lock();
         let (unexported, unkeyed) = ((totals.unexported_tx, totals.unexported_rx), totals.unkeyed);
         let (folded_ips, evicted_series) = (totals.folded_ips, totals.evicted_series);
-        let (period, previous) = (totals.period, totals.previous.clone());
+        let (period, previous, harvest) = (totals.period, totals.previous.clone(), totals.harvest);
         let mut ips: Vec<SavedIp> = totals
             .ips
             .iter()
@@ -688,7 +708,16 @@ impl Store {
         drop(totals);
         // By address: the same totals make the same file.
         ips.sort_unstable_by_key(|ip| ip.ip);
-        Saved { ips, unexported, unkeyed, folded_ips, evicted_series, period, previous }
+        Saved { ips, unexported, unkeyed, folded_ips, evicted_series, period, previous, harvest }
+    }
+
+    /// `saved` is on disk now: what it holds need not be kept elsewhere.
+    pub fn saved(&self, saved: &Saved) {
+        self.saved_harvest.fetch_max(saved.harvest, Ordering::Release);
+    }
+
+    pub fn harvest_marks(&self) -> HarvestMarks {
+        HarvestMarks { applied: self.lock().harvest, saved: self.saved_harvest.load(Ordering::Acquire) }
     }
 
     /// Takes up a saved state (before counting begins): every total, series
@@ -703,6 +732,8 @@ impl Store {
         totals.unkeyed.1 += saved.unkeyed.1;
         totals.folded_ips += saved.folded_ips;
         totals.evicted_series += saved.evicted_series;
+        totals.harvest = totals.harvest.max(saved.harvest);
+        self.saved_harvest.fetch_max(saved.harvest, Ordering::Release);
         // The saved period goes on if it is the one in force; else it is over.
         totals.previous = saved.previous.clone();
         let goes_on = saved.period.start == totals.period.start;

@@ -553,6 +553,15 @@ impl Lab {
         }
     }
 
+    /// Starts a shell command in the host namespace without waiting for
+    /// it (see [`wait_until_gone`]); it is killed when the lab goes.
+    pub fn host_shell_in_background(&mut self, script: &str) -> u32 {
+        let child = Command::new("ip").args(["netns", "exec", &self.host, "bash", "-c", script]).spawn().expect("bash");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
     /// Runs a shell command in the host namespace and waits for it.
     pub fn host_shell(&self, script: &str) {
         run(&["ip", "netns", "exec", &self.host, "bash", "-c", script]);

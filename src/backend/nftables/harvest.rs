@@ -15,13 +15,19 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
+use super::journal::{Entry, Journal};
 use super::socket::Socket;
-use super::table::{self, Generation, Layout, REFUSED};
-use super::{FAMILY_INET, OTHERS, TABLE, dump_set, flowtables, take_counter};
+use super::table::{self, Generation, HARVESTS, Layout, Stamp};
+use super::{FAMILY_INET, OTHERS, TABLE, dump_set, flowtables, read_counter, read_counter_values};
 use crate::backend::in_process::Counter;
 use crate::filter::canonical;
-use crate::store::Record;
+use crate::store::{HarvestMarks, Record};
+
+/// A journal this long asks for the state to be saved (which empties it),
+/// before the periodic save: a flood of new peers does not grow it for long.
+const JOURNAL_SAVE_AT: u64 = 4 << 20;
 
 pub struct Harvester {
     layout: Layout,
@@ -30,24 +36,54 @@ pub struct Harvester {
     sockets: Vec<Socket>,
     /// The generation the rules feed.
     active: Generation,
-    /// What a crashed run's table held, handed over with the first harvest.
+    /// The number of the last harvest whose swap went through (the table's).
+    number: u64,
+    /// What a crashed run's table and journal held, handed over with the
+    /// first harvest.
     leftover: Vec<Record>,
+    /// Where harvests are written down (`--state`), and the open journal.
+    journal_path: Option<PathBuf>,
+    journal: Option<Journal>,
+    /// The journal has asked for a save since it was last emptied.
+    asked_to_save: bool,
+}
+
+/// A table of ours left by a run that is gone.
+struct StaleTable {
+    /// Its stamp (`None`: a table of an older layout, without one).
+    stamp: Option<Stamp>,
+    /// Made with the layout of this run: it is taken up as it is.
+    same_layout: bool,
+    /// Who left it, for the line that says what became of it.
+    who: String,
 }
 
 impl Harvester {
-    pub fn new(layout: Layout) -> Harvester {
-        Harvester { layout, sockets: Vec::new(), active: Generation::A, leftover: Vec::new() }
+    /// A harvester of `layout` that writes its harvests down in `journal`
+    /// (with `--state`) before the kernel forgets them.
+    pub fn new(layout: Layout, journal: Option<PathBuf>) -> Harvester {
+        Harvester {
+            layout,
+            sockets: Vec::new(),
+            active: Generation::A,
+            number: 0,
+            leftover: Vec::new(),
+            journal_path: journal,
+            journal: None,
+            asked_to_save: false,
+        }
     }
 
     fn sockets(&mut self) -> Result<&mut [Socket], String> {
         if self.sockets.is_empty() { Err("not attached".to_string()) } else { Ok(&mut self.sockets) }
     }
 
-    /// A table of ours left by a run that is gone: read it, then replace
-    /// it. A live monitor's: refuse.
-    fn take_over_stale_table(&mut self, socket: &mut Socket) -> Result<bool, String> {
-        let Some(note) = table::find(socket, TABLE).map_err(|e| explain(&e))? else { return Ok(false) };
-        let owner = table::owner_pid(&note);
+    /// A table of ours left by a run that is gone; a live monitor's: refuse.
+    fn find_stale_table(&self, socket: &mut Socket) -> Result<Option<StaleTable>, String> {
+        let Some(note) = table::find(socket, TABLE).map_err(|e| explain(&e))? else { return Ok(None) };
+        let stamp = read_counter_values(socket, TABLE, HARVESTS).ok().and_then(|(bytes, packets)| Stamp::read(bytes, packets));
+        // The stamp names the monitor that runs the table now; the note, the one that made it.
+        let owner = stamp.map(|s| s.owner).or_else(|| table::owner_pid(&note));
         if let Some(pid) = owner.filter(|&pid| pid != std::process::id() && is_a_monitor(pid)) {
             return Err(format!(
                 "table inet {TABLE} belongs to a monitor that is still running (pid {pid}) in this \
@@ -55,19 +91,117 @@ impl Harvester {
             ));
         }
         let who = owner.map_or_else(|| "an unknown program".to_string(), |pid| format!("an earlier run (pid {pid})"));
-        let mut leftover = Vec::new();
-        let bytes = read_everything(std::slice::from_mut(socket), &mut leftover);
+        let same_layout = stamp.is_some() && table::made_with(&note, &self.layout);
+        Ok(Some(StaleTable { stamp, same_layout, who }))
+    }
+
+    /// Takes up the journal at start: the harvests whose bytes left the
+    /// kernel (`kernel`: the table's harvest number; `None`: no table) but
+    /// not the store (`marks.applied`) are counted again; those not in a
+    /// saved state yet (`marks.saved`) are kept, and `leftover` is written
+    /// down as the harvest of the number the table must get, [`Self::number`].
+    /// Returns what to count again.
+    fn resume_journal(&mut self, kernel: Option<u64>, marks: HarvestMarks, leftover: Option<&[Record]>) -> Vec<Record> {
+        let entries = match &self.journal_path {
+            Some(path) => Journal::read(path).unwrap_or_else(|err| {
+                eprintln!("warning: cannot read the harvest journal {}: {err}; starting a new one", path.display());
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let newest = entries.iter().map(|e| e.number).max().unwrap_or(0);
+        self.number = newest.max(kernel.unwrap_or(0)).max(marks.applied);
+        if leftover.is_some() {
+            self.number += 1;
+        }
+        let Some(path) = self.journal_path.clone() else { return Vec::new() };
+        let gone: Vec<Entry> = entries.into_iter().filter(|e| e.gone_from_kernel(kernel)).collect();
+        let again: Vec<Record> = gone.iter().filter(|e| e.number > marks.applied).flat_map(|e| e.records.iter().cloned()).collect();
+        if !again.is_empty() {
+            let bytes: u64 = again.iter().map(record_bytes).sum();
+            eprintln!("the harvest journal {} holds {bytes} bytes that the saved state lacks: counted now", path.display());
+        }
+        let mut keep: Vec<Entry> = gone.into_iter().filter(|e| e.number > marks.saved).map(|e| Entry { done: true, ..e }).collect();
+        if let Some(leftover) = leftover {
+            keep.push(Entry { number: self.number, records: leftover.to_vec(), done: false });
+        }
+        self.journal = Journal::rewrite(&path, &keep).map_err(|err| journal_failed(&path, &err)).ok();
+        again
+    }
+
+    /// Applies `write` to the journal, if there is one; a failure closes it.
+    fn write_down(&mut self, write: impl FnOnce(&mut Journal) -> io::Result<()>) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        if let Err(err) = write(journal) {
+            let path = journal.path().to_path_buf();
+            self.journal = None;
+            journal_failed(&path, &err);
+        }
+    }
+
+    fn stamp(&self, number: u64, active: Generation) -> Stamp {
+        Stamp { number, owner: std::process::id(), active }
+    }
+
+    /// Goes on in a table left with this layout: two harvests at once
+    /// read the generation it left and then the one it fed, each made anew
+    /// in the swap after its reading, so no byte is counted elsewhere in
+    /// between.
+    fn take_up(&mut self, stale: &StaleTable, stamp: Stamp, marks: HarvestMarks) -> Result<Vec<Record>, String> {
+        let again = self.resume_journal(Some(stamp.number), marks, None);
+        self.active = stamp.active;
+        let mut taken = Vec::new();
+        for _ in 0..2 {
+            let mut report = Vec::new();
+            self.harvest(&mut report, marks)?;
+            taken.append(&mut report);
+        }
+        let bytes: u64 = taken.iter().map(record_bytes).sum();
         eprintln!(
-            "found table inet {TABLE} left by {who}: the {bytes} bytes it counted after that run's \
-             last harvest are counted now, and it is replaced"
+            "found table inet {TABLE} left by {}: the {bytes} bytes it counted after that run's last \
+             harvest are counted now, and counting goes on in it",
+            stale.who
         );
-        self.leftover = leftover;
-        Ok(true)
+        Ok(again.into_iter().chain(taken).collect())
+    }
+
+    /// Replaces a table (of another layout, or none) by a new one: what the
+    /// old one holds is read first and written down as the new one's first
+    /// harvest.
+    fn replace(&mut self, socket: &mut Socket, stale: Option<&StaleTable>, marks: HarvestMarks) -> Result<Vec<Record>, String> {
+        let mut leftover = Vec::new();
+        if let Some(stale) = stale {
+            let bytes = read_everything(std::slice::from_mut(socket), &mut leftover);
+            eprintln!(
+                "found table inet {TABLE} left by {}, made for other options (--max-ips, -i, --exclude, \
+                 --include-private) or by another version: the {bytes} bytes it counted after that run's \
+                 last harvest are counted now, and it is replaced (what it counts while that happens, \
+                 some milliseconds' worth, is lost)",
+                stale.who
+            );
+        }
+        let kernel = stale.map(|table| table.stamp.map_or(0, |s| s.number));
+        let mut records = self.resume_journal(kernel, marks, Some(&leftover));
+        self.active = Generation::A;
+        table::create(socket, TABLE, &self.layout, stale.is_some(), self.stamp(self.number, self.active)).map_err(|e| explain(&e))?;
+        let number = self.number;
+        self.write_down(|journal| journal.done(number));
+        records.append(&mut leftover);
+        Ok(records)
     }
 }
 
+/// Says that the journal cannot be written, and that counting goes on without it.
+fn journal_failed(path: &std::path::Path, err: &io::Error) {
+    eprintln!(
+        "warning: cannot write the harvest journal {}: {err}; counting goes on, but a kill \
+         (SIGKILL, out of memory) would lose what was counted since the last save",
+        path.display()
+    );
+}
+
 impl Counter for Harvester {
-    fn attach(&mut self) -> Result<(), String> {
+    fn attach(&mut self, marks: HarvestMarks) -> Result<(), String> {
         let mut socket = open_socket()?;
         if let Ok(found) = flowtables(&mut socket) {
             for flowtable in found {
@@ -78,39 +212,80 @@ impl Counter for Harvester {
                 );
             }
         }
-        let replace = self.take_over_stale_table(&mut socket)?;
-        table::create(&mut socket, TABLE, &self.layout, replace).map_err(|e| explain(&e))?;
-        self.active = Generation::A;
-        self.sockets = vec![socket];
+        let stale = self.find_stale_table(&mut socket)?;
+        let leftover = match stale {
+            Some(ref table @ StaleTable { stamp: Some(stamp), same_layout: true, .. }) => {
+                self.sockets = vec![socket];
+                self.take_up(table, stamp, marks)?
+            }
+            _ => {
+                let leftover = self.replace(&mut socket, stale.as_ref(), marks)?;
+                self.sockets = vec![socket];
+                leftover
+            }
+        };
+        self.leftover = leftover;
         for _ in 1..readers() {
             self.sockets.push(open_socket()?);
         }
         Ok(())
     }
 
-    /// Reads the generation the rules left at the last harvest, then makes
-    /// it anew and points the rules at it. The records are handed over only
-    /// when that succeeded: a run that dies before leaves them in the table,
-    /// for the next run to find.
-    fn harvest(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
+    /// Reads the generation the rules left at the last harvest, writes it
+    /// down, then makes it anew and points the rules at it. The records
+    /// are handed over only when that succeeded: a run that dies before
+    /// leaves them in the table, for the next run to find.
+    fn harvest(&mut self, report: &mut Vec<Record>, marks: HarvestMarks) -> Result<(), String> {
         let retired = self.active.other();
-        let layout = self.layout.clone();
         let sockets = self.sockets()?;
         read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
-        read_refused(&mut sockets[0], report).map_err(|e| lost_table(&e))?;
-        table::swap(&mut sockets[0], TABLE, &layout, retired).map_err(|e| lost_table(&e))?;
-        self.active = retired;
+        read_refused(&mut sockets[0], retired, report).map_err(|e| lost_table(&e))?;
+        let number = self.number + 1;
+        // Every harvest written down so far is in a saved state: start afresh.
+        if marks.saved >= self.number && self.journal.as_ref().is_some_and(|j| j.written() > 0) {
+            self.write_down(Journal::clear);
+            self.asked_to_save = false;
+        }
+        self.write_down(|journal| journal.append(number, report));
+        let (layout, stamp) = (self.layout.clone(), self.stamp(number, retired));
+        let sockets = self.sockets()?;
+        table::swap(&mut sockets[0], TABLE, &layout, stamp).map_err(|e| lost_table(&e))?;
+        (self.number, self.active) = (number, retired);
+        self.write_down(|journal| journal.done(number));
         report.append(&mut self.leftover);
+        report.push(Record::Harvest(number));
         Ok(())
     }
 
-    /// Reads both generations (what came since the last harvest), then
-    /// deletes the table.
+    /// Reads both generations (what came since the last harvest), writes
+    /// that down, then deletes the table.
     fn detach(&mut self, report: &mut Vec<Record>) -> Result<(), String> {
-        report.append(&mut self.leftover);
         let sockets = self.sockets()?;
         read_everything(sockets, report);
+        let number = self.number + 1;
+        // Done before the table goes: a kill between the two leaves the
+        // table, whose number then says the kernel still holds these bytes.
+        self.write_down(|journal| journal.append(number, report).and_then(|()| journal.done(number)));
+        report.append(&mut self.leftover);
+        report.push(Record::Harvest(number));
+        let sockets = self.sockets()?;
         table::delete(&mut sockets[0], TABLE).map_err(|e| format!("could not delete table inet {TABLE}: {e}"))
+    }
+
+    fn wants_save(&mut self) -> bool {
+        let long = self.journal.as_ref().is_some_and(|j| j.written() > JOURNAL_SAVE_AT);
+        let ask = long && !self.asked_to_save;
+        self.asked_to_save |= ask;
+        ask
+    }
+}
+
+/// The bytes of a record a harvest makes.
+fn record_bytes(record: &Record) -> u64 {
+    match *record {
+        Record::Tx(_, n) | Record::Rx(_, n) => n,
+        Record::Unkeyed(tx, rx) => tx + rx,
+        Record::Owner(..) | Record::Harvest(_) => 0,
     }
 }
 
@@ -168,12 +343,12 @@ fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = &'a (String, us
     Ok((records, bytes))
 }
 
-/// Adds the bytes the full sets refused since the last read (and zeroes
-/// them) to `report`; returns them.
-fn read_refused(socket: &mut Socket, report: &mut Vec<Record>) -> io::Result<u64> {
+/// Adds the bytes the full sets of `generation` refused to `report`;
+/// returns them.
+fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>) -> io::Result<u64> {
     let mut refused = [0; 2];
-    for (dir, name) in REFUSED.iter().enumerate() {
-        refused[dir] = take_counter(socket, TABLE, name)?;
+    for (dir, name) in table::refused(generation).iter().enumerate() {
+        refused[dir] = read_counter(socket, TABLE, name)?;
     }
     if refused != [0, 0] {
         report.push(Record::Unkeyed(refused[0], refused[1]));
@@ -182,11 +357,12 @@ fn read_refused(socket: &mut Socket, report: &mut Vec<Record>) -> io::Result<u64
 }
 
 /// Everything the table holds that no harvest handed over: both
-/// generations and the refused bytes, into `report`; their bytes. What
+/// generations' sets and refused bytes, into `report`; their bytes. What
 /// cannot be read (a table of an older layout) is left out.
 fn read_everything(sockets: &mut [Socket], report: &mut Vec<Record>) -> u64 {
-    let mut bytes = read_refused(&mut sockets[0], report).unwrap_or(0);
+    let mut bytes = 0;
     for generation in [Generation::A, Generation::B] {
+        bytes += read_refused(&mut sockets[0], generation, report).unwrap_or(0);
         bytes += read_generation(sockets, generation, report).unwrap_or(0);
     }
     bytes

@@ -10,6 +10,7 @@
 
 pub mod elements;
 pub mod harvest;
+pub mod journal;
 pub mod netlink;
 pub mod socket;
 pub mod table;
@@ -30,7 +31,7 @@ pub const TABLE: &str = "ip_traffic_monitor";
 /// `NFNL_SUBSYS_NFTABLES << 8`: the message types below are `SUBSYS | NFT_MSG_*`.
 pub(crate) const SUBSYS: u16 = 10 << 8;
 const GET_SET_ELEMENTS: u16 = SUBSYS | 13;
-const GET_OBJECT_RESET: u16 = SUBSYS | 21;
+const GET_OBJECT: u16 = SUBSYS | 19;
 const GET_FLOWTABLE: u16 = SUBSYS | 23;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -46,6 +47,9 @@ pub struct Params {
     pub iface: Option<String>,
     /// Peers per set (`--max-ips`).
     pub set_size: u32,
+    /// Where harvests are written down before the kernel forgets them
+    /// (beside `--state`): see [`journal`].
+    pub journal: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -82,7 +86,8 @@ impl Backend for Nftables {
         let mut socket = harvest::open_socket().map_err(Error::fatal)?;
         let name = format!("{TABLE}_probe_{}", std::process::id());
         let layout = table::Layout { size: 16, ..self.layout() };
-        table::create(&mut socket, &name, &layout, false).map_err(|e| Error::fatal(harvest::explain(&e)))?;
+        let stamp = table::Stamp { number: 0, owner: std::process::id(), active: table::Generation::A };
+        table::create(&mut socket, &name, &layout, false, stamp).map_err(|e| Error::fatal(harvest::explain(&e)))?;
         let _ = table::delete(&mut socket, &name);
         match flowtables(&mut socket) {
             Ok(found) if !found.is_empty() => Err(Error::fatal(format!(
@@ -101,7 +106,7 @@ impl Backend for Nftables {
     }
 
     fn runner(&self) -> Result<Runner, Error> {
-        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout()))))
+        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout(), self.params.journal.clone()))))
     }
 
     fn report_interval(&self) -> Duration {
@@ -135,22 +140,29 @@ pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str)
     Ok((counted, unreadable))
 }
 
-/// The bytes of counter object `name` in table `table` (inet), zeroed in
-/// the same step (`NFT_MSG_GETOBJ_RESET`, atomic per counter).
-pub fn take_counter(socket: &mut socket::Socket, table: &str, name: &str) -> io::Result<u64> {
-    let seq = socket.next_seq();
-    let mut request = Builder::new(GET_OBJECT_RESET, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
-    // NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE
-    request.attr_str(1, table).attr_str(2, name).attr_u32(3, table::NFT_OBJECT_COUNTER);
-    let mut bytes = None;
-    socket.exchange(&request.finish(), seq, |message| bytes = counter_bytes(message))?;
-    bytes.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("counter {name} came without its bytes")))
+/// The bytes of counter object `name` in table `table` (inet), left as
+/// they are (a counter is emptied by being made anew, see [`table::swap`]).
+pub fn read_counter(socket: &mut socket::Socket, table: &str, name: &str) -> io::Result<u64> {
+    read_counter_values(socket, table, name).map(|(bytes, _)| bytes)
 }
 
-/// The bytes of a counter object message (`NFT_MSG_NEWOBJ`):
-/// `NFTA_OBJ_DATA (4, nested)` then `NFTA_COUNTER_BYTES (1)`, a big-endian u64.
-pub fn counter_bytes(message: &netlink::Message) -> Option<u64> {
-    message.attributes().find(4).and_then(|data| attributes(data).find(1)).and_then(be_u64)
+/// The bytes and packets of counter object `name` in table `table` (inet).
+pub fn read_counter_values(socket: &mut socket::Socket, table: &str, name: &str) -> io::Result<(u64, u64)> {
+    let seq = socket.next_seq();
+    let mut request = Builder::new(GET_OBJECT, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILY_INET);
+    // NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE
+    request.attr_str(1, table).attr_str(2, name).attr_u32(3, table::NFT_OBJECT_COUNTER);
+    let mut values = None;
+    socket.exchange(&request.finish(), seq, |message| values = counter_values(message))?;
+    values.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("counter {name} came without its bytes")))
+}
+
+/// The bytes and packets of a counter object message (`NFT_MSG_NEWOBJ`):
+/// `NFTA_OBJ_DATA (4, nested)` holds `NFTA_COUNTER_BYTES (1)` and
+/// `NFTA_COUNTER_PACKETS (2)`, big-endian u64s.
+pub fn counter_values(message: &netlink::Message) -> Option<(u64, u64)> {
+    let data = message.attributes().find(4)?;
+    Some((be_u64(attributes(data).find(1)?)?, be_u64(attributes(data).find(2)?)?))
 }
 
 /// Every flowtable in any table, as [`describe_flowtable`] says it.

@@ -2,8 +2,9 @@
 //! (all of it or nothing), never touching any other table: an `inet` table
 //! with sets of peers with per-element counters (per direction and family,
 //! key = the remote address, in [`SHARDS`] shards and two [`Generation`]s),
-//! two counter objects (`tx`, `rx`: the bytes whose peer found no room in a
-//! set), and two base chains:
+//! counter objects per generation (`tx_a`, `rx_a`, …: the bytes whose peer
+//! found no room in a set), one counter object whose bytes are the number
+//! of the last harvest ([`HARVESTS`]), and two base chains:
 //!
 //! - `rx`, hook prerouting, priority INT_MIN: every packet a device hands to
 //!   the stack, before any other table can drop, defragment or rewrite it:
@@ -25,12 +26,13 @@
 //!
 //! chain rx4_7 (one per shard, reached by the jump):
 //! update @rx4_7_a { ip saddr } return      (or @rx4_7_b: the active generation)
-//! counter name "rx"                  only what a full set refused gets here
+//! counter name "rx_a"                only what a full set refused gets here
 //! ```
 //!
 //! Generations: the shard chains feed the sets of one generation while the
-//! other's, which they fed until the last harvest, are read and then made
-//! anew, empty, in the transaction that points the chains at them
+//! other's (sets and refused counters), which they fed until the last
+//! harvest, are read and then made anew, empty, in the transaction that
+//! points the chains at them and numbers the harvest
 //! ([`swap`]). So no element needs a timeout and no counter is ever reset:
 //! a set holds only what its peers sent in one interval, read once, whole,
 //! after nothing writes to it any more.
@@ -58,6 +60,7 @@ const NEWSET: u16 = SUBSYS | 9;
 const DELSET: u16 = SUBSYS | 11;
 const NEWSETELEM: u16 = SUBSYS | 12;
 const NEWOBJ: u16 = SUBSYS | 18;
+const DELOBJ: u16 = SUBSYS | 20;
 const BATCH_BEGIN: u16 = 0x10;
 const BATCH_END: u16 = 0x11;
 const NLM_F_CREATE: u16 = 0x400;
@@ -140,8 +143,45 @@ const DIRECTIONS: [Direction; 2] = [
     },
 ];
 
-/// The counters of refused bytes, by direction (0 tx, 1 rx).
-pub const REFUSED: [&str; 2] = ["tx", "rx"];
+/// The counter object that holds the table's [`Stamp`].
+pub const HARVESTS: &str = "harvests";
+
+/// What the table says of its state, in counter [`HARVESTS`] (made anew
+/// with each [`swap`], so it changes with the rules in one transaction):
+/// its bytes are the number of the last harvest whose swap went through (a
+/// run that dies between writing a harvest down and swapping leaves the
+/// next run able to tell whether the kernel still holds that harvest's
+/// bytes); its packets are the PID of the monitor that runs it, shifted
+/// left by one, and the active generation in the lowest bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub number: u64,
+    pub owner: u32,
+    pub active: Generation,
+}
+
+impl Stamp {
+    fn packets(self) -> u64 {
+        u64::from(self.owner) << 1 | u64::from(self.active == Generation::B)
+    }
+
+    /// The stamp a counter of `bytes` and `packets` holds.
+    pub fn read(bytes: u64, packets: u64) -> Option<Stamp> {
+        let owner = u32::try_from(packets >> 1).ok()?;
+        Some(Stamp { number: bytes, owner, active: if packets & 1 == 0 { Generation::A } else { Generation::B } })
+    }
+}
+
+/// The counters of bytes a full set refused in `generation`, by direction
+/// (0 tx, 1 rx): `tx_a`, `rx_a`. Made anew with their generation's sets, so
+/// that they too are read once, whole, after nothing counts in them.
+pub fn refused(generation: Generation) -> [String; 2] {
+    DIRECTIONS.map(|direction| refused_name(&direction, generation))
+}
+
+fn refused_name(direction: &Direction, generation: Generation) -> String {
+    format!("{}_{}", direction.name, generation.suffix())
+}
 
 /// The sets the shard chains feed, and the other ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,11 +249,25 @@ pub struct Layout {
     pub iface: Option<String>,
 }
 
+impl Layout {
+    /// FNV-1a of the layout (the skipped ranges as the table holds them)
+    /// and of this monitor's version (whose tables may be built otherwise).
+    fn fingerprint(&self) -> u64 {
+        let mut text = format!("{} {} {}", env!("CARGO_PKG_VERSION"), self.size, self.iface.as_deref().unwrap_or("*"));
+        for v4 in [true, false] {
+            for (first, last) in skipped_ranges(&self.skipped, v4) {
+                text.push_str(&format!(" {first:x}-{last:x}"));
+            }
+        }
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+}
+
 /// Creates table `name` as `layout` says, in one transaction, its shard
-/// chains feeding generation A. With `replace`, an existing table of that
+/// chains feeding `stamp.active`. With `replace`, an existing table of that
 /// name is deleted in the same transaction, so packets meet either the old
 /// table or the new one.
-pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -> io::Result<()> {
+pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, stamp: Stamp) -> io::Result<()> {
     let seq = socket.next_seq();
     let mut messages = Vec::new();
     if replace {
@@ -221,7 +275,8 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     }
     let create = NLM_F_REQUEST | NLM_F_CREATE;
     let mut table = Builder::new(NEWTABLE, create, seq, FAMILY_INET);
-    table.attr_str(1, name).attr(NFTA_TABLE_USERDATA, owner_note(std::process::id()).as_bytes()); // NFTA_TABLE_NAME
+    let note = owner_note(std::process::id(), layout);
+    table.attr_str(1, name).attr(NFTA_TABLE_USERDATA, note.as_bytes()); // NFTA_TABLE_NAME
     messages.push(table.finish());
     let mut ids = 0;
     let mut next_id = || {
@@ -229,8 +284,11 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
         ids
     };
     let mut maps = Vec::new();
+    messages.push(new_counter(name, HARVESTS, stamp.number, stamp.packets(), seq));
     for direction in &DIRECTIONS {
-        messages.push(new_counter(name, direction.name, seq));
+        for generation in [Generation::A, Generation::B] {
+            messages.push(new_counter(name, &refused_name(direction, generation), 0, 0, seq));
+        }
         messages.push(new_base_chain(name, direction, seq));
         for peers in &direction.peers {
             for shard in 0..SHARDS {
@@ -251,7 +309,7 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     for direction in &DIRECTIONS {
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                messages.extend(shard_rules(name, direction, peers, shard, Generation::A, seq));
+                messages.extend(shard_rules(name, direction, peers, shard, stamp.active, seq));
             }
         }
     }
@@ -281,20 +339,33 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool) -
     socket.exchange(&batch(messages, seq), seq, |_| {})
 }
 
-/// Points every shard chain of table `name` at generation `to`, whose sets
-/// are made anew, empty, in the same transaction: a packet counts either in
-/// the old generation or in the new one. The old generation's sets are left
-/// as they are, for reading.
-pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, to: Generation) -> io::Result<()> {
+/// Points every shard chain of table `name` at generation `stamp.active`,
+/// whose sets and counters of refused bytes are made anew, empty, and
+/// stamps the table, all in one transaction: a packet counts either in the
+/// old generation or in the new one, and the stamp says which harvests'
+/// bytes have left the kernel. The old generation is left as it is, for
+/// reading.
+pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp) -> io::Result<()> {
+    let to = stamp.active;
     let seq = socket.next_seq();
     let mut messages = Vec::new();
+    // The rules go first: an object or set still used by a rule cannot go.
+    for direction in &DIRECTIONS {
+        for peers in &direction.peers {
+            messages.extend((0..SHARDS).map(|shard| flush_chain(name, &shard_name(direction, peers, shard), seq)));
+        }
+    }
+    for counter in refused(to).iter().map(String::as_str).chain([HARVESTS]) {
+        messages.push(delete_object(name, counter, seq));
+    }
+    messages.push(new_counter(name, HARVESTS, stamp.number, stamp.packets(), seq));
     let mut id = 0;
     for direction in &DIRECTIONS {
+        messages.push(new_counter(name, &refused_name(direction, to), 0, 0, seq));
         for peers in &direction.peers {
             for shard in 0..SHARDS {
                 let set = set_name(direction, peers, shard, to);
                 id += 1;
-                messages.push(flush_chain(name, &shard_name(direction, peers, shard), seq));
                 messages.push(delete_set(name, &set, seq));
                 messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
                 messages.extend(shard_rules(name, direction, peers, shard, to, seq));
@@ -316,7 +387,8 @@ fn shard_rules(table: &str, direction: &Direction, peers: &Peers, shard: u32, ge
     let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
     let chain = shard_name(direction, peers, shard);
     let set = set_name(direction, peers, shard, generation);
-    [update_rule(table, &chain, &set, peers, flags, seq), refused_rule(table, &chain, direction, flags, seq)]
+    let refused = refused_name(direction, generation);
+    [update_rule(table, &chain, &set, peers, flags, seq), refused_rule(table, &chain, &refused, flags, seq)]
 }
 
 /// Deletes every rule of chain `chain`.
@@ -324,6 +396,12 @@ fn flush_chain(table: &str, chain: &str, seq: u32) -> Vec<u8> {
     let mut rule = Builder::new(DELRULE, NLM_F_REQUEST, seq, FAMILY_INET);
     rule.attr_str(1, table).attr_str(2, chain); // NFTA_RULE_TABLE, NFTA_RULE_CHAIN; no handle: all of them
     rule.finish()
+}
+
+fn delete_object(table: &str, name: &str, seq: u32) -> Vec<u8> {
+    let mut obj = Builder::new(DELOBJ, NLM_F_REQUEST, seq, FAMILY_INET);
+    obj.attr_str(1, table).attr_str(2, name).attr_u32(3, NFT_OBJECT_COUNTER); // NFTA_OBJ_TABLE, _NAME, _TYPE
+    obj.finish()
 }
 
 fn delete_set(table: &str, name: &str, seq: u32) -> Vec<u8> {
@@ -376,15 +454,23 @@ pub fn find(socket: &mut Socket, name: &str) -> io::Result<Option<String>> {
     }
 }
 
-/// The table's user data: which program and process made it, so a later
-/// run can tell a live monitor's table from one a crash left behind.
-pub fn owner_note(pid: u32) -> String {
-    format!("ip_traffic_monitor_cli pid {pid}")
+/// The table's user data: which program and process made it (so a later
+/// run can tell a live monitor's table from one a crash left behind), and
+/// a fingerprint of its layout (so a later run knows whether it may go on
+/// with the table as it is).
+pub fn owner_note(pid: u32, layout: &Layout) -> String {
+    format!("ip_traffic_monitor_cli pid {pid} layout {:016x}", layout.fingerprint())
 }
 
 /// The PID in a table's user data, if the note is ours.
 pub fn owner_pid(note: &str) -> Option<u32> {
-    note.strip_prefix("ip_traffic_monitor_cli pid ")?.parse().ok()
+    let rest = note.strip_prefix("ip_traffic_monitor_cli pid ")?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Whether a table's user data says it was made with `layout`.
+pub fn made_with(note: &str, layout: &Layout) -> bool {
+    note.ends_with(&format!(" layout {:016x}", layout.fingerprint()))
 }
 
 fn delete_message(name: &str, flags: u16, seq: u32) -> Vec<u8> {
@@ -400,12 +486,12 @@ fn batch_marker(kind: u16, seq: u32) -> Vec<u8> {
     marker
 }
 
-/// `counter NAME { }`: a named counter object.
-fn new_counter(table: &str, name: &str, seq: u32) -> Vec<u8> {
+/// `counter NAME { packets PACKETS bytes BYTES }`: a named counter object.
+fn new_counter(table: &str, name: &str, bytes: u64, packets: u64, seq: u32) -> Vec<u8> {
     let mut obj = Builder::new(NEWOBJ, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
     obj.attr_str(1, table).attr_str(2, name).attr_u32(3, NFT_OBJECT_COUNTER); // NFTA_OBJ_TABLE, _NAME, _TYPE
     let data = obj.begin_nest(4); // NFTA_OBJ_DATA
-    obj.attr(1, &0u64.to_be_bytes()).attr(2, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES, _PACKETS
+    obj.attr(1, &bytes.to_be_bytes()).attr(2, &packets.to_be_bytes()); // NFTA_COUNTER_BYTES, _PACKETS
     obj.end_nest(data);
     obj.finish()
 }
@@ -598,12 +684,12 @@ fn skip_rule(table: &str, chain: &str, peers: &Peers, set: &str, set_id: u32, fl
     })
 }
 
-/// `counter name "tx"`: what a full set refused (every other packet has
+/// `counter name "tx_a"`: what a full set refused (every other packet has
 /// returned from the shard's chain by now).
-fn refused_rule(table: &str, chain: &str, direction: &Direction, flags: u16, seq: u32) -> Vec<u8> {
+fn refused_rule(table: &str, chain: &str, counter: &str, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, chain, flags, seq, |r| {
         expression(r, "objref", |e| {
-            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, direction.name); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
+            e.attr_u32(1, NFT_OBJECT_COUNTER).attr_str(2, counter); // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
         });
     })
 }
@@ -709,7 +795,13 @@ mod tests {
 
     #[test]
     fn the_owner_note_names_the_pid_and_nothing_else_passes_for_it() {
-        assert_eq!(owner_pid(&owner_note(4242)), Some(4242));
+        let layout = Layout { size: 100, skipped: Vec::new(), iface: None };
+        assert_eq!(owner_pid(&owner_note(4242, &layout)), Some(4242));
+        assert!(made_with(&owner_note(4242, &layout), &layout));
+        assert!(!made_with(&owner_note(4242, &layout), &Layout { size: 101, ..layout.clone() }));
+        assert!(!made_with("ip_traffic_monitor_cli pid 4242", &layout), "an older table");
+        let stamp = Stamp { number: 7, owner: 4_194_304, active: Generation::B };
+        assert_eq!(Stamp::read(stamp.number, stamp.packets()), Some(stamp));
         assert_eq!(owner_pid("ip_traffic_monitor_cli pid x"), None);
         assert_eq!(owner_pid(""), None);
     }
