@@ -104,8 +104,7 @@ impl<D: AsRef<[u8]>> Qqwry<D> {
     fn string(&self, at: usize) -> Result<(String, usize), LookupError> {
         let bytes = self.data.as_ref().get(at..).ok_or(LookupError)?;
         let len = memchr::memchr(0, bytes).ok_or(LookupError)?;
-        let (text, _, _) = encoding_rs::GBK.decode(&bytes[..len]);
-        Ok((text.into_owned(), at + len + 1))
+        Ok((super::gbk::decode(&bytes[..len]), at + len + 1))
     }
 }
 
@@ -147,7 +146,7 @@ pub mod writer {
     }
 
     fn gbk(text: &str) -> Vec<u8> {
-        let mut out = encoding_rs::GBK.encode(text).0.into_owned();
+        let mut out = super::super::gbk::encode(text);
         out.push(0);
         out
     }
