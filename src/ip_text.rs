@@ -5,7 +5,8 @@
 //! `::`) are read by hand; anything else (an IPv6 address ending in dotted
 //! IPv4) goes to the std parser, which also has the last word on whatever
 //! the fast paths reject. Both directions agree with std exactly (tested
-//! against it below); parsed IPv4-mapped IPv6 becomes IPv4.
+//! against it below); parsed IPv4-mapped IPv6 becomes IPv4. Numbers are
+//! written the same way ([`push_u64`]).
 
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -196,6 +197,23 @@ fn hex_group(text: &[u8]) -> Option<(u16, usize)> {
         digits += 1;
     }
     (digits > 0).then_some((value, digits))
+}
+
+/// Decimal digits of `n`, without the formatting machinery (the exporter's
+/// hot loop writes 200,000 of them for 100,000 IPs).
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
 }
 
 #[cfg(test)]

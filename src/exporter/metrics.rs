@@ -9,7 +9,8 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use super::exposition::{Metric, header, label, push_u64, sample};
+use super::exposition::{Metric, header, label, sample};
+use crate::ip_text::push_u64;
 use super::procfs;
 use crate::location::{Labels, Ledger, Locator, PlaceTotals};
 use crate::store::{Exported, HealthState, Series, Store};

@@ -22,10 +22,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::ip_text::{parse_ip, push_ip, push_u64};
 use crate::store::Record;
 
 /// One harvest as written down.
@@ -118,19 +118,34 @@ impl Journal {
     }
 }
 
+/// An entry's text (addresses and numbers without the formatting
+/// machinery: a flood's harvest writes 100,000 records).
 fn write_entry(out: &mut String, number: u64, records: &[Record]) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "harvest\t{number}");
+    let line = |out: &mut String, tag: &str, first: &dyn Fn(&mut String), second: u64| {
+        out.push_str(tag);
+        out.push('\t');
+        first(out);
+        out.push('\t');
+        push_u64(out, second);
+        out.push('\n');
+    };
+    let header = |out: &mut String, tag: &str| {
+        out.push_str(tag);
+        out.push('\t');
+        push_u64(out, number);
+        out.push('\n');
+    };
+    header(out, "harvest");
     for record in records {
-        let _ = match record {
-            Record::Tx(ip, bytes) => writeln!(out, "tx\t{ip}\t{bytes}"),
-            Record::Rx(ip, bytes) => writeln!(out, "rx\t{ip}\t{bytes}"),
-            Record::Unkeyed(tx, rx) => writeln!(out, "refused\t{tx}\t{rx}"),
+        match *record {
+            Record::Tx(ip, bytes) => line(out, "tx", &|out| push_ip(out, ip), bytes),
+            Record::Rx(ip, bytes) => line(out, "rx", &|out| push_ip(out, ip), bytes),
+            Record::Unkeyed(tx, rx) => line(out, "refused", &|out| push_u64(out, tx), rx),
             // Not a harvest's: owners come from /proc, the number is the entry's.
-            Record::Owner(..) | Record::Harvest(_) => Ok(()),
-        };
+            Record::Owner(..) | Record::Harvest(_) => {}
+        }
     }
-    let _ = writeln!(out, "end\t{number}");
+    header(out, "end");
 }
 
 /// The complete entries of a journal's text. A line that is not whole (the
@@ -145,8 +160,8 @@ fn parse(text: &str) -> Vec<Entry> {
         let number = |s: &str| s.parse::<u64>().ok();
         match (&fields[..], open.as_mut()) {
             (["harvest", n], _) => open = number(n).map(|number| Entry { number, records: Vec::new(), done: false }),
-            (["tx" | "rx", ip, bytes], Some(entry)) => match (ip.parse::<IpAddr>(), number(bytes)) {
-                (Ok(ip), Some(bytes)) => entry.records.push(if fields[0] == "tx" { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) }),
+            (["tx" | "rx", ip, bytes], Some(entry)) => match (parse_ip(ip.as_bytes()), number(bytes)) {
+                (Some(ip), Some(bytes)) => entry.records.push(if fields[0] == "tx" { Record::Tx(ip, bytes) } else { Record::Rx(ip, bytes) }),
                 _ => open = None,
             },
             (["refused", tx, rx], Some(entry)) => match (number(tx), number(rx)) {
@@ -168,6 +183,7 @@ fn parse(text: &str) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("an address")
