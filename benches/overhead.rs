@@ -84,6 +84,7 @@ fn main() {
         Some("--udp-sink") => return udp_sink(),
         Some("--harvest") => return harvest_time(),
         Some("--memory") => return memory_table(&product_binary(), "nftables"),
+        Some("--rule-cost") => return rule_cost(&product_binary()),
         _ => {}
     }
     if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {
@@ -287,6 +288,42 @@ fn udp_sink() {
         }
     }
     let _ = writeln!(std::io::stdout(), "{packets}");
+}
+
+/// What each part of the nftables table costs the 100-byte flood (which
+/// crosses the host's `tx` chain): rounds of the flood without a table,
+/// with the monitor's table (the monitor stopped, so only the packet path
+/// differs), then with parts of it taken away in turn: the shard chains
+/// emptied (no set update: the jump and return remain), the base chain cut
+/// to its device rule (no skip lookup, no dispatch), the base chain empty
+/// (the hook alone).
+fn rule_cost(bin: &str) {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    println!("| round | no table | whole table | no set update | device rule only | empty base chain |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for round in 1..=rounds {
+        let mut lab = Lab::new();
+        let nft = |lab: &Lab, command: &str| lab.host_shell(&format!("nft {command}"));
+        let none = udp_flood_run(&mut lab).0;
+        let mut monitor = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q"]);
+        monitor.wait_for_stderr("counting with", Duration::from_secs(60));
+        lab::signal("-STOP", monitor.pid());
+        let whole = udp_flood_run(&mut lab).0;
+        for shard in 0..32 {
+            nft(&lab, &format!("flush chain inet ip_traffic_monitor tx4_{shard}"));
+        }
+        let no_update = udp_flood_run(&mut lab).0;
+        nft(&lab, "flush chain inet ip_traffic_monitor tx");
+        nft(&lab, "add rule inet ip_traffic_monitor tx oifname != vh return");
+        let device_only = udp_flood_run(&mut lab).0;
+        nft(&lab, "flush chain inet ip_traffic_monitor tx");
+        let empty = udp_flood_run(&mut lab).0;
+        lab::signal("-CONT", monitor.pid());
+        drop(monitor);
+        nft(&lab, "delete table inet ip_traffic_monitor");
+        let ratio = |rate: f64| format!("{:.0} ({:.3})", rate, rate / none);
+        println!("| {round} | {none:.0} | {} | {} | {} | {} |", ratio(whole), ratio(no_update), ratio(device_only), ratio(empty));
+    }
 }
 
 /// The monitor's memory (and its child's, if it has one), idle and with
