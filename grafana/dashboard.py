@@ -373,11 +373,13 @@ panels.append(timeseries("Scrape duration", "How long Prometheus took to scrape 
                          [target(f"scrape_duration_seconds{{{HOST}}}", "A", "{{instance}}", instant=False)], "s"))
 
 
-def variable(name, label, query, multi=True):
+def variable(name, label, query, all_value=".*"):
+    """`all_value` None: "All" stands for the values found (a regex of
+    them), so `up` or `scrape_duration_seconds` of other jobs stay out."""
     return {
         "name": name, "label": label, "type": "query", "datasource": DS,
         "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"}, "definition": query,
-        "refresh": 2, "multi": multi, "includeAll": True, "allValue": ".*",
+        "refresh": 2, "multi": True, "includeAll": True, "allValue": all_value,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1, "hide": 0, "options": [],
     }
 
@@ -400,8 +402,8 @@ dashboard = {
     "description": "Per-remote-IP traffic from ip_traffic_monitor_cli: this billing period, the range and now; top talkers with place, ISP and process; by country, province, city, ISP, process and host; health. Needs Prometheus 2.33+ (@ modifiers).",
     "templating": {"list": [
         {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus", "hide": 0, "current": {}, "options": [], "refresh": 1},
-        variable("job", "Job", "label_values(ip_traffic_monitor_build_info, job)"),
-        variable("instance", "Instance", 'label_values(ip_traffic_monitor_build_info{job=~"$job"}, instance)'),
+        variable("job", "Job", "label_values(ip_traffic_monitor_build_info, job)", all_value=None),
+        variable("instance", "Instance", 'label_values(ip_traffic_monitor_build_info{job=~"$job"}, instance)', all_value=None),
         variable("country", "Country", f"label_values({LOC}, country)"),
         variable("province", "Province", f'label_values(ip_traffic_location_tx_bytes_total{{{HOST},country=~"$country"}}, province)'),
         variable("isp", "ISP", f'label_values(ip_traffic_location_tx_bytes_total{{{HOST},country=~"$country"}}, isp)'),
