@@ -71,18 +71,31 @@ const COUNTRIES: &[&str] = &[
 /// ("电信/DNS服务器", "联通/北京百度网讯科技有限公司联通节点").
 const CARRIERS: &[&str] = &["电信", "联通", "移动", "铁通", "广电", "教育网", "长城宽带", "鹏博士"];
 
-/// Texts that name no place.
-const NOT_A_PLACE: &[&str] = &["保留", "局域网", "本机", "本地", "IANA", "未知", "纯真", "CZ88"];
+/// How texts that name no place begin: LAN, loopback, reserved, multicast,
+/// carrier-grade NAT (100.64.0.0/10), unallocated, unknown, and the
+/// database's own filler. They are matched at the start of the text only
+/// (本地 inside 阿什本地区 is a place), and only after no country or
+/// province matched.
+const NOT_A_PLACE: &[&str] = &[
+    "保留", "局域网", "本机", "本地", "IANA", "未知", "未分配", "纯真", "CZ88", "运营商级NAT", "用于多点传送", "环回地址",
+    "共享地址", "广播地址",
+];
+
+/// Carrier texts that name no carrier (the database's filler and the
+/// designations of the texts above), matched at the start.
+const NOT_A_CARRIER: &[&str] = &["CZ88", "纯真", "IANA", "未知", "保留", "局域网", "本机", "本地"];
 
 pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
     let place = place.trim();
     let isp = carrier_label(carrier);
-    if place.is_empty() || NOT_A_PLACE.iter().any(|w| place.contains(w)) {
-        return Labels { isp, ..Labels::default() };
-    }
     let china = match lang {
         Lang::ZhCn => CHINA_ZH,
         Lang::En => "China",
+    };
+    // "中国重庆市合川区": the province after the country.
+    let (place, said_china) = match place.strip_prefix(CHINA_ZH) {
+        Some(rest) => (rest, true),
+        None => (place, false),
     };
     if let Some(&(prefix, full, english)) = PROVINCES.iter().find(|(prefix, ..)| place.starts_with(prefix)) {
         let mut rest = &place[prefix.len()..];
@@ -96,37 +109,47 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
         };
         return Labels { country: Some(china.into()), province: Some(province.into()), city, isp };
     }
-    if let Some(rest) = place.strip_prefix(CHINA_ZH) {
-        return Labels { country: Some(china.into()), city: city_of(rest), isp, ..Labels::default() };
+    if said_china {
+        // "中国国际电子商务中心" names an organisation, not a city.
+        let city = city_of(place).filter(|city| ["市", "州", "盟", "地区"].iter().any(|m| city.ends_with(m)));
+        return Labels { country: Some(china.into()), city, isp, ..Labels::default() };
     }
-    let country = COUNTRIES.iter().filter(|c| place.starts_with(*c)).max_by_key(|c| c.len()).copied().unwrap_or(place);
-    Labels { country: Some(country.to_string()), isp, ..Labels::default() }
+    if let Some(country) = COUNTRIES.iter().filter(|c| place.starts_with(*c)).max_by_key(|c| c.len()) {
+        return Labels { country: Some(country.to_string()), isp, ..Labels::default() };
+    }
+    if place.is_empty() || NOT_A_PLACE.iter().any(|w| place.starts_with(w)) {
+        return Labels { isp, ..Labels::default() };
+    }
+    Labels { country: Some(place.to_string()), isp, ..Labels::default() }
 }
 
-/// The city at the start of `rest`: up to and including 市 (杭州市, not
-/// 杭州), else 州, 盟 or 地区 (阿坝州); all of it when it has none of them
+/// The prefecture-level unit at the start of `rest`: up to the first 市,
+/// 州, 盟 or 地区 that ends one (临夏州 of 临夏州临夏市, 阿坝州, 杭州市: a 州
+/// followed by 市 is part of the name); all of it when it has none of them
 /// (the ipdb edition writes "深圳").
 fn city_of(rest: &str) -> Option<String> {
     let rest = rest.trim();
-    let end = rest.find("市").map(|i| i + "市".len()).unwrap_or_else(|| {
-        ["州", "盟", "地区"]
-            .iter()
-            .filter_map(|mark| rest.find(mark).map(|i| i + mark.len()))
-            .min()
-            .unwrap_or(rest.len())
+    let ends = ["市", "州", "盟", "地区"].iter().filter_map(|mark| {
+        rest.match_indices(mark).map(|(i, m)| i + m.len()).find(|&end| !(*mark == "州" && rest[end..].starts_with("市")))
     });
+    let end = ends.min().unwrap_or(rest.len());
     (end > 0).then(|| rest[..end].to_string())
 }
 
+/// The carrier: a big one when the text's first part (before `/`) begins
+/// with its name (电信 of "电信/邮政新村局域网", "电信ADSL"), checked before
+/// anything else; nothing for the database's filler; else the text.
 fn carrier_label(carrier: &str) -> Option<String> {
     let carrier = carrier.trim();
-    if carrier.is_empty() || NOT_A_PLACE.iter().any(|w| carrier.contains(w)) {
+    let first = carrier.split('/').next().unwrap_or_default();
+    // 电信通 is a company of its own, not China Telecom.
+    if let Some(big) = CARRIERS.iter().find(|c| first.starts_with(*c) && !first.starts_with("电信通")) {
+        return Some(big.to_string());
+    }
+    if carrier.is_empty() || NOT_A_CARRIER.iter().any(|w| carrier.starts_with(w)) {
         return None;
     }
-    match CARRIERS.iter().find(|c| carrier.starts_with(*c)) {
-        Some(big) => Some(big.to_string()),
-        None => Some(carrier.to_string()),
-    }
+    Some(carrier.to_string())
 }
 
 #[cfg(test)]
@@ -166,6 +189,32 @@ mod tests {
         assert_eq!(zh("局域网", "对方和您在同一内部网"), ["Unknown", "Unknown", "Unknown", "对方和您在同一内部网"]);
         assert_eq!(zh("IANA保留地址", "CZ88.NET"), ["Unknown"; 4]);
         assert_eq!(zh("", ""), ["Unknown"; 4]);
+    }
+
+    /// The defects found against the real databases, each with the
+    /// address it was found at.
+    #[test]
+    fn texts_of_the_real_databases_that_were_mislabelled() {
+        // 71.105.25.146: 本地 inside 阿什本地区 is no "not a place" word.
+        assert_eq!(zh("美国弗吉尼亚州劳登县阿什本地区", "Verizon"), ["美国", "Unknown", "Unknown", "Verizon"]);
+        // 61.136.198.13: the carrier rule before any "not a carrier" word.
+        assert_eq!(zh("湖北省武汉市", "电信/邮政新村局域网"), ["中国", "湖北省", "武汉市", "电信"]);
+        // 61.178.193.149: the city is the prefecture, not the county town after it.
+        assert_eq!(zh("甘肃省临夏州临夏市", "电信"), ["中国", "甘肃省", "临夏州", "电信"]);
+        assert_eq!(zh("吉林省延边州延吉市", "联通"), ["中国", "吉林省", "延边州", "联通"]);
+        assert_eq!(zh("吉林省延边朝鲜族自治州延吉市", "联通"), ["中国", "吉林省", "延边朝鲜族自治州", "联通"]);
+        assert_eq!(zh("新疆阿克苏地区阿克苏市", "电信"), ["中国", "新疆维吾尔自治区", "阿克苏地区", "电信"]);
+        assert_eq!(zh("内蒙古锡林郭勒盟锡林浩特市", "电信"), ["中国", "内蒙古自治区", "锡林郭勒盟", "电信"]);
+        assert_eq!(zh("浙江省杭州市西湖区", "电信"), ["中国", "浙江省", "杭州市", "电信"]);
+        assert_eq!(zh("广东省广州市", "电信"), ["中国", "广东省", "广州市", "电信"]);
+        // 100.73.182.87: carrier-grade NAT is no country.
+        assert_eq!(zh("运营商级NAT", "CZ88.NET"), ["Unknown"; 4]);
+        assert_eq!(zh("未分配地址", ""), ["Unknown"; 4]);
+        // An organisation after 中国 is no city; a province after it is one.
+        assert_eq!(zh("中国国际电子商务中心", ""), ["中国", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(zh("中国重庆市合川区", "电信"), ["中国", "重庆市", "重庆市", "电信"]);
+        // A company whose name begins like a big carrier's stays itself.
+        assert_eq!(zh("北京市", "电信通"), ["中国", "北京市", "北京市", "电信通"]);
     }
 
     #[test]
