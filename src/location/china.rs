@@ -3,9 +3,13 @@
 //! such as "电信" or the filler "CZ88.NET". A place that starts with a
 //! province-level name is in China: that name (in full) is the province and
 //! the part up to the next 市/州/盟/地区 the city (a municipality is its own
-//! city). Anything else is taken as a country name, as the database gives
-//! little more for foreign addresses.
+//! city). A foreign place starts with a country or region name as the
+//! database spells it ([`super::countries`], generated from its own
+//! structured fields, with English names), the rest of it dropped: the
+//! database gives little more for foreign addresses. Texts that name no
+//! place (LAN, reserved, CGNAT, unallocated) give no place labels.
 
+use super::countries::COUNTRIES;
 use super::{Labels, Lang};
 
 pub const CHINA_ZH: &str = "中国";
@@ -51,21 +55,11 @@ const MUNICIPALITIES: [&str; 4] = ["北京", "天津", "上海", "重庆"];
 /// What may follow a province prefix in the text before the city.
 const PROVINCE_SUFFIXES: &[&str] = &["维吾尔自治区", "壮族自治区", "回族自治区", "自治区", "省", "市"];
 
-/// Country names the database starts foreign places with ("美国加利福尼亚州…");
-/// the longest match wins (印度尼西亚 over 印度). A place starting with none
-/// of them is kept whole as the country.
-const COUNTRIES: &[&str] = &[
-    "美国", "加拿大", "墨西哥", "巴西", "阿根廷", "智利", "秘鲁", "哥伦比亚", "委内瑞拉", "英国", "法国",
-    "德国", "意大利", "西班牙", "葡萄牙", "荷兰", "比利时", "卢森堡", "瑞士", "奥地利", "瑞典", "挪威",
-    "芬兰", "丹麦", "冰岛", "爱尔兰", "波兰", "捷克", "斯洛伐克", "匈牙利", "罗马尼亚", "保加利亚", "希腊",
-    "土耳其", "俄罗斯", "乌克兰", "白俄罗斯", "立陶宛", "拉脱维亚", "爱沙尼亚", "塞尔维亚", "克罗地亚",
-    "斯洛文尼亚", "日本", "韩国", "朝鲜", "蒙古", "越南", "老挝", "柬埔寨", "泰国", "缅甸", "马来西亚",
-    "新加坡", "印度尼西亚", "菲律宾", "文莱", "印度", "巴基斯坦", "孟加拉", "斯里兰卡", "尼泊尔",
-    "哈萨克斯坦", "乌兹别克斯坦", "吉尔吉斯斯坦", "塔吉克斯坦", "土库曼斯坦", "阿富汗", "伊朗", "伊拉克",
-    "沙特阿拉伯", "阿联酋", "卡塔尔", "科威特", "以色列", "约旦", "黎巴嫩", "叙利亚", "埃及", "南非",
-    "尼日利亚", "肯尼亚", "埃塞俄比亚", "摩洛哥", "阿尔及利亚", "突尼斯", "澳大利亚", "新西兰", "香港",
-    "澳门", "台湾",
-];
+/// Hong Kong, Macao and Taiwan: the database files them under China in
+/// its structured fields, but writes them first in its text ("台湾省台北市",
+/// "香港"); they are country labels here, as in GeoLite2, so that both
+/// sources give one label.
+const REGIONS: &[(&str, &str)] = &[("香港", "Hong Kong"), ("澳门", "Macao"), ("台湾", "Taiwan")];
 
 /// The big carriers, which the database writes first in a longer text
 /// ("电信/DNS服务器", "联通/北京百度网讯科技有限公司联通节点").
@@ -114,7 +108,12 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
         let city = city_of(place).filter(|city| ["市", "州", "盟", "地区"].iter().any(|m| city.ends_with(m)));
         return Labels { country: Some(china.into()), city, isp, ..Labels::default() };
     }
-    if let Some(country) = COUNTRIES.iter().filter(|c| place.starts_with(*c)).max_by_key(|c| c.len()) {
+    // Longest first in the list: 印度尼西亚 is met before 印度.
+    if let Some((zh, en)) = REGIONS.iter().chain(COUNTRIES).find(|(zh, _)| place.starts_with(zh)) {
+        let country = match lang {
+            Lang::ZhCn => zh,
+            Lang::En => en,
+        };
         return Labels { country: Some(country.to_string()), isp, ..Labels::default() };
     }
     if place.is_empty() || NOT_A_PLACE.iter().any(|w| place.starts_with(w)) {
@@ -185,6 +184,9 @@ mod tests {
         assert_eq!(zh("印度尼西亚雅加达", ""), ["印度尼西亚", "Unknown", "Unknown", "Unknown"]);
         assert_eq!(zh("台湾省台北市", "中华电信"), ["台湾", "Unknown", "Unknown", "中华电信"]);
         assert_eq!(zh("某岛国", ""), ["某岛国", "Unknown", "Unknown", "Unknown"]);
+        // 172.69.94.142 and 181.94.244.94: the country split from its place.
+        assert_eq!(zh("毛里求斯路易港", "Cloudflare"), ["毛里求斯", "Unknown", "Unknown", "Cloudflare"]);
+        assert_eq!(zh("巴拉圭亚松森自治市", ""), ["巴拉圭", "Unknown", "Unknown", "Unknown"]);
         assert_eq!(zh("日本", "东京大学"), ["日本", "Unknown", "Unknown", "东京大学"]);
         assert_eq!(zh("局域网", "对方和您在同一内部网"), ["Unknown", "Unknown", "Unknown", "对方和您在同一内部网"]);
         assert_eq!(zh("IANA保留地址", "CZ88.NET"), ["Unknown"; 4]);
@@ -221,5 +223,12 @@ mod tests {
     fn english_names_the_country_and_province() {
         let l = labels_from_text("广东省深圳市", "电信", Lang::En);
         assert_eq!((l.country(), l.province(), l.city()), ("China", "Guangdong", "深圳市"));
+        let en = |place: &str| labels_from_text(place, "", Lang::En).country().to_string();
+        assert_eq!(en("美国弗吉尼亚州劳登县阿什本地区"), "United States");
+        assert_eq!(en("毛里求斯路易港"), "Mauritius");
+        assert_eq!(en("台湾省台北市"), "Taiwan");
+        // Every country the database names has an English name.
+        let untranslated: Vec<_> = COUNTRIES.iter().filter(|(zh, en)| en.is_empty() || zh == en).collect();
+        assert!(untranslated.is_empty(), "{untranslated:?}");
     }
 }

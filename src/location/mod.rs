@@ -14,6 +14,7 @@
 //! [`Ledger`] keeps the exact bytes per place (`totals.rs`).
 
 mod china;
+mod countries;
 mod gbk;
 mod ipdb;
 mod maxmind;
