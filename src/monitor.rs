@@ -40,6 +40,9 @@ pub fn run(config: &Config) -> Result<i32, Error> {
         config.lang,
     )?);
     if !config.lookup.is_empty() {
+        if locator.is_empty() {
+            return Err(Error::usage("--lookup needs a location database: give -g/--geoip-db, --isp-db or --qqwry"));
+        }
         print_lookups(&locator, &config.lookup);
         return Ok(0);
     }

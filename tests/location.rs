@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use ip_traffic_monitor_cli::location::testing::{QqwryLayout, ipdb, qqwry_dat};
-use lab::{BIN, Lab};
+use lab::{BIN, Lab, TempFile};
 
 fn data(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/maxmind").join(name).to_string_lossy().into_owned()
@@ -93,6 +93,10 @@ fn a_database_of_the_wrong_kind_or_missing_is_one_clear_line() {
         (vec!["-g", "/nonexistent/GeoLite2-City.mmdb"], "No such file"),
         (vec!["--qqwry", "/nonexistent/qqwry.dat"], "No such file"),
         (vec!["--qqwry", &data("GeoIP2-City-Test.mmdb")[..]], "not a qqwry.dat"),
+        // A directory or a device given as a database (the mapping would say "No such device").
+        (vec!["--qqwry", "/tmp"], "/tmp: a directory; give the database file"),
+        (vec!["-g", "/tmp"], "/tmp: a directory; give the database file"),
+        (vec!["--isp-db", "/dev/null"], "not a regular file; give the database file"),
     ] {
         let mut all = vec!["--lookup", "8.8.8.8"];
         all.extend(args.iter().copied());
@@ -102,6 +106,40 @@ fn a_database_of_the_wrong_kind_or_missing_is_one_clear_line() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(needle), "{all:?}: {stderr}");
     }
+}
+
+/// An ipdb file cut short, one with a byte more, and one whose metadata
+/// is not whole JSON: one line and exit 1, as the official readers refuse
+/// them ("database size error"); --lookup without any database says so.
+#[test]
+fn a_cut_or_malformed_ipdb_and_a_lookup_without_database_are_refused() {
+    let whole = ipdb(&["country_name", "region_name", "city_name", "owner_domain", "isp_domain"], &[
+        ("14.0.0.0".parse().expect("ip"), 96 + 24, vec!["中国", "广东", "深圳", "", "电信"]),
+    ]);
+    let meta_len = u32::from_be_bytes(whole[..4].try_into().expect("len")) as usize;
+    let mut longer = whole.clone();
+    longer.extend([0; 9]);
+    let mut broken_json = whole.clone();
+    let colon = 4 + whole[4..4 + meta_len].iter().position(|&b| b == b':').expect("a colon");
+    broken_json[colon] = b' ';
+    for (name, bytes, needle) in [
+        ("cut.ipdb", &whole[..whole.len() * 3 / 4], "database size error"),
+        ("longer.ipdb", &longer[..], "database size error"),
+        ("json.ipdb", &broken_json[..], "metadata is not the JSON object"),
+    ] {
+        let file = TempFile::new(name, bytes);
+        let out = run(&["--lookup", "14.0.0.9", "--qqwry", file.path()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+    }
+    let file = TempFile::new("whole.ipdb", &whole);
+    let out = run(&["--lookup", "14.0.0.9", "--qqwry", file.path()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("14.0.0.9\t中国\t广东省\t深圳市\t电信"), "{out:?}");
+    let out = run(&["--lookup", "14.0.0.9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lookup needs a location database"), "{out:?}");
 }
 
 #[test]

@@ -29,10 +29,17 @@ impl<D: AsRef<[u8]>> Ipdb<D> {
             .get(4..4usize.saturating_add(meta_len))
             .and_then(|m| std::str::from_utf8(m).ok())
             .ok_or("truncated or unreadable ipdb metadata")?;
-        let node_count = json_number(meta, "node_count").ok_or("ipdb metadata lacks node_count")?;
-        let fields = json_strings(meta, "fields").ok_or("ipdb metadata lacks fields")?;
-        let language_offset = json_number(meta, "CN").or_else(|| json_number(meta, "EN")).unwrap_or(0);
+        let meta = Meta::parse(meta).ok_or("its metadata is not the JSON object an ipdb file starts with")?;
         let base = 4 + meta_len;
+        // As the official readers check: the metadata says how long the rest is.
+        if base.checked_add(meta.total_size) != Some(bytes.len()) {
+            return Err(format!(
+                "database size error: the metadata says {} bytes follow it, the file has {} (truncated or damaged)",
+                meta.total_size,
+                bytes.len() - base
+            ));
+        }
+        let Meta { node_count, fields, language_offset, .. } = meta;
         if node_count == 0 || base.saturating_add(node_count.saturating_mul(8)) > bytes.len() {
             return Err("truncated ipdb file (its tree lies outside the file)".into());
         }
@@ -102,6 +109,11 @@ impl<D: AsRef<[u8]> + Send + Sync> ChineseDb for Ipdb<D> {
         }
         if city != region {
             place.push_str(city);
+            // The structured field drops 市 (荆门), where qqwry.dat writes
+            // 荆门市: one label for both editions.
+            if country == super::china::CHINA_ZH && !city.is_empty() && !["市", "州", "盟", "地区", "区", "县"].iter().any(|s| city.ends_with(s)) {
+                place.push('市');
+            }
         }
         let carrier = [self.field(&record, "isp_domain"), self.field(&record, "owner_domain")]
             .into_iter()
@@ -111,20 +123,160 @@ impl<D: AsRef<[u8]> + Send + Sync> ChineseDb for Ipdb<D> {
     }
 }
 
-/// `"key":123` in the metadata JSON.
-fn json_number(json: &str, key: &str) -> Option<usize> {
-    let rest = &json[json.find(&format!("\"{key}\""))? + key.len() + 2..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+/// What the metadata says: `{"node_count": N, "total_size": N, "fields":
+/// ["…"], "languages": {"CN": N}, …}`, read strictly (the whole text one
+/// JSON object; other keys skipped but checked).
+struct Meta {
+    node_count: usize,
+    total_size: usize,
+    fields: Vec<String>,
+    /// Index of the first field of the CN language block (else EN's).
+    language_offset: usize,
 }
 
-/// `"key":["a","b"]` in the metadata JSON (no escapes in field names).
-fn json_strings(json: &str, key: &str) -> Option<Vec<String>> {
-    let rest = &json[json.find(&format!("\"{key}\""))? + key.len() + 2..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('[')?;
-    let list = &rest[..rest.find(']')?];
-    Some(list.split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect())
+impl Meta {
+    fn parse(text: &str) -> Option<Meta> {
+        let mut json = Json { text: text.as_bytes(), at: 0 };
+        let (mut node_count, mut total_size, mut fields, mut languages) = (None, None, None, Vec::new());
+        json.object(|json, key| {
+            match key {
+                "node_count" => node_count = Some(json.number()?),
+                "total_size" => total_size = Some(json.number()?),
+                "fields" => fields = Some(json.strings()?),
+                "languages" => json.object(|json, language| {
+                    languages.push((language.to_string(), json.number()?));
+                    Some(())
+                })?,
+                _ => json.skip()?,
+            }
+            Some(())
+        })?;
+        json.space();
+        if json.at != json.text.len() {
+            return None;
+        }
+        let offset = |name: &str| languages.iter().find(|(l, _)| l == name).map(|(_, n)| *n);
+        Some(Meta { node_count: node_count?, total_size: total_size?, fields: fields?, language_offset: offset("CN").or_else(|| offset("EN")).unwrap_or(0) })
+    }
+}
+
+/// A strict reader of the JSON the metadata is (RFC 8259: objects,
+/// arrays, strings, numbers, true, false, null).
+struct Json<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Json<'_> {
+    fn space(&mut self) {
+        while self.text.get(self.at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        self.space();
+        (self.text.get(self.at) == Some(&byte)).then(|| self.at += 1)
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.space();
+        self.text.get(self.at).copied()
+    }
+
+    /// `{ "key": value, … }`, each value read by `value`.
+    fn object(&mut self, mut value: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            value(self, &key)?;
+            if self.eat(b'}').is_some() {
+                return Some(());
+            }
+            self.eat(b',')?;
+        }
+    }
+
+    fn strings(&mut self) -> Option<Vec<String>> {
+        let mut list = Vec::new();
+        self.eat(b'[')?;
+        if self.eat(b']').is_some() {
+            return Some(list);
+        }
+        loop {
+            list.push(self.string()?);
+            if self.eat(b']').is_some() {
+                return Some(list);
+            }
+            self.eat(b',')?;
+        }
+    }
+
+    /// A string without escapes other than `\"`, `\\`, `\/` (the names
+    /// an ipdb file holds); others are refused rather than misread.
+    fn string(&mut self) -> Option<String> {
+        self.eat(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let byte = *self.text.get(self.at)?;
+            self.at += 1;
+            match byte {
+                b'"' => return String::from_utf8(out).ok(),
+                b'\\' => {
+                    let escaped = *self.text.get(self.at)?;
+                    self.at += 1;
+                    out.push(match escaped {
+                        b'"' | b'\\' | b'/' => escaped,
+                        _ => return None,
+                    });
+                }
+                0..=0x1f => return None,
+                _ => out.push(byte),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Option<usize> {
+        self.space();
+        let start = self.at;
+        while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        std::str::from_utf8(&self.text[start..self.at]).ok()?.parse().ok()
+    }
+
+    /// Any value, checked and left aside.
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(|json, _| json.skip()),
+            b'[' => {
+                self.eat(b'[')?;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.skip()?;
+                    if self.eat(b']').is_some() {
+                        return Some(());
+                    }
+                    self.eat(b',')?;
+                }
+            }
+            b'"' => self.string().map(drop),
+            b'-' | b'0'..=b'9' => {
+                let start = self.at;
+                while self.text.get(self.at).is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+                    self.at += 1;
+                }
+                std::str::from_utf8(&self.text[start..self.at]).ok()?.parse::<f64>().ok().map(drop)
+            }
+            _ => ["true", "false", "null"].iter().find(|w| self.text[self.at..].starts_with(w.as_bytes())).map(|w| self.at += w.len()),
+        }
+    }
 }
 
 /// Builds small ipdb files for tests.
@@ -216,7 +368,7 @@ mod tests {
     fn ipv4_and_ipv6_records_read_back() {
         let db = Ipdb::parse(sample()).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(db.lookup(ip("14.0.0.9")).unwrap(), Some(("广东深圳".into(), "电信".into())));
+        assert_eq!(db.lookup(ip("14.0.0.9")).unwrap(), Some(("广东深圳市".into(), "电信".into())));
         assert_eq!(db.lookup(ip("2001:db8:2::7")).unwrap(), Some(("北京".into(), "联通".into())));
         assert_eq!(db.lookup(ip("203.0.113.200")).unwrap(), Some(("日本".into(), "".into())));
         assert_eq!(db.lookup(ip("14.0.1.1")).unwrap(), None);
@@ -230,9 +382,30 @@ mod tests {
             assert!(Ipdb::parse(data[..len].to_vec()).is_err(), "truncated to {len}");
         }
         // Tree intact, data cut: lookups give an error, never a panic.
+        // Cut anywhere, or one byte more: the size the metadata gives differs.
+        for len in (0..data.len()).step_by(7) {
+            assert!(Ipdb::parse(data[..len].to_vec()).is_err(), "truncated to {len}");
+        }
+        let mut longer = data.clone();
+        longer.push(0);
+        assert!(Ipdb::parse(longer).err().is_some_and(|e| e.contains("database size error")));
+    }
+
+    #[test]
+    fn metadata_must_be_whole_json() {
+        let data = sample();
         let meta_len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
-        let nodes = json_number(std::str::from_utf8(&data[4..4 + meta_len]).unwrap(), "node_count").unwrap();
-        let db = Ipdb::parse(data[..4 + meta_len + nodes * 8 + 3].to_vec()).unwrap();
-        assert!(db.lookup("14.0.0.9".parse().unwrap()).is_err());
+        let meta = std::str::from_utf8(&data[4..4 + meta_len]).unwrap().to_string();
+        assert!(Meta::parse(&meta).is_some());
+        // Every cut of the metadata, and broken variants of it, is refused.
+        for len in 0..meta.len() {
+            assert!(Meta::parse(&meta[..len]).is_none(), "metadata cut to {len}");
+        }
+        for broken in [meta.replacen(':', "", 1), meta.replacen(',', ",,", 1), format!("{meta}x"), meta.replacen('"', "", 1), meta.replace("node_count", "nodes")] {
+            assert!(Meta::parse(&broken).is_none(), "{broken}");
+        }
+        // Other keys, spaces and nesting are fine.
+        let roomy = meta.replacen('{', "{ \"extra\": [1.5, true, null, {\"a\": \"b\\\"\"}], ", 1).replace(',', " ,\n ");
+        assert_eq!(Meta::parse(&roomy).map(|m| m.fields.len()), Some(FIELDS.len()));
     }
 }

@@ -12,6 +12,7 @@ use super::{Labels, Lang, LookupError};
 use crate::error::Error;
 
 fn open(path: &Path, flag: &str) -> Result<Reader<Mmap>, Error> {
+    super::must_be_a_file(path, flag)?;
     // SAFETY: the file must not be truncated in place while mapped;
     // geoipupdate and package managers replace database files by rename,
     // which leaves this mapping intact.

@@ -255,9 +255,24 @@ impl Locator {
     }
 }
 
+/// A database given to `flag` is a regular file (a directory or a device
+/// cannot be mapped; the system's word for it, "No such device", would
+/// not say so).
+fn must_be_a_file(path: &Path, flag: &str) -> Result<(), Error> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => {
+            let what = if meta.is_dir() { "a directory" } else { "not a regular file" };
+            Err(Error::fatal(format!("{flag} {}: {what}; give the database file", path.display())))
+        }
+        Err(err) => Err(Error::fatal(format!("{flag} {}: {err}", path.display()))),
+    }
+}
+
 /// qqwry.dat or the ipdb edition, told apart by content: an ipdb file
 /// starts with the length of its JSON metadata, then `{`. Memory-mapped.
 fn open_chinese(path: &Path) -> Result<Box<dyn ChineseDb>, Error> {
+    must_be_a_file(path, "--qqwry")?;
     let fail = |why: String| Error::fatal(format!("--qqwry {}: {why}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     // SAFETY: as with the MaxMind files, the database must not be truncated
@@ -301,8 +316,8 @@ mod tests {
             chinese: Some(Box::new(ipdb::Ipdb::parse(ipdb).unwrap())),
         };
         let locator = Locator::from_sources(sources, Lang::ZhCn);
-        // MaxMind: 中国, no province or city. 纯真: 广东省 深圳 电信.
-        assert_eq!(four(&locator.lookup(ip("2001:250::1"))), ["中国", "广东省", "深圳", "电信"]);
+        // MaxMind: 中国, no province or city. 纯真: 广东省 深圳(市) 电信.
+        assert_eq!(four(&locator.lookup(ip("2001:250::1"))), ["中国", "广东省", "深圳市", "电信"]);
         // MaxMind: 瑞典 / Östergötland County (no zh-CN, English) / 林雪平; ISP only in 纯真.
         assert_eq!(four(&locator.lookup(ip("89.160.20.129"))), ["瑞典", "Östergötland County", "林雪平", "Bredband2"]);
         // Only MaxMind knows it.
