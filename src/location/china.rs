@@ -61,6 +61,30 @@ const PROVINCE_SUFFIXES: &[&str] = &["维吾尔自治区", "壮族自治区", "�
 /// sources give one label.
 const REGIONS: &[(&str, &str)] = &[("香港", "Hong Kong"), ("澳门", "Macao"), ("台湾", "Taiwan")];
 
+/// How qqwry.dat spells some countries otherwise than the ipdb edition's
+/// structured field (found by the sweep of every record, tests/realdb.rs):
+/// (its spelling, the ipdb's), each then labelled as the ipdb's.
+const SPELLINGS: &[(&str, &str)] = &[
+    ("多米尼加", "多米尼加共和国"),
+    ("瓜德罗普", "瓜德罗普岛"),
+    ("留尼汪岛", "留尼汪"),
+    ("奥兰群岛", "奥兰"),
+    ("格陵兰", "格陵兰岛"),
+    ("印尼", "印度尼西亚"),
+    ("蒙特塞拉特岛", "蒙塞拉特"),
+    ("中非", "中非共和国"),
+    ("密克罗尼西亚联邦", "密克罗尼西亚"),
+    ("瓦利斯和富图纳群岛", "瓦利斯和富图纳"),
+    ("澳洲", "澳大利亚"),
+    ("新加披", "新加坡"),
+    ("沙特", "沙特阿拉伯"),
+];
+
+/// Regions of several countries the text may start with ("欧洲瑞典…"):
+/// dropped, and what follows read again; alone they name no country.
+const SEVERAL_COUNTRIES: &[&str] =
+    &["亚太地区", "北美地区", "拉美地区", "美洲地区", "欧美地区", "非洲地区", "加勒比地区", "欧洲地区", "欧洲", "欧盟"];
+
 /// The big carriers, which the database writes first in a longer text
 /// ("电信/DNS服务器", "联通/北京百度网讯科技有限公司联通节点").
 const CARRIERS: &[&str] = &["电信", "联通", "移动", "铁通", "广电", "教育网", "长城宽带", "鹏博士"];
@@ -108,8 +132,8 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
         let city = city_of(place).filter(|city| ["市", "州", "盟", "地区"].iter().any(|m| city.ends_with(m)));
         return Labels { country: Some(china.into()), city, isp, ..Labels::default() };
     }
-    // Longest first in the list: 印度尼西亚 is met before 印度.
-    if let Some((zh, en)) = REGIONS.iter().chain(COUNTRIES).find(|(zh, _)| place.starts_with(zh)) {
+    let place = SEVERAL_COUNTRIES.iter().find_map(|region| place.strip_prefix(region)).unwrap_or(place);
+    if let Some((zh, en)) = country_of(place) {
         let country = match lang {
             Lang::ZhCn => zh,
             Lang::En => en,
@@ -119,7 +143,21 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
     if place.is_empty() || NOT_A_PLACE.iter().any(|w| place.starts_with(w)) {
         return Labels { isp, ..Labels::default() };
     }
+    // qqwry.dat names some Chinese universities and campuses alone.
+    if place.contains("大学") || place.contains("学院") || place.starts_with("东北三省") {
+        return Labels { country: Some(china.into()), isp, ..Labels::default() };
+    }
     Labels { country: Some(place.to_string()), isp, ..Labels::default() }
+}
+
+/// The country or region `place` starts with, in Chinese and English: the
+/// longest name that fits (印度尼西亚 before 印度, 多米尼加共和国 before its
+/// qqwry.dat spelling 多米尼加).
+fn country_of(place: &str) -> Option<(&'static str, &'static str)> {
+    let spelled = SPELLINGS.iter().filter(|(spelling, _)| place.starts_with(spelling)).map(|(spelling, name)| (spelling.len(), *name));
+    let named = REGIONS.iter().chain(COUNTRIES).filter(|(zh, _)| place.starts_with(zh)).map(|(zh, _)| (zh.len(), *zh));
+    let (_, name) = spelled.chain(named).max_by_key(|(len, _)| *len)?;
+    REGIONS.iter().chain(COUNTRIES).find(|(zh, _)| *zh == name).copied()
 }
 
 /// The prefecture-level unit at the start of `rest`: up to the first 市,
@@ -187,6 +225,12 @@ mod tests {
         // 172.69.94.142 and 181.94.244.94: the country split from its place.
         assert_eq!(zh("毛里求斯路易港", "Cloudflare"), ["毛里求斯", "Unknown", "Unknown", "Cloudflare"]);
         assert_eq!(zh("巴拉圭亚松森自治市", ""), ["巴拉圭", "Unknown", "Unknown", "Unknown"]);
+        // qqwry.dat's own spellings, regions of several countries, universities.
+        assert_eq!(zh("多米尼加", ""), ["多米尼加共和国", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(zh("印尼雅加达", ""), ["印度尼西亚", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(zh("欧洲瑞典斯德哥尔摩市", ""), ["瑞典", "Unknown", "Unknown", "Unknown"]);
+        assert_eq!(zh("亚太地区", "APNIC"), ["Unknown", "Unknown", "Unknown", "APNIC"]);
+        assert_eq!(zh("长江大学东校区", "教育网"), ["中国", "Unknown", "Unknown", "教育网"]);
         assert_eq!(zh("日本", "东京大学"), ["日本", "Unknown", "Unknown", "东京大学"]);
         assert_eq!(zh("局域网", "对方和您在同一内部网"), ["Unknown", "Unknown", "Unknown", "对方和您在同一内部网"]);
         assert_eq!(zh("IANA保留地址", "CZ88.NET"), ["Unknown"; 4]);
