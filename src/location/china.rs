@@ -9,6 +9,9 @@
 //! database gives little more for foreign addresses. Texts that name no
 //! place (LAN, reserved, CGNAT, unallocated) give no place labels.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use super::countries::COUNTRIES;
 use super::{Labels, Lang};
 
@@ -152,12 +155,33 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
 
 /// The country or region `place` starts with, in Chinese and English: the
 /// longest name that fits (印度尼西亚 before 印度, 多米尼加共和国 before its
-/// qqwry.dat spelling 多米尼加).
+/// qqwry.dat spelling 多米尼加). Names are found by their first character
+/// (a few per character), not by a walk through all 270.
 fn country_of(place: &str) -> Option<(&'static str, &'static str)> {
-    let spelled = SPELLINGS.iter().filter(|(spelling, _)| place.starts_with(spelling)).map(|(spelling, name)| (spelling.len(), *name));
-    let named = REGIONS.iter().chain(COUNTRIES).filter(|(zh, _)| place.starts_with(zh)).map(|(zh, _)| (zh.len(), *zh));
-    let (_, name) = spelled.chain(named).max_by_key(|(len, _)| *len)?;
-    REGIONS.iter().chain(COUNTRIES).find(|(zh, _)| *zh == name).copied()
+    let first = place.chars().next()?;
+    let (_, country) = country_index()
+        .get(&first)?
+        .iter()
+        .filter(|(spelling, _)| place.starts_with(spelling))
+        .max_by_key(|(spelling, _)| spelling.len())?;
+    Some(*country)
+}
+
+/// Every spelling (names, qqwry.dat's own spellings) with its country, by
+/// first character.
+fn country_index() -> &'static HashMap<char, Vec<(&'static str, (&'static str, &'static str))>> {
+    static INDEX: OnceLock<HashMap<char, Vec<(&'static str, (&'static str, &'static str))>>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let names = REGIONS.iter().chain(COUNTRIES);
+        let spellings = SPELLINGS.iter().filter_map(|(spelling, name)| Some((*spelling, *names.clone().find(|(zh, _)| zh == name)?)));
+        let mut index: HashMap<char, Vec<_>> = HashMap::new();
+        for (spelling, country) in names.clone().map(|c| (c.0, *c)).chain(spellings) {
+            if let Some(first) = spelling.chars().next() {
+                index.entry(first).or_default().push((spelling, country));
+            }
+        }
+        index
+    })
 }
 
 /// The prefecture-level unit at the start of `rest`: up to the first 市,
@@ -274,5 +298,9 @@ mod tests {
         // Every country the database names has an English name.
         let untranslated: Vec<_> = COUNTRIES.iter().filter(|(zh, en)| en.is_empty() || zh == en).collect();
         assert!(untranslated.is_empty(), "{untranslated:?}");
+        // Every qqwry.dat spelling names a country of the list.
+        for (spelling, name) in SPELLINGS {
+            assert_eq!(country_of(spelling).map(|c| c.0), Some(*name), "{spelling}");
+        }
     }
 }
