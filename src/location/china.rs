@@ -135,7 +135,10 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
         let city = city_of(place).filter(|city| ["市", "州", "盟", "地区"].iter().any(|m| city.ends_with(m)));
         return Labels { country: Some(china.into()), city, isp, ..Labels::default() };
     }
-    let place = SEVERAL_COUNTRIES.iter().find_map(|region| place.strip_prefix(region)).unwrap_or(place);
+    let (place, several) = match SEVERAL_COUNTRIES.iter().find_map(|region| place.strip_prefix(region)) {
+        Some(rest) => (rest, true),
+        None => (place, false),
+    };
     if let Some((zh, en)) = country_of(place) {
         let country = match lang {
             Lang::ZhCn => zh,
@@ -143,8 +146,13 @@ pub fn labels_from_text(place: &str, carrier: &str, lang: Lang) -> Labels {
         };
         return Labels { country: Some(country.to_string()), isp, ..Labels::default() };
     }
+    if place.is_empty() && several {
+        return Labels { isp, ..Labels::default() }; // 亚太地区 / APNIC: a real carrier, no country
+    }
     if place.is_empty() || NOT_A_PLACE.iter().any(|w| place.starts_with(w)) {
-        return Labels { isp, ..Labels::default() };
+        // The carrier text of a special range describes it (在这个子网中的所有系统,
+        // 基址(保留), the database's own version date): no ISP, unless a big one.
+        return Labels { isp: big_carrier(carrier).map(String::from), ..Labels::default() };
     }
     // qqwry.dat names some Chinese universities and campuses alone.
     if place.contains("大学") || place.contains("学院") || place.starts_with("东北三省") {
@@ -201,16 +209,21 @@ fn city_of(rest: &str) -> Option<String> {
 /// with its name (电信 of "电信/邮政新村局域网", "电信ADSL"), checked before
 /// anything else; nothing for the database's filler; else the text.
 fn carrier_label(carrier: &str) -> Option<String> {
-    let carrier = carrier.trim();
-    let first = carrier.split('/').next().unwrap_or_default();
-    // 电信通 is a company of its own, not China Telecom.
-    if let Some(big) = CARRIERS.iter().find(|c| first.starts_with(*c) && !first.starts_with("电信通")) {
+    if let Some(big) = big_carrier(carrier) {
         return Some(big.to_string());
     }
+    let carrier = carrier.trim();
     if carrier.is_empty() || NOT_A_CARRIER.iter().any(|w| carrier.starts_with(w)) {
         return None;
     }
     Some(carrier.to_string())
+}
+
+/// The big carrier whose name begins the carrier's first part, if one does.
+fn big_carrier(carrier: &str) -> Option<&'static str> {
+    let first = carrier.trim().split('/').next().unwrap_or_default();
+    // 电信通 is a company of its own, not China Telecom.
+    CARRIERS.iter().find(|c| first.starts_with(*c) && !first.starts_with("电信通")).copied()
 }
 
 #[cfg(test)]
@@ -256,7 +269,9 @@ mod tests {
         assert_eq!(zh("亚太地区", "APNIC"), ["Unknown", "Unknown", "Unknown", "APNIC"]);
         assert_eq!(zh("长江大学东校区", "教育网"), ["中国", "Unknown", "Unknown", "教育网"]);
         assert_eq!(zh("日本", "东京大学"), ["日本", "Unknown", "Unknown", "东京大学"]);
-        assert_eq!(zh("局域网", "对方和您在同一内部网"), ["Unknown", "Unknown", "Unknown", "对方和您在同一内部网"]);
+        assert_eq!(zh("局域网", "对方和您在同一内部网"), ["Unknown"; 4]);
+        assert_eq!(zh("IANA机构", "在这个子网中的所有系统"), ["Unknown"; 4]);
+        assert_eq!(zh("纯真网络", "2026年09月16日IP数据"), ["Unknown"; 4]);
         assert_eq!(zh("IANA保留地址", "CZ88.NET"), ["Unknown"; 4]);
         assert_eq!(zh("", ""), ["Unknown"; 4]);
     }

@@ -44,12 +44,18 @@ COUNTRIES = REGIONS + countries()
 COUNTRIES.sort(key=len, reverse=True)
 
 
-def isp(carrier):
-    carrier = carrier.strip()
-    first = carrier.split("/")[0]
+def big_carrier(carrier):
+    first = carrier.strip().split("/")[0]
     for big in CARRIERS:
         if first.startswith(big) and not first.startswith("电信通"):
             return big
+    return None
+
+
+def isp(carrier):
+    carrier = carrier.strip()
+    if big_carrier(carrier):
+        return big_carrier(carrier)
     if not carrier or any(carrier.startswith(w) for w in NOT_A_CARRIER):
         return "Unknown"
     return carrier
@@ -90,15 +96,18 @@ def labels(place, carrier):
         city = prefecture(place)
         ends = any(city.endswith(m) for m in ("市", "州", "盟", "地区"))
         return ("中国", "Unknown", city if city and ends else "Unknown", carrier_label)
+    several = False
     for region in SEVERAL:
         if place.startswith(region):
-            place = place[len(region):]
+            place, several = place[len(region):], True
             break
     names = [(c, c) for c in COUNTRIES if place.startswith(c)] + [(s, n) for s, n in SPELLINGS.items() if place.startswith(s)]
     if names:
         return (max(names, key=lambda n: len(n[0]))[1], "Unknown", "Unknown", carrier_label)
-    if not place or any(place.startswith(w) for w in NOT_A_PLACE):
+    if not place and several:
         return ("Unknown", "Unknown", "Unknown", carrier_label)
+    if not place or any(place.startswith(w) for w in NOT_A_PLACE):
+        return ("Unknown", "Unknown", "Unknown", big_carrier(carrier) or "Unknown")
     if "大学" in place or "学院" in place or place.startswith("东北三省"):
         return ("中国", "Unknown", "Unknown", carrier_label)
     return (place, "Unknown", "Unknown", carrier_label)
