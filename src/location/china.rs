@@ -202,7 +202,23 @@ fn city_of(rest: &str) -> Option<String> {
         rest.match_indices(mark).map(|(i, m)| i + m.len()).find(|&end| !(*mark == "州" && rest[end..].starts_with("市")))
     });
     let end = ends.min().unwrap_or(rest.len());
-    (end > 0).then(|| rest[..end].to_string())
+    (end > 0).then(|| short_prefecture(&rest[..end]))
+}
+
+/// Peoples in the full names of autonomous prefectures (黔南布依族苗族自治州).
+const PEOPLES: &[&str] = &[
+    "布依族", "苗族", "回族", "朝鲜族", "土家族", "白族", "哈尼族", "彝族", "壮族", "傣族", "景颇族", "傈僳族", "藏族", "羌族", "侗族",
+    "蒙古族", "蒙古", "哈萨克", "柯尔克孜",
+];
+
+/// An autonomous prefecture by the short name qqwry.dat writes
+/// (黔南布依族苗族自治州 → 黔南州, as the ipdb edition's field has it long).
+fn short_prefecture(unit: &str) -> String {
+    let Some(mut name) = unit.strip_suffix("自治州") else { return unit.to_string() };
+    while let Some(shorter) = PEOPLES.iter().find_map(|people| name.strip_suffix(people)) {
+        name = shorter;
+    }
+    format!("{name}州")
 }
 
 /// The carrier: a big one when the text's first part (before `/`) begins
@@ -287,7 +303,11 @@ mod tests {
         // 61.178.193.149: the city is the prefecture, not the county town after it.
         assert_eq!(zh("甘肃省临夏州临夏市", "电信"), ["中国", "甘肃省", "临夏州", "电信"]);
         assert_eq!(zh("吉林省延边州延吉市", "联通"), ["中国", "吉林省", "延边州", "联通"]);
-        assert_eq!(zh("吉林省延边朝鲜族自治州延吉市", "联通"), ["中国", "吉林省", "延边朝鲜族自治州", "联通"]);
+        assert_eq!(zh("吉林省延边朝鲜族自治州延吉市", "联通"), ["中国", "吉林省", "延边州", "联通"]);
+        // The ipdb edition's long names of autonomous prefectures, as qqwry.dat writes them.
+        assert_eq!(zh("贵州黔南布依族苗族自治州", "电信"), ["中国", "贵州省", "黔南州", "电信"]);
+        assert_eq!(zh("新疆巴音郭楞蒙古自治州", "电信"), ["中国", "新疆维吾尔自治区", "巴音郭楞州", "电信"]);
+        assert_eq!(zh("四川阿坝藏族羌族自治州", "电信"), ["中国", "四川省", "阿坝州", "电信"]);
         assert_eq!(zh("新疆阿克苏地区阿克苏市", "电信"), ["中国", "新疆维吾尔自治区", "阿克苏地区", "电信"]);
         assert_eq!(zh("内蒙古锡林郭勒盟锡林浩特市", "电信"), ["中国", "内蒙古自治区", "锡林郭勒盟", "电信"]);
         assert_eq!(zh("浙江省杭州市西湖区", "电信"), ["中国", "浙江省", "杭州市", "电信"]);

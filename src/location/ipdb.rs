@@ -111,7 +111,7 @@ impl<D: AsRef<[u8]> + Send + Sync> ChineseDb for Ipdb<D> {
             place.push_str(city);
             // The structured field drops 市 (荆门), where qqwry.dat writes
             // 荆门市: one label for both editions.
-            if country == super::china::CHINA_ZH && !city.is_empty() && !["市", "州", "盟", "地区", "区", "县"].iter().any(|s| city.ends_with(s)) {
+            if country == super::china::CHINA_ZH && !city.is_empty() && !["市", "自治州", "盟", "地区", "区", "县", "旗"].iter().any(|s| city.ends_with(s)) {
                 place.push('市');
             }
         }

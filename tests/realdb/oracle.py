@@ -61,6 +61,24 @@ def isp(carrier):
     return carrier
 
 
+PEOPLES = ["布依族", "苗族", "回族", "朝鲜族", "土家族", "白族", "哈尼族", "彝族", "壮族", "傣族", "景颇族", "傈僳族", "藏族", "羌族",
+           "侗族", "蒙古族", "蒙古", "哈萨克", "柯尔克孜"]
+
+
+def short(unit):
+    if not unit.endswith("自治州"):
+        return unit
+    name = unit[: -len("自治州")]
+    changed = True
+    while changed:
+        changed = False
+        for people in PEOPLES:
+            if name.endswith(people):
+                name, changed = name[: -len(people)], True
+                break
+    return name + "州"
+
+
 def prefecture(rest):
     """Up to the first 市, 州 (not followed by 市), 盟 or 地区."""
     rest = rest.strip()
@@ -74,7 +92,7 @@ def prefecture(rest):
                 best = end if best is None else min(best, end)
         if best is not None:
             break
-    return rest[:best] if best is not None else rest
+    return short(rest[:best] if best is not None else rest)
 
 
 def labels(place, carrier):
@@ -162,7 +180,7 @@ def ipdb(path):
             place += region
         if name != region:
             place += name
-            if country == "中国" and name and not any(name.endswith(s) for s in ("市", "州", "盟", "地区", "区", "县")):
+            if country == "中国" and name and not any(name.endswith(s) for s in ("市", "自治州", "盟", "地区", "区", "县", "旗")):
                 place += "市"
         carrier = record["isp_domain"] or record["owner_domain"]
         yield ip, place, carrier
