@@ -72,7 +72,7 @@ pub fn run(config: &Config) -> Result<i32, Error> {
     }
     // Bind before starting the backend: a port in use fails fast.
     if let Some(addr) = config.listen {
-        let shared = Arc::new(exporter::Shared::new(Arc::clone(&store), backend.name(), Arc::clone(&locator), Arc::clone(&ledger)));
+        let shared = Arc::new(exporter::Shared::new(Arc::clone(&store), backend.name(), backend.report_interval(), Arc::clone(&locator), Arc::clone(&ledger)));
         let bound = exporter::start(addr, shared)?;
         eprintln!("serving Prometheus metrics on http://{bound}/metrics");
     }

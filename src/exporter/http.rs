@@ -19,6 +19,8 @@ pub struct Request<'a> {
     pub method: Method,
     /// The path without the query string.
     pub path: &'a [u8],
+    /// What follows `?`, if anything (empty otherwise).
+    pub query: &'a [u8],
     pub keep_alive: bool,
 }
 
@@ -86,7 +88,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Reject> {
     if method.is_empty() || !method.iter().all(|&b| is_token(b)) {
         return Err(Reject::BadRequest);
     }
-    let path = request_path(target).ok_or(Reject::BadRequest)?;
+    let (path, query) = request_path(target).ok_or(Reject::BadRequest)?;
     let (mut asks_keep_alive, mut asks_close) = (false, false);
     let mut has_host = false;
     let mut has_body = false;
@@ -120,11 +122,12 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Reject> {
     // `close` wins over `keep-alive` wherever it is. A body is never read:
     // answer, then close rather than misread it as the next request.
     let keep_alive = (!http10 || asks_keep_alive) && !asks_close && !has_body;
-    Ok(Request { method, path, keep_alive })
+    Ok(Request { method, path, query, keep_alive })
 }
 
-/// Origin form `/path?query`, or absolute form `http://host/path`.
-fn request_path(target: &[u8]) -> Option<&[u8]> {
+/// Origin form `/path?query`, or absolute form `http://host/path`: the
+/// path and the query.
+fn request_path(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let target = match target.strip_prefix(b"http://").or_else(|| target.strip_prefix(b"https://")) {
         Some(rest) => &rest[memchr::memchr(b'/', rest)?..],
         None => target,
@@ -132,7 +135,10 @@ fn request_path(target: &[u8]) -> Option<&[u8]> {
     if !target.starts_with(b"/") || !target.iter().all(|&b| b.is_ascii_graphic()) {
         return None;
     }
-    Some(&target[..memchr::memchr(b'?', target).unwrap_or(target.len())])
+    Some(match memchr::memchr(b'?', target) {
+        Some(mark) => (&target[..mark], &target[mark + 1..]),
+        None => (target, &[]),
+    })
 }
 
 fn is_http_version(v: &[u8]) -> bool {

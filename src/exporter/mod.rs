@@ -4,14 +4,15 @@
 //! (not each write), so a slow or hostile client only ever holds up itself.
 //! [`connections`] decides who gives way when the server or one client
 //! address is full; [`body`] renders /metrics once per change of the store
-//! and shares it between connections. Serves `/metrics` (GET, HEAD) and a
-//! small index page.
+//! and shares it between connections. Serves `/metrics` (GET, HEAD) and
+//! the live page ([`live`]: `/`, its script and style, `/api/live`).
 
 mod body;
 pub mod connections;
 mod exposition;
 #[doc(hidden)]
 pub mod http;
+pub mod live;
 pub mod metrics;
 mod procfs;
 
@@ -42,8 +43,6 @@ const MAX_REQUESTS: u32 = 100;
 const THREAD_STACK: usize = 128 * 1024;
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-const INDEX: &str = "<html><head><title>ip_traffic_monitor_cli</title></head><body>\
-<h1>ip_traffic_monitor_cli</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
 
 /// What the connection threads need.
 pub struct Shared {
@@ -52,11 +51,26 @@ pub struct Shared {
     pub locator: Arc<Locator>,
     pub ledger: Arc<Ledger>,
     bodies: Bodies,
+    /// The live page's documents, one per size of its top list.
+    live: [Bodies; live::TOP_SIZES.len()],
+    /// The backend's report interval, and the host's name, for the live page.
+    interval: Duration,
+    host: String,
 }
 
 impl Shared {
-    pub fn new(store: Arc<Store>, backend: &'static str, locator: Arc<Locator>, ledger: Arc<Ledger>) -> Shared {
-        Shared { store, backend, locator, ledger, bodies: Bodies::default() }
+    pub fn new(store: Arc<Store>, backend: &'static str, interval: Duration, locator: Arc<Locator>, ledger: Arc<Ledger>) -> Shared {
+        let host = live::host_name();
+        Shared { store, backend, locator, ledger, bodies: Bodies::default(), live: Default::default(), interval, host }
+    }
+
+    fn live_body(&self, query: &[u8]) -> Body {
+        let top = live::top_size(query);
+        let slot = live::TOP_SIZES.iter().position(|&size| size == top).unwrap_or(0);
+        self.live[slot].get(self.store.generation(), || {
+            let about = live::About { host: &self.host, backend: self.backend, interval: self.interval, up: self.store.health().get().up };
+            live::render(&self.store, &self.locator, &about, top).into_bytes()
+        })
     }
 
     fn metrics_body(&self) -> Body {
@@ -210,12 +224,17 @@ fn respond(
     progress: &mut dyn FnMut(usize),
     deadline: Instant,
 ) -> std::io::Result<()> {
+    let page = |text: &str| Arc::new(text.as_bytes().to_vec());
     let (status, content_type, body): (_, _, Body) = match request.path {
         b"/metrics" => ("200 OK", METRICS_TYPE, shared.metrics_body()),
-        b"/" => ("200 OK", "text/html; charset=utf-8", Arc::new(INDEX.as_bytes().to_vec())),
-        _ => ("404 Not Found", "text/plain; charset=utf-8", Arc::new(b"not found: try /metrics\n".to_vec())),
+        b"/" => ("200 OK", "text/html; charset=utf-8", page(live::INDEX_HTML)),
+        b"/app.js" => ("200 OK", "text/javascript; charset=utf-8", page(live::APP_JS)),
+        b"/app.css" => ("200 OK", "text/css; charset=utf-8", page(live::APP_CSS)),
+        b"/api/live" => ("200 OK", "application/json", shared.live_body(request.query)),
+        _ => ("404 Not Found", "text/plain; charset=utf-8", page("not found: try / or /metrics\n")),
     };
-    let head = http::response_head(status, content_type, body.len(), keep_alive, "");
+    let extra = format!("{}Cache-Control: no-store\r\n", live::SECURITY_HEADERS);
+    let head = http::response_head(status, content_type, body.len(), keep_alive, &extra);
     write_before(stream, head.as_bytes(), deadline, progress)?;
     if request.method == Method::Get {
         write_before(stream, &body, deadline, progress)?;

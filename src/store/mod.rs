@@ -19,7 +19,7 @@
 mod health;
 mod ips;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -207,6 +207,34 @@ struct Totals {
     previous: Vec<PastPeriod>,
     /// The last kernel harvest applied ([`Record::Harvest`]).
     harvest: u64,
+    /// Every counted byte of each recent report, for the live page's chart.
+    history: VecDeque<HistoryPoint>,
+}
+
+/// The bytes of one report and when it was applied (Unix milliseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPoint {
+    pub at_ms: u64,
+    pub tx: u64,
+    pub rx: u64,
+}
+
+/// How far back the history goes, and how many points it holds at most.
+const HISTORY_SPAN_MS: u64 = 15 * 60 * 1000;
+const HISTORY_POINTS: usize = 1024;
+
+/// What the live page shows (`Store::live`).
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// The busiest IPs by total bytes, busiest first.
+    pub rows: Vec<Row>,
+    pub tracked: usize,
+    /// Every counted byte since the counters began (restored ones included).
+    pub tx: u64,
+    pub rx: u64,
+    pub period: Period,
+    pub history: Vec<HistoryPoint>,
+    pub last_report: Option<SystemTime>,
 }
 
 impl Totals {
@@ -472,10 +500,17 @@ impl Store {
         self.changes.fetch_add(1, Ordering::Release);
         let totals = &mut *guard;
         self.roll_period(totals, now);
+        let mut point = HistoryPoint::default();
         for record in records {
             match *record {
-                Record::Tx(ip, bytes) => self.add(totals, ip, bytes, Direction::Tx),
-                Record::Rx(ip, bytes) => self.add(totals, ip, bytes, Direction::Rx),
+                Record::Tx(ip, bytes) => {
+                    point.tx += bytes;
+                    self.add(totals, ip, bytes, Direction::Tx);
+                }
+                Record::Rx(ip, bytes) => {
+                    point.rx += bytes;
+                    self.add(totals, ip, bytes, Direction::Rx);
+                }
                 Record::Owner(ip, ref owner) => {
                     // An owner never makes room: it waits for its IP's bytes.
                     let key = Key::from(ip);
@@ -486,6 +521,7 @@ impl Store {
                 }
                 Record::Harvest(number) => totals.harvest = totals.harvest.max(number),
                 Record::Unkeyed(tx, rx) => {
+                    (point.tx, point.rx) = (point.tx + tx, point.rx + rx);
                     totals.period.tx += tx;
                     totals.period.rx += rx;
                     totals.unexported_tx += tx;
@@ -496,8 +532,49 @@ impl Store {
             }
         }
         totals.reports += 1;
-        totals.last_report = Some(SystemTime::now());
+        let applied = SystemTime::now();
+        totals.last_report = Some(applied);
         totals.parse_errors += parse_errors;
+        point.at_ms = applied.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let history = &mut totals.history;
+        history.push_back(point);
+        while history.len() > HISTORY_POINTS || history.front().is_some_and(|p| p.at_ms + HISTORY_SPAN_MS < point.at_ms) {
+            history.pop_front();
+        }
+    }
+
+    /// The live page's view: the `top` IPs with the most bytes, every
+    /// counted byte, this billing period, the last 15 minutes' reports.
+    pub fn live(&self, top: usize) -> Live {
+        let totals = self.lock();
+        let (mut tx, mut rx) = (totals.unexported_tx, totals.unexported_rx);
+        let mut busiest: Vec<(u64, Key)> = Vec::new();
+        for (key, e) in totals.ips.iter() {
+            if let Some((series_tx, series_rx)) = totals.traffic(key, e).exported() {
+                (tx, rx) = (tx + series_tx, rx + series_rx);
+            }
+            busiest.push((e.tx + e.rx, *key));
+        }
+        // The `top` largest without sorting them all, then those in order.
+        let by_bytes = |a: &(u64, Key), b: &(u64, Key)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        if busiest.len() > top && top > 0 {
+            busiest.select_nth_unstable_by(top - 1, by_bytes);
+        }
+        busiest.truncate(top);
+        busiest.sort_unstable_by(by_bytes);
+        let rows = busiest
+            .iter()
+            .filter_map(|(_, key)| Some(Row { ip: key.ip(), traffic: totals.traffic(key, totals.ips.get(key)?) }))
+            .collect();
+        Live {
+            rows,
+            tracked: totals.ips.len(),
+            tx,
+            rx,
+            period: totals.period,
+            history: totals.history.iter().copied().collect(),
+            last_report: totals.last_report,
+        }
     }
 
     fn add(&self, totals: &mut Totals, ip: IpAddr, bytes: u64, direction: Direction) {
@@ -806,6 +883,26 @@ mod tests {
 
     /// What 100,000 tracked IPs cost is this times about 1.3 (the hash
     /// table's spare room), on 64-bit and 32-bit targets alike.
+    /// The live view: every counted byte (series, unexported, unkeyed),
+    /// the busiest IPs by bytes, and one history point per report.
+    #[test]
+    fn the_live_view_has_every_byte_the_busiest_ips_and_each_report() {
+        let store = Store::new(1_000, 100);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        store.apply_report(&[Record::Tx(ip("198.51.100.7"), 5_000), Record::Rx(ip("198.51.100.8"), 300), Record::Unkeyed(7, 9)], 0);
+        store.apply_report(&[Record::Tx(ip("198.51.100.9"), 2_000), Record::Rx(ip("198.51.100.7"), 1)], 0);
+        let live = store.live(2);
+        assert_eq!((live.tx, live.rx), (5_000 + 2_000 + 7, 300 + 1 + 9));
+        let rows: Vec<(String, u64)> = live.rows.iter().map(|r| (r.ip.to_string(), r.traffic.tx + r.traffic.rx)).collect();
+        assert_eq!(rows, [("198.51.100.7".to_string(), 5_001), ("198.51.100.9".to_string(), 2_000)]);
+        assert_eq!(live.tracked, 3);
+        let points: Vec<(u64, u64)> = live.history.iter().map(|p| (p.tx, p.rx)).collect();
+        assert_eq!(points, [(5_007, 309), (2_000, 1)]);
+        assert!(live.history[0].at_ms <= live.history[1].at_ms && live.history[0].at_ms > 0);
+        assert_eq!(store.live(0).rows.len(), 0);
+        assert_eq!(store.live(10).rows.len(), 3);
+    }
+
     #[test]
     fn an_entry_with_its_key_takes_72_bytes() {
         assert_eq!(std::mem::size_of::<(Key, Entry)>(), 72);

@@ -574,6 +574,13 @@ impl Lab {
     /// The body of `GET path` from a server in the host namespace (bash's
     /// /dev/tcp: the test process itself cannot enter the namespace).
     pub fn http_get_in_host(&self, port: u16, path: &str) -> String {
+        let (head, body) = self.http_response_in_host(port, path);
+        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+        body
+    }
+
+    /// The head and body of `GET path` from a server in the host namespace.
+    pub fn http_response_in_host(&self, port: u16, path: &str) -> (String, String) {
         let script = format!(
             "exec 3<>/dev/tcp/127.0.0.1/{port}; \
              printf 'GET {path} HTTP/1.1\\r\\nHost: lab\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3"
@@ -581,8 +588,7 @@ impl Lab {
         let out = run(&["ip", "netns", "exec", &self.host, "bash", "-c", &script]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-        body.to_string()
+        (head.to_string(), body.to_string())
     }
 
     /// A fresh directory for this test's files, deleted with the lab.
