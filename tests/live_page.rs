@@ -62,3 +62,90 @@ fn the_live_page_and_its_document_show_what_was_counted() {
     assert!(doc["interval_seconds"].as_f64() == Some(1.0));
     drop(monitor);
 }
+
+/// Chromium's DOM of the page after `budget` of virtual time: the page's
+/// script has fetched, rendered and polled by then.
+fn rendered(lab: &Lab, port: u16, view: &str, net_log: Option<&str>) -> String {
+    let url = format!("http://127.0.0.1:{port}/{view}");
+    let mut args = vec![
+        "ip", "netns", "exec", &lab.host, "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-extensions", "--virtual-time-budget=6000", "--dump-dom",
+    ];
+    let log_arg = net_log.map(|path| format!("--log-net-log={path}"));
+    if let Some(arg) = &log_arg {
+        args.push(arg);
+    }
+    args.push(&url);
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("chromium");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rows Chromium rendered: (IP, process cell's text, exact TX bytes).
+fn rows(dom: &str) -> Vec<(String, String, u64)> {
+    dom.split("<tr data-ip=\"")
+        .skip(1)
+        .map(|row| {
+            let ip = row[..row.find('"').expect("ip")].to_string();
+            let cells: Vec<&str> = row.split("<td").skip(1).collect();
+            let text = |cell: &str| cell[cell.find('>').expect(">") + 1..cell.find("</td>").expect("</td>")].to_string();
+            let exact = cells[6].split("title=\"").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).expect("exact TX");
+            (ip, text(cells[3]), exact)
+        })
+        .collect()
+}
+
+/// The page in a real headless Chromium: it lists the lab's remote IPs
+/// with the TX totals of /metrics, sorts and filters by the view in its
+/// URL (what clicking a header or typing does), shows a hostile process
+/// name as text, and fetches nothing from any other host.
+#[test]
+fn the_page_in_a_browser_lists_sorts_filters_and_shows_names_as_text() {
+    if !lab::require("the_page_in_a_browser_lists_sorts_filters_and_shows_names_as_text", &["chromium"]) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let port = lab::free_port();
+    // bpftrace names the process at the socket, even one that lives a moment.
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-i", "vh", "-d", "0", "-s", "1", "-q", "-t", "0", "-p", &port.to_string()]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.udp_flow(true, "198.51.100.7", 600_000);
+    lab.udp_flow(true, "203.0.113.9", 120_000);
+    let hostile = b"<img src=x>";
+    lab.udp_as_nobody_named(hostile, &["198.51.100.8".to_string()]);
+    let metrics = lab.scrape_when_series_hold(port, &[("tx", "198.51.100.7", 614_000.0), ("tx", "203.0.113.9", 122_800.0), ("tx", "198.51.100.8", 29.0)]);
+    let dir = lab.temp_dir("chromium");
+    let net_log = dir.join("net.json").to_string_lossy().into_owned();
+
+    let dom = rendered(&lab, port, "#sort=tx_bytes", Some(&net_log));
+    let listed = rows(&dom);
+    println!("{listed:?}");
+    for ip in ["198.51.100.7", "203.0.113.9", "198.51.100.8"] {
+        let series = lab::metric_value(&metrics, &lab::byte_series("tx", ip)).expect("series") as u64;
+        let (_, _, tx) = listed.iter().find(|(i, ..)| i == ip).unwrap_or_else(|| panic!("{ip} not rendered: {dom}"));
+        assert_eq!(*tx, series, "{ip}: the page's TX equals /metrics");
+    }
+    let by_tx: Vec<u64> = listed.iter().map(|r| r.2).collect();
+    assert!(by_tx.windows(2).all(|w| w[0] >= w[1]), "sorted by TX, largest first: {by_tx:?}");
+    // The hostile name is text: escaped in the serialized DOM, no element made of it.
+    let hostile_row = listed.iter().find(|(ip, ..)| ip == "198.51.100.8").expect("the hostile process's peer");
+    assert_eq!(hostile_row.1, "&lt;img src=x&gt;", "shown as text");
+    assert!(!dom.contains("<img"), "no element from a name: {dom}");
+    assert!(dom.contains("<title>") && !dom.contains("<title>ip_traffic_monitor_cli</title>"), "the title names the host");
+
+    // Sorting by address, ascending; filtering by text.
+    let by_ip: Vec<String> = rows(&rendered(&lab, port, "#sort=remote_ip&asc=1", None)).into_iter().map(|r| r.0).collect();
+    let mut sorted = by_ip.clone();
+    sorted.sort();
+    assert_eq!(by_ip, sorted, "sorted by IP text, ascending");
+    let filtered: Vec<String> = rows(&rendered(&lab, port, "#q=203.0.113", None)).into_iter().map(|r| r.0).collect();
+    assert_eq!(filtered, ["203.0.113.9"], "filtered by text");
+
+    // Every request the browser made went to the monitor.
+    let log = std::fs::read_to_string(&net_log).expect("net log");
+    let urls: Vec<&str> = log.split("\"url\":\"").skip(1).map(|u| &u[..u.find('"').unwrap_or(0)]).collect();
+    assert!(!urls.is_empty(), "the net log holds the page's requests");
+    let elsewhere: Vec<&&str> = urls.iter().filter(|u| !u.starts_with(&format!("http://127.0.0.1:{port}/"))).collect();
+    assert!(elsewhere.is_empty(), "requests to elsewhere: {elsewhere:?}");
+    drop(monitor);
+}

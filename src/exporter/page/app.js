@@ -46,10 +46,11 @@ function value(row, key) {
   }
 }
 
-function cell(text, cls) {
+function cell(text, cls, exact) {
   const td = document.createElement("td");
   td.textContent = text;
   if (cls) td.className = cls;
+  if (exact != null) td.title = `${exact} bytes`;
   return td;
 }
 
@@ -67,7 +68,7 @@ function drawRows() {
     const tr = document.createElement("tr");
     const [txr, rxr] = rates.get(r.remote_ip) || [null, null];
     tr.append(cell(r.remote_ip), cell(place(r)), cell(r.isp), cell(r.process == null ? "(unknown)" : r.process),
-      cell(rate(txr), "num tx"), cell(rate(rxr), "num rx"), cell(human(r.tx_bytes), "num tx"), cell(human(r.rx_bytes), "num rx"));
+      cell(rate(txr), "num tx"), cell(rate(rxr), "num rx"), cell(human(r.tx_bytes), "num tx", r.tx_bytes), cell(human(r.rx_bytes), "num rx", r.rx_bytes));
     tr.dataset.ip = r.remote_ip;
     return tr;
   }));
