@@ -13,8 +13,8 @@
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=
 # Tools the program and its tests use, and the Debian/Ubuntu packages with them.
-TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool systemd-analyze file python3
-PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus systemd file python3
+TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool systemd-analyze file python3 chromium
+PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus systemd file python3 chromium
 
 # Under sudo, root usually has no cargo of its own: use the invoking user's.
 SUDO_HOME := $(if $(SUDO_USER),$(shell getent passwd $(SUDO_USER) | cut -d: -f6))

@@ -82,8 +82,9 @@ function drawRows() {
 
 function drawChart(doc) {
   const svg = $("chart");
-  const points = doc.history.slice(1).map((p, i) => {
-    const seconds = Math.max((p[0] - doc.history[i][0]) / 1000, 0.001);
+  // Each report's bytes over the time since the one before (the first: one interval).
+  const points = doc.history.map((p, i) => {
+    const seconds = i === 0 ? doc.interval_seconds : Math.max((p[0] - doc.history[i - 1][0]) / 1000, 0.001);
     return [p[0], p[1] / seconds, p[2] / seconds];
   });
   const end = doc.now * 1000, start = end - 15 * 60 * 1000;
