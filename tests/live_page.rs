@@ -152,6 +152,15 @@ fn the_page_in_a_browser_lists_sorts_filters_and_shows_names_as_text() {
     let filtered: Vec<String> = rows(&rendered(&lab, port, "#q=203.0.113", None)).into_iter().map(|r| r.0).collect();
     assert_eq!(filtered, ["203.0.113.9"], "filtered by text");
 
+    // A stalled backend (its child stopped): the page says so, in words.
+    let child = monitor.backend_pid();
+    lab::signal("-STOP", child);
+    std::thread::sleep(Duration::from_secs(5)); // past the watchdog's 3 intervals of 1 s
+    let stalled = rendered(&lab, port, "", None);
+    lab::signal("-CONT", child);
+    let status = stalled.split("id=\"status\"").nth(1).map(|s| &s[..s.find("</p>").unwrap_or(0)]).unwrap_or_default();
+    assert!(!status.contains("hidden") && (status.contains("DOWN") || status.contains("late")), "{status}");
+
     // Every request the page made went to the monitor: in the net log, the
     // requests the page's origin initiated (its script, style, documents);
     // the browser's own (updates and the like) have no such initiator.
