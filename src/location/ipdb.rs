@@ -136,7 +136,7 @@ struct Meta {
 
 impl Meta {
     fn parse(text: &str) -> Option<Meta> {
-        let mut json = Json { text: text.as_bytes(), at: 0 };
+        let mut json = Json { text: text.as_bytes(), at: 0, depth: 0 };
         let (mut node_count, mut total_size, mut fields, mut languages) = (None, None, None, Vec::new());
         json.object(|json, key| {
             match key {
@@ -165,7 +165,12 @@ impl Meta {
 struct Json<'a> {
     text: &'a [u8],
     at: usize,
+    /// Objects and arrays open around the reader: a file nested deeper
+    /// than [`MAX_DEPTH`] is refused, not followed down the stack.
+    depth: usize,
 }
+
+const MAX_DEPTH: usize = 32;
 
 impl Json<'_> {
     fn space(&mut self) {
@@ -279,6 +284,13 @@ impl Json<'_> {
 
     /// Any value, checked and left aside.
     fn skip(&mut self) -> Option<()> {
+        self.depth += 1;
+        let skipped = if self.depth > MAX_DEPTH { None } else { self.skip_value() };
+        self.depth -= 1;
+        skipped
+    }
+
+    fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
             b'{' => self.object(|json, _| json.skip()),
             b'[' => {
@@ -426,6 +438,11 @@ mod tests {
         for broken in [meta.replacen(':', "", 1), meta.replacen(',', ",,", 1), format!("{meta}x"), meta.replacen('"', "", 1), meta.replace("node_count", "nodes")] {
             assert!(Meta::parse(&broken).is_none(), "{broken}");
         }
+        // Nesting deeper than any metadata needs is refused, not recursed into.
+        let deep = meta.replacen('{', &format!("{{\"deep\": {}1{}, ", "[".repeat(100_000), "]".repeat(100_000)), 1);
+        assert!(Meta::parse(&deep).is_none());
+        let shallow = meta.replacen('{', &format!("{{\"deep\": {}1{}, ", "[".repeat(20), "]".repeat(20)), 1);
+        assert!(Meta::parse(&shallow).is_some());
         // Other keys, spaces and nesting are fine.
         let roomy = meta.replacen('{', "{ \"extra\": [1.5, true, null, {\"a\": \"b\\\"\"}], ", 1).replace(',', " ,\n ");
         assert_eq!(Meta::parse(&roomy).map(|m| m.fields.len()), Some(FIELDS.len()));
