@@ -223,6 +223,41 @@ pub struct HistoryPoint {
 const HISTORY_SPAN_MS: u64 = 15 * 60 * 1000;
 const HISTORY_POINTS: usize = 1024;
 
+/// The `top` IPs of the largest scores, ties to the lowest address, kept
+/// in a min-heap of `top` while the table is walked once (the console's
+/// interval table and the live page): no copy of the whole table.
+struct Largest {
+    top: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, std::cmp::Reverse<IpAddr>)>>,
+}
+
+impl Largest {
+    fn new(top: usize) -> Largest {
+        Largest { top, heap: std::collections::BinaryHeap::with_capacity(top.saturating_add(1).min(1 << 16)) }
+    }
+
+    fn offer(&mut self, score: u64, ip: IpAddr) {
+        if self.top == 0 {
+            return;
+        }
+        self.heap.push(std::cmp::Reverse((score, std::cmp::Reverse(ip))));
+        if self.heap.len() > self.top {
+            self.heap.pop();
+        }
+    }
+
+    /// The addresses, largest score first.
+    fn into_vec(self) -> Vec<IpAddr> {
+        self.heap.into_sorted_vec().into_iter().map(|std::cmp::Reverse((_, std::cmp::Reverse(ip)))| ip).collect()
+    }
+
+    fn of(scored: impl Iterator<Item = (u64, IpAddr)>, top: usize) -> Vec<IpAddr> {
+        let mut largest = Largest::new(top);
+        scored.for_each(|(score, ip)| largest.offer(score, ip));
+        largest.into_vec()
+    }
+}
+
 /// What the live page shows (`Store::live`).
 #[derive(Clone, Debug, Default)]
 pub struct Live {
@@ -548,23 +583,18 @@ impl Store {
     pub fn live(&self, top: usize) -> Live {
         let totals = self.lock();
         let (mut tx, mut rx) = (totals.unexported_tx, totals.unexported_rx);
-        let mut busiest: Vec<(u64, Key)> = Vec::new();
         for (key, e) in totals.ips.iter() {
             if let Some((series_tx, series_rx)) = totals.traffic(key, e).exported() {
                 (tx, rx) = (tx + series_tx, rx + series_rx);
             }
-            busiest.push((e.tx + e.rx, *key));
         }
-        // The `top` largest without sorting them all, then those in order.
-        let by_bytes = |a: &(u64, Key), b: &(u64, Key)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-        if busiest.len() > top && top > 0 {
-            busiest.select_nth_unstable_by(top - 1, by_bytes);
-        }
-        busiest.truncate(top);
-        busiest.sort_unstable_by(by_bytes);
+        let busiest = Largest::of(totals.ips.iter().map(|(key, e)| (e.tx + e.rx, key.ip())), top);
         let rows = busiest
-            .iter()
-            .filter_map(|(_, key)| Some(Row { ip: key.ip(), traffic: totals.traffic(key, totals.ips.get(key)?) }))
+            .into_iter()
+            .filter_map(|ip| {
+                let key = Key::from(ip);
+                Some(Row { ip, traffic: totals.traffic(&key, totals.ips.get(&key)?) })
+            })
             .collect();
         Live {
             rows,
@@ -675,12 +705,9 @@ impl Store {
     /// `top`, not in the IPs tracked: a flood of 100,000 IPs costs the
     /// console nothing.
     pub fn take_interval(&self, top: usize) -> Interval {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
         let mut totals = self.lock();
         let mut interval = Interval { tracked: totals.ips.len(), folded_ips: totals.folded_ips, ..Interval::default() };
-        // The `top` largest (volume, then lowest address), in a min-heap.
-        let mut busiest = BinaryHeap::with_capacity(top.saturating_add(1).min(1 << 16));
+        let mut busiest = Largest::new(top);
         for (key, t) in totals.ips.iter() {
             let volume = t.interval_tx + t.interval_rx;
             if volume == 0 {
@@ -689,17 +716,12 @@ impl Store {
             interval.active += 1;
             interval.tx += t.interval_tx;
             interval.rx += t.interval_rx;
-            if top > 0 {
-                busiest.push(Reverse((volume, Reverse(key.ip()))));
-                if busiest.len() > top {
-                    busiest.pop();
-                }
-            }
+            busiest.offer(volume, key.ip());
         }
         interval.rows = busiest
-            .into_sorted_vec()
+            .into_vec()
             .into_iter()
-            .filter_map(|Reverse((_, Reverse(ip)))| {
+            .filter_map(|ip| {
                 let key = Key::from(ip);
                 Some(Row { ip, traffic: totals.traffic(&key, totals.ips.get(&key)?) })
             })
