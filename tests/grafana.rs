@@ -272,9 +272,7 @@ fn every_query_returns_the_lab_numbers_on_a_real_prometheus() {
 /// The committed dashboard is what grafana/dashboard.py writes.
 #[test]
 fn the_dashboard_is_what_its_generator_writes() {
-    if !lab::on_path("python3") {
-        assert!(std::env::var_os("CI").is_none(), "python3 is missing under CI");
-        println!("skipped: python3 not found");
+    if !lab::require_tools("the_dashboard_is_what_its_generator_writes", &["python3"]) {
         return;
     }
     let out = std::process::Command::new("python3")
@@ -358,9 +356,7 @@ const FLEET: &[(&str, &str)] = &[
 /// by hand below.
 #[test]
 fn every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_series() {
-    if !lab::on_path("promtool") {
-        assert!(std::env::var_os("CI").is_none(), "promtool is missing under CI");
-        println!("skipped: promtool not found");
+    if !lab::require_tools("every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_series", &["promtool"]) {
         return;
     }
     let d = dashboard();

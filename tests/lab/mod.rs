@@ -48,6 +48,17 @@ pub fn require(test: &str, extra_tools: &[&str]) -> bool {
             missing.push(tool.to_string());
         }
     }
+    skip_unless_none_missing(test, missing)
+}
+
+/// Whether `test` can run: every one of `tools` is on PATH (no root, no
+/// lab). Missing under `CI` is a failure; otherwise the test says why it
+/// skips.
+pub fn require_tools(test: &str, tools: &[&str]) -> bool {
+    skip_unless_none_missing(test, tools.iter().filter(|t| !on_path(t)).map(|t| t.to_string()).collect())
+}
+
+fn skip_unless_none_missing(test: &str, missing: Vec<String>) -> bool {
     if missing.is_empty() {
         return true;
     }
