@@ -137,6 +137,24 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("itm_created"), "the table is gone");
 }
 
+/// The handle of every set of peers in the monitor's table, by name, as
+/// `nft -a` shows it (`set tx4_7_a { # handle 42`): a set made anew gets a
+/// new one.
+fn set_handles(lab: &Lab) -> BTreeMap<String, u64> {
+    let listing = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.host, "nft", "-a", "list", "table", "inet", "ip_traffic_monitor"])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, handle) = line.trim().strip_prefix("set ")?.split_once(" { # handle ")?;
+            (name.ends_with("_a") || name.ends_with("_b")).then_some(())?; // not skip4, skip6
+            Some((name.to_string(), handle.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 #[test]
 fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest() {
     use ip_traffic_monitor_cli::backend::in_process::Counter;
@@ -180,7 +198,9 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     lab.udp_flow(true, "198.51.100.7", 1_200_000); // into generation A
     let first = step("harvest"); // reads B (empty), the rules move to B
     lab.udp_flow(true, "198.51.100.7", 600_000); // into B
+    let before = set_handles(&lab);
     let second = step("harvest"); // reads A: the first flow; the rules move to A, made anew
+    let remade: Vec<String> = set_handles(&lab).into_iter().filter(|(name, handle)| before.get(name) != Some(handle)).map(|(name, _)| name).collect();
     let third = step("harvest"); // reads B: the second flow
     let fourth = step("harvest"); // reads A, empty since it was made anew
     lab.udp_flow(true, "198.51.100.7", 120_000); // into B
@@ -191,6 +211,10 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     println!("harvests [{first}, {second}, {third}, {fourth}], last reading {last}; nftables {truth}");
     assert_eq!([first, second, third, fourth, last], [0, 1000 * 1228, 500 * 1228, 0, 100 * 1228], "each flow handed over once, exactly");
     assert_eq!(second + third + last, truth, "every byte handed over exactly once");
+    // Of generation A, only the set that held the first flow's peer was
+    // made anew (a new handle); the 127 read empty were left as they were.
+    assert_eq!(before.len(), 256, "4 directions and families × 32 shards × 2 generations: {before:?}");
+    assert!(remade.len() == 1 && remade[0].starts_with("tx4_") && remade[0].ends_with("_a"), "sets made anew: {remade:?}");
     let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("ip_traffic_monitor"), "the table is gone");
 }

@@ -238,7 +238,7 @@ impl Counter for Harvester {
     fn harvest(&mut self, report: &mut Vec<Record>, marks: HarvestMarks) -> Result<(), String> {
         let retired = self.active.other();
         let sockets = self.sockets()?;
-        read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
+        let (_, occupied) = read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
         read_refused(&mut sockets[0], retired, report).map_err(|e| lost_table(&e))?;
         let number = self.number + 1;
         // Every harvest written down so far is in a saved state: start afresh.
@@ -249,7 +249,7 @@ impl Counter for Harvester {
         self.write_down(|journal| journal.append(number, report));
         let (layout, stamp) = (self.layout.clone(), self.stamp(number, retired));
         let sockets = self.sockets()?;
-        table::swap(&mut sockets[0], TABLE, &layout, stamp).map_err(|e| lost_table(&e))?;
+        table::swap(&mut sockets[0], TABLE, &layout, stamp, &occupied).map_err(|e| lost_table(&e))?;
         (self.number, self.active) = (number, retired);
         self.write_down(|journal| journal.done(number));
         report.append(&mut self.leftover);
@@ -301,46 +301,62 @@ fn readers() -> usize {
 }
 
 /// Adds the records of every set of `generation` to `report`, the sets
-/// shared among `sockets`; returns their bytes.
-fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut Vec<Record>) -> io::Result<u64> {
+/// shared among `sockets`; returns their bytes, and which of the sets
+/// ([`table::sets`] order) held elements.
+fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut Vec<Record>) -> io::Result<(u64, Vec<bool>)> {
     let sets = table::sets(generation);
+    let mut occupied = vec![false; sets.len()];
     let n = sockets.len();
-    std::thread::scope(|scope| {
+    let bytes = std::thread::scope(|scope| {
         let mut readers = Vec::new();
         // Every n-th set to each socket: the peers of one direction and
         // family (all of a flood's) are spread over all of them.
-        let mut shares = sockets.iter_mut().enumerate().map(|(i, socket)| (socket, sets.iter().skip(i).step_by(n)));
+        let mut shares = sockets.iter_mut().enumerate().map(|(i, socket)| (socket, sets.iter().enumerate().skip(i).step_by(n)));
         // The first share is read on this thread, the others beside it.
-        let Some((own_socket, own_sets)) = shares.next() else { return Ok(0) };
+        let Some((own_socket, own_sets)) = shares.next() else { return Ok::<u64, io::Error>(0) };
         for (socket, share) in shares {
             let reader = std::thread::Builder::new().stack_size(64 << 10).spawn_scoped(scope, move || read_sets(socket, share));
             readers.push(reader?);
         }
-        let mut bytes = read_sets(own_socket, own_sets).map(|(records, bytes)| {
-            report.extend(records);
-            bytes
-        })?;
+        let mut take = |reading: SetsRead| {
+            report.extend(reading.records);
+            reading.occupied.iter().for_each(|&i| occupied[i] = true);
+            reading.bytes
+        };
+        let mut bytes = take(read_sets(own_socket, own_sets)?);
         for reader in readers {
-            let (records, more) = reader.join().map_err(|_| io::Error::other("a set reader failed"))??;
-            report.extend(records);
-            bytes += more;
+            bytes += take(reader.join().map_err(|_| io::Error::other("a set reader failed"))??);
         }
         Ok(bytes)
-    })
+    })?;
+    Ok((bytes, occupied))
 }
 
-/// The records of `sets` (`(name, direction)`), and their bytes.
-fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = &'a (String, usize)>) -> io::Result<(Vec<Record>, u64)> {
-    let (mut records, mut bytes) = (Vec::new(), 0);
-    for (set, dir) in sets {
-        let (elements, _unreadable) = dump_set(socket, FAMILY_INET, TABLE, set)?;
-        records.reserve(elements.len());
+/// What one reader found in its share of a generation's sets.
+struct SetsRead {
+    records: Vec<Record>,
+    bytes: u64,
+    /// The indices of the sets that held elements.
+    occupied: Vec<usize>,
+}
+
+/// The records of `sets` (`(index, (name, direction))`), their bytes, and
+/// which of them held elements.
+fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = (usize, &'a (String, usize))>) -> io::Result<SetsRead> {
+    let mut read = SetsRead { records: Vec::new(), bytes: 0, occupied: Vec::new() };
+    for (index, (set, dir)) in sets {
+        let (elements, unreadable) = dump_set(socket, FAMILY_INET, TABLE, set)?;
+        if elements.is_empty() && unreadable == 0 {
+            continue;
+        }
+        read.occupied.push(index);
+        read.records.reserve(elements.len());
         for (ip, n) in elements.into_iter().filter(|(_, n)| *n > 0) {
-            bytes += n;
-            records.push(record(*dir, ip, n));
+            read.bytes += n;
+            read.records.push(record(*dir, ip, n));
         }
     }
-    Ok((records, bytes))
+    Ok(read)
 }
 
 /// Adds the bytes the full sets of `generation` refused to `report`;
@@ -363,7 +379,7 @@ fn read_everything(sockets: &mut [Socket], report: &mut Vec<Record>) -> u64 {
     let mut bytes = 0;
     for generation in [Generation::A, Generation::B] {
         bytes += read_refused(&mut sockets[0], generation, report).unwrap_or(0);
-        bytes += read_generation(sockets, generation, report).unwrap_or(0);
+        bytes += read_generation(sockets, generation, report).map_or(0, |(bytes, _)| bytes);
     }
     bytes
 }

@@ -345,7 +345,12 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
 /// old generation or in the new one, and the stamp says which harvests'
 /// bytes have left the kernel. The old generation is left as it is, for
 /// reading.
-pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp) -> io::Result<()> {
+///
+/// Only the sets `occupied` marks ([`sets`] order) are made anew: the
+/// others were read empty, and nothing has written to them since the
+/// swap before, so they are empty still. (Making a set costs its hash
+/// buckets, allocated and cleared for all its room: most of a swap's time.)
+pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occupied: &[bool]) -> io::Result<()> {
     let to = stamp.active;
     let seq = socket.next_seq();
     let mut messages = Vec::new();
@@ -360,14 +365,18 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp) -> i
     }
     messages.push(new_counter(name, HARVESTS, stamp.number, stamp.packets(), seq));
     let mut id = 0;
+    let mut index = 0;
     for direction in &DIRECTIONS {
         messages.push(new_counter(name, &refused_name(direction, to), 0, 0, seq));
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                let set = set_name(direction, peers, shard, to);
-                id += 1;
-                messages.push(delete_set(name, &set, seq));
-                messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
+                if occupied.get(index).copied().unwrap_or(true) {
+                    let set = set_name(direction, peers, shard, to);
+                    id += 1;
+                    messages.push(delete_set(name, &set, seq));
+                    messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
+                }
+                index += 1;
                 messages.extend(shard_rules(name, direction, peers, shard, to, seq));
             }
         }
