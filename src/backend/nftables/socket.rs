@@ -19,6 +19,9 @@ const REPLY_TIMEOUT_MS: libc::c_int = 5000;
 pub struct Socket {
     fd: OwnedFd,
     seq: u32,
+    /// Replies are read into this, kept from one exchange to the next (a
+    /// harvest makes a hundred and more).
+    buf: Vec<u8>,
 }
 
 impl Socket {
@@ -30,7 +33,7 @@ impl Socket {
         }
         // SAFETY: a new, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Socket { fd, seq: 1 })
+        Ok(Socket { fd, seq: 1, buf: Vec::new() })
     }
 
     /// The next sequence number, for a request's header.
@@ -44,9 +47,17 @@ impl Socket {
     /// acknowledged. A negative errno from the kernel is an error.
     pub fn exchange(&mut self, request: &[u8], seq: u32, mut each: impl FnMut(&Message)) -> io::Result<()> {
         self.send(request)?;
-        let mut buf = vec![0u8; RECV_BUF];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(RECV_BUF, 0);
+        let answer = self.replies(&mut buf, seq, &mut each);
+        self.buf = buf;
+        answer
+    }
+
+    /// Reads replies to `seq` into `buf` until the last; see [`Self::exchange`].
+    fn replies(&self, buf: &mut [u8], seq: u32, each: &mut impl FnMut(&Message)) -> io::Result<()> {
         loop {
-            let n = self.recv(&mut buf)?;
+            let n = self.recv(buf)?;
             for message in netlink::messages(&buf[..n]) {
                 if message.seq != seq {
                     continue;
