@@ -83,10 +83,19 @@ impl Journal {
         Ok(Journal { path: path.to_path_buf(), file, len: text.len() as u64 })
     }
 
-    /// Writes harvest `number` down, in one write.
+    /// Writes harvest `number` down, some thousand records a write: a
+    /// flood's harvest is megabytes, which need not be in memory at once (a
+    /// write cut by a kill leaves an entry without its end, left out).
     pub fn append(&mut self, number: u64, records: &[Record]) -> io::Result<()> {
-        let mut text = String::with_capacity(40 * records.len() + 32);
-        write_entry(&mut text, number, records);
+        const RECORDS_A_WRITE: usize = 2048;
+        let mut text = String::with_capacity(48 * RECORDS_A_WRITE);
+        write_header(&mut text, "harvest", number);
+        for chunk in records.chunks(RECORDS_A_WRITE) {
+            write_records(&mut text, chunk);
+            self.write(&text)?;
+            text.clear();
+        }
+        write_header(&mut text, "end", number);
         self.write(&text)
     }
 
@@ -121,31 +130,41 @@ impl Journal {
 /// An entry's text (addresses and numbers without the formatting
 /// machinery: a flood's harvest writes 100,000 records).
 fn write_entry(out: &mut String, number: u64, records: &[Record]) {
-    let line = |out: &mut String, tag: &str, first: &dyn Fn(&mut String), second: u64| {
-        out.push_str(tag);
-        out.push('\t');
-        first(out);
-        out.push('\t');
-        push_u64(out, second);
-        out.push('\n');
-    };
-    let header = |out: &mut String, tag: &str| {
-        out.push_str(tag);
-        out.push('\t');
-        push_u64(out, number);
-        out.push('\n');
-    };
-    header(out, "harvest");
+    write_header(out, "harvest", number);
+    write_records(out, records);
+    write_header(out, "end", number);
+}
+
+/// An entry's first or last line: `harvest\tN` or `end\tN`.
+fn write_header(out: &mut String, tag: &str, number: u64) {
+    out.push_str(tag);
+    out.push('\t');
+    push_u64(out, number);
+    out.push('\n');
+}
+
+fn write_records(out: &mut String, records: &[Record]) {
     for record in records {
-        match *record {
-            Record::Tx(ip, bytes) => line(out, "tx", &|out| push_ip(out, ip), bytes),
-            Record::Rx(ip, bytes) => line(out, "rx", &|out| push_ip(out, ip), bytes),
-            Record::Unkeyed(tx, rx) => line(out, "refused", &|out| push_u64(out, tx), rx),
+        let (tag, ip, bytes) = match *record {
+            Record::Tx(ip, bytes) => ("tx\t", ip, bytes),
+            Record::Rx(ip, bytes) => ("rx\t", ip, bytes),
+            Record::Unkeyed(tx, rx) => {
+                out.push_str("refused\t");
+                push_u64(out, tx);
+                out.push('\t');
+                push_u64(out, rx);
+                out.push('\n');
+                continue;
+            }
             // Not a harvest's: owners come from /proc, the number is the entry's.
-            Record::Owner(..) | Record::Harvest(_) => {}
-        }
+            Record::Owner(..) | Record::Harvest(_) => continue,
+        };
+        out.push_str(tag);
+        push_ip(out, ip);
+        out.push('\t');
+        push_u64(out, bytes);
+        out.push('\n');
     }
-    header(out, "end");
 }
 
 /// The complete entries of a journal's text. A line that is not whole (the
