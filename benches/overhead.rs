@@ -355,26 +355,45 @@ fn memory_table(bin: &str, backend: &str) {
     }
 }
 
-/// One harvest of a table whose `rx4` set holds 100,000 peers with bytes:
-/// the monitor's own harvest code, run on a thread inside the lab's host
-/// namespace; without a journal, then with one (as with `--state`).
+/// One harvest of a table whose `rx4` sets hold 100,000 peers with bytes:
+/// the monitor's own harvest code, with the default `--max-ips`, run on a
+/// thread inside the lab's host namespace; without a journal, then with
+/// one (as with `--state`), in `BENCH_ROUNDS` rounds (a round moves by
+/// ±10 % on a shared machine): each round's figure, then the median.
 fn harvest_time() {
-    harvest_time_with(None);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let journal = std::env::temp_dir().join(format!("itm-bench-{}.journal", std::process::id()));
-    harvest_time_with(Some(journal.clone()));
+    for with_journal in [false, true] {
+        let with = if with_journal { ", written to a journal (--state)" } else { "" };
+        let (mut busy, mut quiet) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let _ = std::fs::remove_file(&journal);
+            let (took, records, next) = harvest_time_with(with_journal.then(|| journal.clone()));
+            assert!(records >= 100_000, "{records} records: the flood did not reach every set");
+            busy.push(took);
+            quiet.push(next);
+        }
+        if with_journal {
+            let size = std::fs::metadata(&journal).map_or(0, |m| m.len());
+            println!("| nftables: the journal after one such round | {size} bytes | | |");
+        }
+        let each = |v: &[f64]| v.iter().map(|ms| format!("{ms:.1}")).collect::<Vec<_>>().join(", ");
+        println!("| nftables: one harvest of 100,000 set elements{with} | {:.1} ms | rounds: {} | |", median(&busy), each(&busy));
+        println!("| nftables: the next harvest (those peers quiet){with} | {:.1} ms | rounds: {} | |", median(&quiet), each(&quiet));
+    }
     let _ = std::fs::remove_file(journal);
 }
 
-fn harvest_time_with(journal: Option<std::path::PathBuf>) {
+/// One round: the harvest of the 100,000 and the one after, in ms, and
+/// how many records the first handed over.
+fn harvest_time_with(journal: Option<std::path::PathBuf>) -> (f64, usize, f64) {
     use ip_traffic_monitor_cli::backend::in_process::Counter;
     use ip_traffic_monitor_cli::backend::nftables::{harvest::Harvester, table::Layout};
     use ip_traffic_monitor_cli::store::HarvestMarks;
-    let with = if journal.is_some() { ", written to a journal (--state)" } else { "" };
-    let journal_path = journal.clone();
     let lab = Lab::new();
     lab.accept_any_source_in_remote();
     let layout = Layout {
-        size: 200_000,
+        size: 100_000, // the default --max-ips
         skipped: ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(),
         iface: None,
     };
@@ -385,7 +404,7 @@ fn harvest_time_with(journal: Option<std::path::PathBuf>) {
         use std::os::fd::AsRawFd;
         // SAFETY: setns with an open namespace descriptor, on this thread only.
         assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-        let mut harvester = Harvester::new(layout, journal_path);
+        let mut harvester = Harvester::new(layout, journal);
         harvester.attach(HarvestMarks::default()).expect("the table");
         ready_tx.send(()).expect("ready");
         go.recv().expect("go");
@@ -410,11 +429,7 @@ fn harvest_time_with(journal: Option<std::path::PathBuf>) {
     lab.udp_from_remote_sources(100_000);
     go_tx.send(()).expect("go");
     let (took, records, quiet) = harvester.join().expect("harvest thread");
-    println!("| nftables: one harvest of 100,000 set elements{with} | {:.1} ms | {records} records | |", took.as_secs_f64() * 1e3);
-    println!("| nftables: the next harvest (those peers quiet){with} | {:.1} ms | | |", quiet.as_secs_f64() * 1e3);
-    if let Some(path) = journal {
-        println!("| nftables: the journal after those harvests | {} bytes | | |", std::fs::metadata(path).map_or(0, |m| m.len()));
-    }
+    (took.as_secs_f64() * 1e3, records, quiet.as_secs_f64() * 1e3)
 }
 
 /// utime + stime of these processes, in seconds (USER_HZ = 100 on Linux).
