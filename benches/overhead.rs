@@ -19,6 +19,10 @@
 //!   ns per program run, and CPU seconds per GB;
 //! - resident memory of the monitor and of its child, idle and with 100,000
 //!   tracked remote IPs, for the nftables and the bpftrace backend;
+//! - what the nftables table costs each flood packet: the sending thread's
+//!   CPU time per packet, without a table, with the hook alone, with one set
+//!   update, with the monitor's table (a figure the machine's drift does not
+//!   move as it moves throughput);
 //! - one nftables harvest of 100,000 set elements (the dump of the
 //!   generation that holds them, then the swap), timed in this process.
 //!
@@ -84,7 +88,7 @@ fn main() {
         Some("--udp-sink") => return udp_sink(),
         Some("--harvest") => return harvest_time(),
         Some("--memory") => return memory_table(&product_binary(), "nftables"),
-        Some("--rule-cost") => return rule_cost(&product_binary()),
+        Some("--hook-cost") => return hook_cost(&product_binary()),
         _ => {}
     }
     if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {
@@ -95,6 +99,7 @@ fn main() {
     let bin = product_binary();
     throughput_table("TCP stream (iperf3)", "Gbit/s", 1e-9 * 8.0, rounds, &bin, tcp_stream);
     throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, rounds, &bin, udp_flood_run);
+    hook_cost(&bin);
     memory_table(&bin, "bpftrace");
     memory_table(&bin, "nftables");
     harvest_time();
@@ -244,6 +249,28 @@ fn tcp_stream(lab: &mut Lab) -> (f64, u64) {
 
 /// Packets per second that reached the sink, and their IP bytes.
 fn udp_flood_run(lab: &mut Lab) -> (f64, u64) {
+    let flood = flood(lab);
+    (flood.received as f64 / SECONDS as f64, flood.received * (PAYLOAD as u64 + 28))
+}
+
+/// One flood's figures.
+struct Flood {
+    /// Datagrams that reached the sink.
+    received: u64,
+    /// Run time of the sending thread per datagram it sent, in ns.
+    sender_ns_per_packet: f64,
+    /// Of that, inside netfilter's hooks (`nf_hook_slow` and what it
+    /// calls), by perf's samples of the sender; `None` without a profile.
+    hook_ns_per_packet: Option<f64>,
+}
+
+/// A flood from the host to the remote's sink, SECONDS long.
+fn flood(lab: &mut Lab) -> Flood {
+    flood_profiled(lab, false)
+}
+
+/// A flood, the sender sampled by `perf record` if `profile`.
+fn flood_profiled(lab: &mut Lab, profile: bool) -> Flood {
     let me = std::env::current_exe().expect("own path");
     let me = me.to_str().expect("utf-8 path");
     let mut sink = Command::new("ip")
@@ -252,26 +279,65 @@ fn udp_flood_run(lab: &mut Lab) -> (f64, u64) {
         .spawn()
         .expect("sink");
     std::thread::sleep(Duration::from_millis(300));
-    let flood = Command::new("ip").args(["netns", "exec", &lab.host, me, "--udp-flood", "198.51.100.7"]).status();
-    assert!(flood.is_ok_and(|s| s.success()), "flood sender failed");
+    let samples = std::env::temp_dir().join(format!("itm-bench-{}.perf", std::process::id()));
+    let samples_path = samples.to_str().expect("utf-8 path");
+    let perf = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-o", samples_path, "--"];
+    let send = ["ip", "netns", "exec", &lab.host, me, "--udp-flood", "198.51.100.7"];
+    let command: Vec<&str> = if profile { perf.iter().chain(&send).copied().collect() } else { send.to_vec() };
+    let sender = Command::new(command[0]).args(&command[1..]).stderr(Stdio::null()).output().expect("flood sender");
+    assert!(sender.status.success(), "flood sender failed");
     let mut out = String::new();
     let _ = sink.stdout.take().expect("sink stdout").read_to_string(&mut out);
     let _ = sink.wait();
-    let packets: u64 = out.trim().parse().expect("sink count");
-    (packets as f64 / SECONDS as f64, packets * (PAYLOAD as u64 + 28))
+    let numbers: Vec<f64> = String::from_utf8_lossy(&sender.stdout).split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let [sent, runtime_ns] = numbers[..] else { panic!("the sender's figures: {numbers:?}") };
+    let hook_ns_per_packet = profile.then(|| {
+        let in_hook = samples_in(samples_path, "nf_hook_slow");
+        let _ = std::fs::remove_file(&samples);
+        in_hook as f64 * 250_000.0 / sent // a sample each 250 µs on a CPU (4000 Hz)
+    });
+    Flood { received: out.trim().parse().expect("sink count"), sender_ns_per_packet: runtime_ns / sent, hook_ns_per_packet }
 }
 
-/// Sends 100-byte packets to `to` as fast as the kernel takes them, for SECONDS.
+/// How many of a perf recording's samples have `function` in their stack.
+fn samples_in(recording: &str, function: &str) -> u64 {
+    let script = Command::new("perf").args(["script", "-i", recording, "-F", "comm,ip,sym"]).output().expect("perf script");
+    let text = String::from_utf8_lossy(&script.stdout);
+    // A sample: a line naming the command, then one indented line per frame.
+    let (mut count, mut seen) = (0, false);
+    for line in text.lines() {
+        if !line.starts_with([' ', '\t']) {
+            count += u64::from(seen);
+            seen = false;
+        } else if line.split_whitespace().nth(1) == Some(function) {
+            seen = true;
+        }
+    }
+    count + u64::from(seen)
+}
+
+/// Sends 100-byte packets to `to` as fast as the kernel takes them, for
+/// SECONDS; prints how many it sent and its thread's run time in ns (the
+/// first field of /proc/thread-self/schedstat: time on a CPU, not the time
+/// the hypervisor gave to others).
 fn udp_flood(to: &str) {
     let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
     socket.connect((to, SINK_PORT)).expect("connect");
     let payload = [0x5au8; PAYLOAD];
+    let runtime = || -> u64 {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+        text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("run time")
+    };
+    let started = runtime();
+    let mut sent = 0u64;
     let end = Instant::now() + Duration::from_secs(SECONDS);
     while Instant::now() < end {
         for _ in 0..256 {
-            let _ = socket.send(&payload); // ENOBUFS under pressure: the packet is simply not sent
+            // ENOBUFS under pressure: the packet is simply not sent.
+            sent += u64::from(socket.send(&payload).is_ok());
         }
     }
+    let _ = writeln!(std::io::stdout(), "{sent} {}", runtime() - started);
 }
 
 /// Counts datagrams until none came for a second, then prints the count.
@@ -290,39 +356,70 @@ fn udp_sink() {
     let _ = writeln!(std::io::stdout(), "{packets}");
 }
 
-/// What each part of the nftables table costs the 100-byte flood (which
-/// crosses the host's `tx` chain): rounds of the flood without a table,
-/// with the monitor's table (the monitor stopped, so only the packet path
-/// differs), then with parts of it taken away in turn: the shard chains
-/// emptied (no set update: the jump and return remain), the base chain cut
-/// to its device rule (no skip lookup, no dispatch), the base chain empty
-/// (the hook alone).
-fn rule_cost(bin: &str) {
+/// What an nftables table costs each packet of the 100-byte flood, in the
+/// sender's thread (where the postrouting hook runs): perf's samples inside
+/// netfilter's hooks per packet sent, which the throughput rounds show only
+/// through the machine's ±10 % drift; and the thread's whole run time per
+/// packet beside it. Paired rounds of: no table (the lab's truth counters
+/// only, as in every variant), an empty base chain at the monitor's hook
+/// (the hook alone), one set update per packet (the least any per-IP count
+/// in nftables can do), the monitor's own table (the monitor stopped, so
+/// only the packet path differs).
+fn hook_cost(bin: &str) {
+    if !lab::on_path("perf") {
+        println!("| nftables hook cost per packet | skipped: needs perf (linux-perf) | |");
+        return;
+    }
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    println!("| round | no table | whole table | no set update | device rule only | empty base chain |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for round in 1..=rounds {
+    const BARE: &str = "table inet itm_hook_cost {\n chain tx { type filter hook postrouting priority 2147483647; }\n}\n";
+    const ONE_UPDATE: &str = "table inet itm_hook_cost {\n set peers { type ipv4_addr; size 131072; flags dynamic; counter; }\n \
+                              chain tx { type filter hook postrouting priority 2147483647;\n update @peers { ip daddr }\n }\n}\n";
+    let names = ["no table", "the hook alone (empty base chain)", "one set update per packet", "the monitor's table (-i vh)"];
+    let mut floods: Vec<Vec<Flood>> = (0..names.len()).map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
         let mut lab = Lab::new();
-        let nft = |lab: &Lab, command: &str| lab.host_shell(&format!("nft {command}"));
-        let none = udp_flood_run(&mut lab).0;
-        let mut monitor = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q"]);
-        monitor.wait_for_stderr("counting with", Duration::from_secs(60));
-        lab::signal("-STOP", monitor.pid());
-        let whole = udp_flood_run(&mut lab).0;
-        for shard in 0..32 {
-            nft(&lab, &format!("flush chain inet ip_traffic_monitor tx4_{shard}"));
+        for (variant, floods) in floods.iter_mut().enumerate() {
+            let mut monitor = None;
+            match variant {
+                1 => lab.nft_load(BARE),
+                2 => lab.nft_load(ONE_UPDATE),
+                3 => {
+                    let mut started = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q"]);
+                    started.wait_for_stderr("counting with", Duration::from_secs(60));
+                    lab::signal("-STOP", started.pid());
+                    monitor = Some(started);
+                }
+                _ => {}
+            }
+            floods.push(flood_profiled(&mut lab, true));
+            match monitor {
+                Some(monitor) => {
+                    lab::signal("-CONT", monitor.pid());
+                    drop(monitor);
+                    lab.host_shell("nft delete table inet ip_traffic_monitor 2>/dev/null; true");
+                }
+                None if variant > 0 => lab.host_shell("nft delete table inet itm_hook_cost"),
+                None => {}
+            }
         }
-        let no_update = udp_flood_run(&mut lab).0;
-        nft(&lab, "flush chain inet ip_traffic_monitor tx");
-        nft(&lab, "add rule inet ip_traffic_monitor tx oifname != vh return");
-        let device_only = udp_flood_run(&mut lab).0;
-        nft(&lab, "flush chain inet ip_traffic_monitor tx");
-        let empty = udp_flood_run(&mut lab).0;
-        lab::signal("-CONT", monitor.pid());
-        drop(monitor);
-        nft(&lab, "delete table inet ip_traffic_monitor");
-        let ratio = |rate: f64| format!("{:.0} ({:.3})", rate, rate / none);
-        println!("| {round} | {none:.0} | {} | {} | {} | {} |", ratio(whole), ratio(no_update), ratio(device_only), ratio(empty));
+    }
+    let whole_none = median(&floods[0].iter().map(|f| f.sender_ns_per_packet).collect::<Vec<_>>());
+    let hook_none = median(&floods[0].iter().filter_map(|f| f.hook_ns_per_packet).collect::<Vec<_>>());
+    println!("| 100-byte UDP flood, the sender's CPU per packet | in netfilter's hooks (perf) | the whole send (schedstat) | if the sender is the bottleneck |");
+    println!("| --- | --- | --- | --- |");
+    for (name, floods) in names.iter().zip(&floods) {
+        let hook: Vec<f64> = floods.iter().filter_map(|f| f.hook_ns_per_packet).collect();
+        let whole: Vec<f64> = floods.iter().map(|f| f.sender_ns_per_packet).collect();
+        let each = |v: &[f64]| v.iter().map(|ns| format!("{ns:.0}")).collect::<Vec<_>>().join(", ");
+        let added = median(&hook) - hook_none;
+        println!(
+            "| {name} | {:.0} ns ({}) | {:.0} ns ({}) | {:.3} of unmonitored |",
+            median(&hook),
+            each(&hook),
+            median(&whole),
+            each(&whole),
+            whole_none / (whole_none + added)
+        );
     }
 }
 
