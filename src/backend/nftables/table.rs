@@ -18,9 +18,12 @@
 //!
 //! ```text
 //! meta iif 1 return                  (loopback; with -i: meta iifname != "IFX" return)
-//! meta nfproto ipv4 ip saddr @skip4 return     skipped blocks (never counted,
-//! meta nfproto ipv6 ip6 saddr @skip6 return      private, --exclude), one lookup
-//!                                                in an interval set: no room taken
+//! meta nfproto ipv4 @nh,96,8 @skip4_lead ip saddr @skip4 return
+//! meta nfproto ipv6 @nh,64,16 @skip6_lead ip6 saddr @skip6 return
+//!                                    skipped blocks (never counted, private,
+//!                                    --exclude): a lookup in an interval set,
+//!                                    for the few addresses whose leading
+//!                                    byte(s) such a block has: no room taken
 //! meta nfproto ipv4 jhash ip saddr mod 32 seed S vmap @rx4_shards
 //! meta nfproto ipv6 jhash ip6 saddr mod 32 seed S vmap @rx6_shards
 //!
@@ -313,7 +316,9 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
             }
         }
     }
-    // The skipped blocks: one interval set per family, shared by both chains.
+    // The skipped blocks: one interval set per family, shared by both
+    // chains, and the set of their leading bytes that spares most packets
+    // the interval lookup.
     let mut skip_sets = Vec::new();
     for peers in &DIRECTIONS[0].peers {
         let ranges = skipped_ranges(&layout.skipped, peers.len == 4);
@@ -321,15 +326,21 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
             let (set, id) = (format!("skip{}", peers.family), next_id());
             messages.push(new_skip_set(name, &set, peers, id, seq));
             messages.push(skip_set_elements(name, &set, id, peers, &ranges, seq));
-            skip_sets.push((peers.len, set, id));
+            let lead = leads(&ranges, peers.len == 4).map(|leads| {
+                let (lead_set, lead_id) = (format!("skip{}_lead", peers.family), next_id());
+                messages.push(new_lead_set(name, &lead_set, peers, lead_id, leads.len(), seq));
+                messages.push(lead_set_elements(name, &lead_set, lead_id, peers, &leads, seq));
+                (lead_set, lead_id)
+            });
+            skip_sets.push((peers.len, SkipSets { set, id, lead }));
         }
     }
     let seed = hash_seed();
     for direction in &DIRECTIONS {
         messages.push(device_rule(name, direction, layout.iface.as_deref(), create, seq));
         for peers in &direction.peers {
-            for (_, set, id) in skip_sets.iter().filter(|(len, ..)| *len == peers.len) {
-                messages.push(skip_rule(name, direction.name, peers, set, *id, create, seq));
+            for (_, skip) in skip_sets.iter().filter(|(len, _)| *len == peers.len) {
+                messages.push(skip_rule(name, direction.name, peers, skip, create, seq));
             }
         }
         for (_, peers, map, id) in maps.iter().filter(|(d, ..)| d.name == direction.name) {
@@ -534,6 +545,11 @@ fn new_shard_map(table: &str, name: &str, id: u32, seq: u32) -> Vec<u8> {
         .attr_u32(5, 4) // NFTA_SET_KEY_LEN
         .attr_u32(6, NFT_DATA_VERDICT) // NFTA_SET_DATA_TYPE
         .attr_u32(10, id);
+    // Its size: a constant map of known size is the kernel's fixed hash
+    // table, a cheaper lookup than the resizable one.
+    let desc = map.begin_nest(9); // NFTA_SET_DESC
+    map.attr_u32(1, SHARDS); // NFTA_SET_DESC_SIZE
+    map.end_nest(desc);
     map.finish()
 }
 
@@ -675,22 +691,103 @@ fn skip_set_elements(table: &str, set: &str, id: u32, peers: &Peers, ranges: &[(
     elements.finish()
 }
 
-/// `meta nfproto P  @nh,OFFSET,LEN @SET  return`: a packet whose remote
-/// address is in a skipped block leaves the chain uncounted (one lookup,
-/// whatever the number of blocks).
-fn skip_rule(table: &str, chain: &str, peers: &Peers, set: &str, set_id: u32, flags: u16, seq: u32) -> Vec<u8> {
+/// A family's sets of skipped blocks: the interval set, and the set of
+/// the blocks' leading bytes, if there are few enough of those.
+struct SkipSets {
+    set: String,
+    id: u32,
+    lead: Option<(String, u32)>,
+}
+
+/// `meta nfproto P  @nh,OFFSET,LEAD @LEADS  @nh,OFFSET,LEN @SET  return`: a
+/// packet whose remote address is in a skipped block leaves the chain
+/// uncounted. The first lookup, of the address's leading bytes in a set the
+/// kernel keeps as a bitmap, ends the rule for most public addresses before
+/// the interval set's binary search (about 200 ns of a packet's 1.1 µs in
+/// the table, measured with `make bench`'s hook cost).
+fn skip_rule(table: &str, chain: &str, peers: &Peers, skip: &SkipSets, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, chain, flags, seq, |r| {
         match_nfproto(r, peers.nfproto);
-        expression(r, "payload", |e| {
-            // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
-            e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
-        });
-        expression(r, "lookup", |e| {
-            // NFTA_LOOKUP_SET, _SREG, _SET_ID
-            e.attr_str(1, set).attr_u32(2, REG).attr_u32(4, set_id);
-        });
+        if let Some((lead_set, lead_id)) = &skip.lead {
+            load_address(r, peers, lead_len(peers));
+            lookup(r, lead_set, *lead_id);
+        }
+        load_address(r, peers, peers.len);
+        lookup(r, &skip.set, skip.id);
         verdict_return(r);
     })
+}
+
+/// `@nh,OFFSET,LEN`: the first `len` bytes of the remote address, into the register.
+fn load_address(rule: &mut Builder, peers: &Peers, len: u32) {
+    expression(rule, "payload", |e| {
+        // NFTA_PAYLOAD_DREG, _BASE (network header), _OFFSET, _LEN
+        e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, len);
+    });
+}
+
+/// `@SET`: a miss ends the rule.
+fn lookup(rule: &mut Builder, set: &str, set_id: u32) {
+    expression(rule, "lookup", |e| {
+        e.attr_str(1, set).attr_u32(2, REG).attr_u32(4, set_id); // NFTA_LOOKUP_SET, _SREG, _SET_ID
+    });
+}
+
+/// The leading bytes the prefilter looks at: one of an IPv4 address, two
+/// of an IPv6 one (keys of at most two bytes make the kernel's bitmap set).
+fn lead_len(peers: &Peers) -> u32 {
+    if peers.len == 4 { 1 } else { 2 }
+}
+
+/// Beyond this many leads the prefilter is left out: its elements go in
+/// one attribute of at most 65,535 bytes (16 bytes each), and leads that
+/// most addresses have would spare nothing. (The defaults: 39 of IPv4,
+/// 1,088 of IPv6.)
+const MAX_LEADS: usize = 3000;
+
+/// Every value the leading byte (IPv4) or two (IPv6) of an address take
+/// inside `ranges` (sorted and merged, as [`skipped_ranges`] gives them),
+/// ascending; `None` if more than [`MAX_LEADS`].
+pub fn leads(ranges: &[(u128, u128)], v4: bool) -> Option<Vec<u16>> {
+    let shift = if v4 { 24 } else { 112 };
+    let mut leads: Vec<u16> = Vec::new();
+    for &(first, last) in ranges {
+        let (from, to) = ((first >> shift) as u16, (last >> shift) as u16);
+        if leads.len() + usize::from(to - from) >= MAX_LEADS {
+            return None;
+        }
+        leads.extend((from..=to).filter(|lead| leads.last() != Some(lead)).collect::<Vec<u16>>());
+    }
+    Some(leads)
+}
+
+/// A constant set of leads (`lead_len` bytes).
+fn new_lead_set(table: &str, name: &str, peers: &Peers, id: u32, count: usize, seq: u32) -> Vec<u8> {
+    let mut set = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    set.attr_str(1, table)
+        .attr_str(2, name)
+        .attr_u32(3, 0x02) // NFT_SET_CONSTANT
+        .attr_u32(4, 0) // NFTA_SET_KEY_TYPE: informational only
+        .attr_u32(5, lead_len(peers))
+        .attr_u32(10, id);
+    let desc = set.begin_nest(9); // NFTA_SET_DESC
+    set.attr_u32(1, u32::try_from(count).unwrap_or(u32::MAX)); // NFTA_SET_DESC_SIZE
+    set.end_nest(desc);
+    set.finish()
+}
+
+fn lead_set_elements(table: &str, set: &str, id: u32, peers: &Peers, leads: &[u16], seq: u32) -> Vec<u8> {
+    let mut elements = Builder::new(NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+    elements.attr_str(1, table).attr_str(2, set).attr_u32(4, id);
+    let list = elements.begin_nest(3);
+    for &lead in leads {
+        let element = elements.begin_nest(1);
+        let bytes = lead.to_be_bytes();
+        data(&mut elements, 1, if lead_len(peers) == 1 { &bytes[1..] } else { &bytes }); // NFTA_SET_ELEM_KEY
+        elements.end_nest(element);
+    }
+    elements.end_nest(list);
+    elements.finish()
 }
 
 /// `counter name "tx_a"`: what a full set refused (every other packet has
@@ -800,6 +897,30 @@ mod tests {
         assert_eq!(skipped_ranges(&cidrs(&["0.0.0.0/0"]), true), [(0, u128::from(u32::MAX))]);
         assert_eq!(skipped_ranges(&cidrs(&["::/0"]), false), [(0, u128::MAX)]);
         assert_eq!(skipped_ranges(&cidrs(&["198.51.100.7"]), true), [(v4([198, 51, 100, 7]), v4([198, 51, 100, 7]))]);
+    }
+
+    /// The leads of the default blocks, of blocks meeting at a lead, of a
+    /// block that is the whole family, and too many leads: no prefilter.
+    #[test]
+    fn leads_are_every_leading_byte_a_skipped_block_has() {
+        let cidrs = |list: &[&str]| list.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+        let v4 = skipped_ranges(&cidrs(&["10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "224.0.0.0/3", "203.0.113.9"]), true);
+        let mut expected: Vec<u16> = vec![10, 100, 172, 203];
+        expected.extend(224..=255);
+        assert_eq!(leads(&v4, true), Some(expected));
+        let meeting = skipped_ranges(&cidrs(&["10.0.0.0/9", "10.200.0.0/16", "11.0.0.0/8"]), true);
+        assert_eq!(leads(&meeting, true), Some(vec![10, 11]), "10 once, though two ranges have it");
+        assert_eq!(leads(&skipped_ranges(&cidrs(&["0.0.0.0/0"]), true), true), Some((0..=255).collect()));
+        let v6 = skipped_ranges(&cidrs(&["::/8", "fe80::/10", "2001:db8:2::/48", "ff00::/8"]), false);
+        let mut expected: Vec<u16> = (0..=0xff).collect();
+        expected.push(0x2001);
+        expected.extend(0xfe80..=0xfebf);
+        expected.extend(0xff00..=0xffff);
+        assert_eq!(leads(&v6, false), Some(expected));
+        assert_eq!(leads(&skipped_ranges(&cidrs(&["2000::/3"]), false), false), None, "8,192 leads: no prefilter");
+        let defaults = crate::filter::AddressFilter::default().skipped_blocks();
+        assert_eq!(leads(&skipped_ranges(&defaults, true), true).map(|l| l.len()), Some(39)); // 0 10 100 127 169 172 192, 224–255
+        assert_eq!(leads(&skipped_ranges(&defaults, false), false).map(|l| l.len()), Some(1088));
     }
 
     #[test]
