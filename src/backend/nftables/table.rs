@@ -526,9 +526,7 @@ fn new_set(table: &str, name: &str, peers: &Peers, id: u32, size: u32, seq: u32)
         .attr_u32(4, if peers.len == 4 { 7 } else { 8 }) // NFTA_SET_KEY_TYPE: ipv4_addr / ipv6_addr
         .attr_u32(5, peers.len) // NFTA_SET_KEY_LEN
         .attr_u32(10, id); // NFTA_SET_ID
-    let desc = set.begin_nest(9); // NFTA_SET_DESC
-    set.attr_u32(1, size); // NFTA_SET_DESC_SIZE
-    set.end_nest(desc);
+    set_size(&mut set, size);
     let expr = set.begin_nest(17); // NFTA_SET_EXPR: every element gets a counter
     set.attr_str(1, "counter");
     set.end_nest(expr);
@@ -547,9 +545,7 @@ fn new_shard_map(table: &str, name: &str, id: u32, seq: u32) -> Vec<u8> {
         .attr_u32(10, id);
     // Its size: a constant map of known size is the kernel's fixed hash
     // table, a cheaper lookup than the resizable one.
-    let desc = map.begin_nest(9); // NFTA_SET_DESC
-    map.attr_u32(1, SHARDS); // NFTA_SET_DESC_SIZE
-    map.end_nest(desc);
+    set_size(&mut map, SHARDS);
     map.finish()
 }
 
@@ -761,6 +757,14 @@ pub fn leads(ranges: &[(u128, u128)], v4: bool) -> Option<Vec<u16>> {
     Some(leads)
 }
 
+/// `NFTA_SET_DESC { NFTA_SET_DESC_SIZE }`: the room of a new set, from
+/// which the kernel sizes (and, for constant sets, chooses) its table.
+fn set_size(set: &mut Builder, size: u32) {
+    let desc = set.begin_nest(9); // NFTA_SET_DESC
+    set.attr_u32(1, size); // NFTA_SET_DESC_SIZE
+    set.end_nest(desc);
+}
+
 /// A constant set of leads (`lead_len` bytes).
 fn new_lead_set(table: &str, name: &str, peers: &Peers, id: u32, count: usize, seq: u32) -> Vec<u8> {
     let mut set = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
@@ -770,9 +774,7 @@ fn new_lead_set(table: &str, name: &str, peers: &Peers, id: u32, count: usize, s
         .attr_u32(4, 0) // NFTA_SET_KEY_TYPE: informational only
         .attr_u32(5, lead_len(peers))
         .attr_u32(10, id);
-    let desc = set.begin_nest(9); // NFTA_SET_DESC
-    set.attr_u32(1, u32::try_from(count).unwrap_or(u32::MAX)); // NFTA_SET_DESC_SIZE
-    set.end_nest(desc);
+    set_size(&mut set, u32::try_from(count).unwrap_or(u32::MAX));
     set.finish()
 }
 
@@ -803,9 +805,7 @@ fn refused_rule(table: &str, chain: &str, counter: &str, flags: u16, seq: u32) -
 /// In a shard's chain: `update @SET { ADDRESS } return`.
 fn update_rule(table: &str, chain: &str, set: &str, peers: &Peers, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, chain, flags, seq, |r| {
-        expression(r, "payload", |e| {
-            e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
-        });
+        load_address(r, peers, peers.len);
         expression(r, "dynset", |e| {
             // NFTA_DYNSET_SET_NAME, _OP (update), _SREG_KEY
             e.attr_str(1, set).attr_u32(3, 1).attr_u32(4, REG);
@@ -819,9 +819,7 @@ fn update_rule(table: &str, chain: &str, set: &str, peers: &Peers, flags: u16, s
 fn dispatch_rule(table: &str, direction: &Direction, peers: &Peers, map: &str, map_id: u32, seed: u32, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, direction.name, flags, seq, |r| {
         match_nfproto(r, peers.nfproto);
-        expression(r, "payload", |e| {
-            e.attr_u32(1, REG).attr_u32(2, 1).attr_u32(3, peers.offset).attr_u32(4, peers.len);
-        });
+        load_address(r, peers, peers.len);
         expression(r, "hash", |e| {
             // NFTA_HASH_SREG, _DREG, _LEN, _MODULUS, _SEED, _TYPE (jenkins)
             e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, peers.len).attr_u32(4, SHARDS).attr_u32(5, seed).attr_u32(7, 0);
