@@ -9,12 +9,15 @@
 #   sudo make uninstall  removes them; an edited configuration file stays
 #   make cross           static binaries for the router architectures rustup has here
 #   make i686            the 32-bit static binary (x86's stand-in for 32-bit routers)
+#   sudo make vm         the qemu VM with Debian's kernel for the flowtable test
 
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=
 # Tools the program and its tests use, and the Debian/Ubuntu packages with them.
-TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool systemd-analyze file python3 chromium
-PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus systemd file python3 chromium
+TOOLS    := bpftrace iftop stdbuf nft iperf3 socat ip setpriv unshare prometheus promtool systemd-analyze file python3 chromium \
+            qemu-system-x86_64 busybox cpio depmod
+PACKAGES := bpftrace iftop coreutils nftables iperf3 socat iproute2 util-linux prometheus systemd file python3 chromium \
+            qemu-system-x86 busybox-static cpio kmod
 
 # Under sudo, root usually has no cargo of its own: use the invoking user's.
 SUDO_HOME := $(if $(SUDO_USER),$(shell getent passwd $(SUDO_USER) | cut -d: -f6))
@@ -25,7 +28,7 @@ export RUSTUP_HOME ?= $(SUDO_HOME)/.rustup
 endif
 endif
 
-.PHONY: all build release cross i686 run test bench realdb fuzz fuzz-smoke deps tracefs install uninstall clean
+.PHONY: all build release cross i686 vm run test bench realdb fuzz fuzz-smoke deps tracefs install uninstall clean
 
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -90,10 +93,16 @@ uninstall:
 	@if cmp -s $(CONFFILE) packaging/ip-traffic-monitor.default; then rm -f $(CONFFILE); \
 	elif [ -e $(CONFFILE) ]; then echo "keeping edited $(CONFFILE)"; fi
 
+# A kernel with flowtables for tests/nftables_flowtable.rs, whatever kernel
+# this machine runs: Debian's package unpacked under target/vm (not
+# installed), booted by the test in qemu with this machine's root read-only.
+vm:
+	sh tests/vm/prepare.sh target/vm
+
 run: deps tracefs build
 	$(BIN) $(ARGS)
 
-test: deps tracefs release i686
+test: deps tracefs release i686 vm
 	$(CARGO) test
 	$(MAKE) fuzz-smoke
 
@@ -115,14 +124,15 @@ fuzz:
 		$(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 || exit 1; \
 	done
 
-# A short run of every fuzz target (part of make test). cargo-fuzz needs a
+# A short run of every fuzz target (part of make test): its corpus, then
+# 5 s of new inputs. cargo-fuzz needs a
 # nightly toolchain: without one this says so and runs nothing.
 fuzz-smoke:
 	@if ! $(RUSTUP) toolchain list 2>/dev/null | grep -q '^nightly'; then \
 		echo "fuzz smoke: no nightly toolchain here, not run"; exit 0; fi; \
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked --quiet || \
 		{ echo "fuzz smoke: cargo-fuzz could not be installed, not run"; exit 0; }; \
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=5
 
 # Real location databases for the lookup benchmark (never committed).
 realdb:

@@ -58,7 +58,7 @@ pub fn require_tools(test: &str, tools: &[&str]) -> bool {
     skip_unless_none_missing(test, tools.iter().filter(|t| !on_path(t)).map(|t| t.to_string()).collect())
 }
 
-fn skip_unless_none_missing(test: &str, missing: Vec<String>) -> bool {
+pub fn skip_unless_none_missing(test: &str, missing: Vec<String>) -> bool {
     if missing.is_empty() {
         return true;
     }
@@ -211,8 +211,13 @@ impl Lab {
     }
 
     pub fn nft_load(&self, rules: &str) {
+        self.nft_load_in(&self.host, rules);
+    }
+
+    /// Loads `rules` with `nft -f` in namespace `ns`.
+    pub fn nft_load_in(&self, ns: &str, rules: &str) {
         let mut nft = Command::new("ip")
-            .args(["netns", "exec", &self.host, "nft", "-f", "-"])
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
             .stdin(Stdio::piped())
             .spawn()
             .expect("nft");
@@ -300,7 +305,13 @@ impl Lab {
     }
 
     fn counters(&self, table: &str) -> BTreeMap<(String, &'static str), u64> {
-        let out = run(&["ip", "netns", "exec", &self.host, "nft", "list", "table", "inet", table]);
+        self.counters_in(&self.host, table)
+    }
+
+    /// (IP, "tx"|"rx") → bytes of the rules `ip daddr IP counter` (tx) and
+    /// `ip saddr IP counter` (rx) of table `inet table` in namespace `ns`.
+    pub fn counters_in(&self, ns: &str, table: &str) -> BTreeMap<(String, &'static str), u64> {
+        let out = run(&["ip", "netns", "exec", ns, "nft", "list", "table", "inet", table]);
         let text = String::from_utf8_lossy(&out.stdout);
         let mut truth = BTreeMap::new();
         for line in text.lines() {
