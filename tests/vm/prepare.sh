@@ -38,9 +38,9 @@ mkdir -p "$initramfs/bin" "$initramfs/modules" "$initramfs/proc" "$initramfs/sys
 cp /bin/busybox "$initramfs/bin/busybox"
 cp "$here/init" "$initramfs/init"
 chmod 755 "$initramfs/init"
-# 9p over virtio-pci and what it needs, in dependency order.
+# 9p over virtio-pci and overlayfs, and what they need, in dependency order.
 n=10
-for module in 9p 9pnet_virtio virtio_pci; do
+for module in 9p 9pnet_virtio virtio_pci overlay; do
 	modprobe -d "$dir/kernel" -S "$release" --show-depends "$module"
 done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' | while read -r path; do
 	cp "$path" "$initramfs/modules/$n-$(basename "$path")"
