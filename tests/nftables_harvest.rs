@@ -174,6 +174,7 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     let mut lab = Lab::new();
     let (steps_tx, steps) = std::sync::mpsc::channel::<&'static str>();
     let (done_tx, done) = std::sync::mpsc::channel::<u64>();
+    let (attached_tx, attached) = std::sync::mpsc::channel::<()>();
     // The monitor's own harvester, on a thread inside the lab's host.
     let path = format!("/var/run/netns/{}", lab.host);
     let harvester = std::thread::spawn(move || {
@@ -182,6 +183,7 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
         assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
         let mut harvester = Harvester::new(layout(), None);
         harvester.attach(HarvestMarks::default()).expect("the table");
+        attached_tx.send(()).expect("attached");
         let sent_to = |report: &[Record]| -> u64 {
             let peer: IpAddr = "198.51.100.7".parse().expect("an address");
             report.iter().map(|r| match r { Record::Tx(ip, n) if *ip == peer => *n, _ => 0 }).sum()
@@ -199,6 +201,8 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
         steps_tx.send(what).expect("step");
         done.recv().expect("its bytes")
     };
+    // Traffic only once the table counts: what passed before is nobody's.
+    attached.recv().expect("the table is there");
     // UDP from socat, so each flow's size on the wire is known to the byte
     // and all of it has passed the hook when the sender exits (with iperf3
     // the wire size is not the -n size). 1200-byte datagrams: 1228 bytes
