@@ -395,10 +395,16 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
     socket.exchange(&batch(messages, seq), seq, |_| {})
 }
 
-/// Room in each shard's set: a quarter more than its share of the peers,
-/// and never less than 1024.
+/// Room in each shard's set: its share of the peers and a quarter more,
+/// or, where that is less, four standard deviations and 16 more: the hash
+/// gives some shards more than their share, and relatively more the fewer
+/// each expects. No fixed floor: the kernel allocates a set's hash buckets
+/// for its room up front (all sets of both generations, whether used or
+/// not), so a small `--max-ips` must make small sets on a small router.
 fn shard_size(layout: &Layout) -> u32 {
-    (layout.size / SHARDS).saturating_add(layout.size / SHARDS / 4).max(1024)
+    let share = layout.size.div_ceil(SHARDS);
+    let spread = 4 * share.isqrt() + 16;
+    share.saturating_add((share / 4).max(spread))
 }
 
 /// A shard chain's two rules: count in the set of `generation`, or, if it
@@ -895,6 +901,37 @@ mod tests {
         assert_eq!(skipped_ranges(&cidrs(&["0.0.0.0/0"]), true), [(0, u128::from(u32::MAX))]);
         assert_eq!(skipped_ranges(&cidrs(&["::/0"]), false), [(0, u128::MAX)]);
         assert_eq!(skipped_ranges(&cidrs(&["198.51.100.7"]), true), [(v4([198, 51, 100, 7]), v4([198, 51, 100, 7]))]);
+    }
+
+    /// Every shard has room for the peers a seeded hash gives it when all
+    /// `--max-ips` peers talk in one interval (simulated: 40 spreads of
+    /// each size over the shards, as uniform as a seeded jhash), and no
+    /// more room than that needs: no floor for small sizes.
+    #[test]
+    fn each_shard_holds_its_share_of_the_peers_whatever_the_size() {
+        let size = |peers: u32| shard_size(&Layout { size: peers, skipped: Vec::new(), iface: None });
+        assert_eq!(size(100_000), 3_906, "the default: its share, 3,125, and a quarter more");
+        assert_eq!((size(10_000), size(1_000), size(1)), (397, 68, 21), "small: four standard deviations and 16");
+        assert_eq!(size(u32::MAX), u32::MAX / SHARDS + 1 + (u32::MAX / SHARDS + 1) / 4);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for peers in [1, 10, 100, 1_000, 3_000, 10_000, 100_000] {
+            for _ in 0..40 {
+                let mut per_shard = [0u32; SHARDS as usize];
+                for _ in 0..peers {
+                    per_shard[(next() % u64::from(SHARDS)) as usize] += 1;
+                }
+                let fullest = per_shard.iter().max().copied().unwrap_or(0);
+                assert!(fullest <= size(peers), "{peers} peers: a shard got {fullest}, room {}", size(peers));
+            }
+        }
     }
 
     /// The leads of the default blocks, of blocks meeting at a lead, of a
