@@ -9,7 +9,7 @@
 #   sudo make uninstall  removes them; an edited configuration file stays
 #   make cross           static binaries for the router architectures rustup has here
 #   make i686            the 32-bit static binary (x86's stand-in for 32-bit routers)
-#   sudo make vm         the qemu VM with Debian's kernel for the flowtable test
+#   make vm              the qemu VM with Debian's kernel for the flowtable test
 
 BIN      := target/release/ip_traffic_monitor_cli
 ARGS     ?=

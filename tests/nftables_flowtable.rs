@@ -111,14 +111,14 @@ fn in_the_vm_a_router_with_a_flowtable() {
     println!("-b nftables on a router with a flowtable (bytes):");
     println!("{:<14} {:<3} {:>10} {:>10} {:>10}", "remote", "dir", "crossed", "counted", "unseen");
     for (peer, dir, _, _) in FLOWS {
-        let (want, got) = (crossed[&(peer, dir)], counted.get(peer).map_or(0, |row| row.of(dir)));
+        let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
         println!("{peer:<14} {dir:<3} {want:>10} {got:>10} {:>10}", want.saturating_sub(got));
     }
     // The forward rule offloads a flow once conntrack has seen its
     // handshake: of the 10 MB each way the hooks see the first packets
     // only, less than one 64 KiB GSO packet (seen here: 432 and 448 bytes).
     for (peer, dir) in [("198.51.100.8", "tx"), ("2001:db8:2::7", "rx")] {
-        let (want, got) = (crossed[&(peer, dir)], counted.get(peer).map_or(0, |row| row.of(dir)));
+        let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
         assert!(want > 10_000_000, "{peer} {dir}: the flow crossed vh ({want} bytes)");
         assert!(got < 65_536, "{peer} {dir}: offloaded packets are not seen by the hooks, yet {got} of {want} were counted");
     }
@@ -131,21 +131,15 @@ fn in_the_vm_a_router_with_a_flowtable() {
     );
     println!("-b auto (bpftrace) on the same router (bytes):");
     for (peer, dir, _, _) in FLOWS {
-        let (want, got) = (crossed[&(peer, dir)], counted.get(peer).map_or(0, |row| row.of(dir)));
+        let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
         println!("{peer:<14} {dir:<3} {want:>10} {got:>10}");
         assert_eq!(got, want, "{peer} {dir}: bpftrace counts what crossed vh, offloaded or not, to the byte");
     }
 }
 
-/// A summary row's bytes by direction.
-trait Row {
-    fn of(&self, dir: &str) -> u64;
-}
-
-impl Row for (u64, u64, String) {
-    fn of(&self, dir: &str) -> u64 {
-        if dir == "tx" { self.0 } else { self.1 }
-    }
+/// The bytes the monitor's summary has for `peer` in direction `dir`.
+fn counted_on(counted: &BTreeMap<String, (u64, u64, String)>, peer: &str, dir: &str) -> u64 {
+    counted.get(peer).map_or(0, |(tx, rx, _)| if dir == "tx" { *tx } else { *rx })
 }
 
 /// Runs the monitor with `-b backend` on the router's WAN device while the
