@@ -453,6 +453,9 @@ pub struct Store {
     periods: Option<Periods>,
     /// The last kernel harvest in a state on disk ([`Store::saved`]).
     saved_harvest: AtomicU64,
+    /// Bumped by every report that brought bytes of a remote IP (see
+    /// [`Store::keyed_reports`]).
+    keyed_reports: AtomicU64,
 }
 
 /// Which kernel harvests the store holds ([`Record::Harvest`]): `applied`
@@ -480,7 +483,14 @@ impl Store {
             changes: AtomicU64::new(0),
             periods: None,
             saved_harvest: AtomicU64::new(0),
+            keyed_reports: AtomicU64::new(0),
         }
+    }
+
+    /// A number that changes whenever a report brings bytes of a remote
+    /// IP: while it stands still, no socket can have a new owner to name.
+    pub fn keyed_reports(&self) -> u64 {
+        self.keyed_reports.load(Ordering::Acquire)
     }
 
     /// Keeps host totals per billing period, the current one from `now`.
@@ -536,6 +546,9 @@ impl Store {
         let totals = &mut *guard;
         self.roll_period(totals, now);
         let mut point = HistoryPoint::default();
+        if records.iter().any(|r| matches!(r, Record::Tx(..) | Record::Rx(..))) {
+            self.keyed_reports.fetch_add(1, Ordering::Release);
+        }
         for record in records {
             match *record {
                 Record::Tx(ip, bytes) => {
@@ -679,14 +692,15 @@ impl Store {
         }
     }
 
-    /// Sets the owner of each listed IP that is tracked already.
+    /// Sets the owner of each listed IP that is tracked already; the
+    /// store's generation changes only if an owner did (what was rendered
+    /// still holds otherwise).
     pub fn set_owners(&self, owners: &[(IpAddr, Owner)]) {
         let mut totals = self.lock();
-        self.changes.fetch_add(1, Ordering::Release);
         for (ip, owner) in owners {
             let key = Key::from(*ip);
-            if totals.ips.contains_key(&key) {
-                totals.owners.insert(key, *owner);
+            if totals.ips.contains_key(&key) && totals.owners.insert(key, *owner) != Some(*owner) {
+                self.changes.fetch_add(1, Ordering::Release);
             }
         }
     }
