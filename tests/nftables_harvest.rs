@@ -145,22 +145,43 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("itm_created"), "the table is gone");
 }
 
-/// The handle of every set of peers in the monitor's table, by name, as
-/// `nft -a` shows it (`set tx4_7_a { # handle 42`): a set made anew gets a
-/// new one.
-fn set_handles(lab: &Lab) -> BTreeMap<String, u64> {
+/// The handles of the monitor's table as `nft -a` shows them: of every set
+/// of peers, by name (`set tx4_7_a { # handle 42`), and of the rules of
+/// every shard chain, by chain (`update @tx4_7_a { … } return # handle 97`).
+/// A set or rule made anew gets a new handle.
+#[derive(Debug, PartialEq)]
+struct Handles {
+    sets: BTreeMap<String, u64>,
+    rules: BTreeMap<String, Vec<u64>>,
+}
+
+fn handles(lab: &Lab) -> Handles {
     let listing = std::process::Command::new("ip")
         .args(["netns", "exec", &lab.host, "nft", "-a", "list", "table", "inet", "ip_traffic_monitor"])
         .output()
         .expect("nft");
-    String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (name, handle) = line.trim().strip_prefix("set ")?.split_once(" { # handle ")?;
-            (name.ends_with("_a") || name.ends_with("_b")).then_some(())?; // not skip4, skip6
-            Some((name.to_string(), handle.trim().parse().ok()?))
-        })
-        .collect()
+    let of_peers = |name: &str| name.ends_with("_a") || name.ends_with("_b"); // not skip4, tx, …
+    let mut handles = Handles { sets: BTreeMap::new(), rules: BTreeMap::new() };
+    let mut chain = None;
+    for line in String::from_utf8_lossy(&listing.stdout).lines().map(str::trim) {
+        let Some((what, handle)) = line.rsplit_once(" # handle ") else { continue };
+        let Ok(handle) = handle.trim().parse::<u64>() else { continue };
+        if let Some(name) = what.strip_prefix("set ").and_then(|w| w.strip_suffix(" {")) {
+            if of_peers(name) {
+                handles.sets.insert(name.to_string(), handle);
+            }
+        } else if let Some(name) = what.strip_prefix("chain ").and_then(|w| w.strip_suffix(" {")) {
+            chain = of_peers(name).then(|| name.to_string());
+        } else if let Some(chain) = &chain {
+            handles.rules.entry(chain.clone()).or_default().push(handle);
+        }
+    }
+    handles
+}
+
+/// The names whose handles differ between `before` and `after`.
+fn changed<T: PartialEq>(before: &BTreeMap<String, T>, after: &BTreeMap<String, T>) -> Vec<String> {
+    after.iter().filter(|(name, handle)| before.get(*name) != Some(handle)).map(|(name, _)| name.clone()).collect()
 }
 
 #[test]
@@ -210,11 +231,13 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     lab.udp_flow(true, "198.51.100.7", 1_200_000); // into generation A
     let first = step("harvest"); // reads B (empty), the rules move to B
     lab.udp_flow(true, "198.51.100.7", 600_000); // into B
-    let before = set_handles(&lab);
+    let before = handles(&lab);
     let second = step("harvest"); // reads A: the first flow; the rules move to A, made anew
-    let remade: Vec<String> = set_handles(&lab).into_iter().filter(|(name, handle)| before.get(name) != Some(handle)).map(|(name, _)| name).collect();
+    let after_second = handles(&lab);
     let third = step("harvest"); // reads B: the second flow
+    let before_quiet = handles(&lab);
     let fourth = step("harvest"); // reads A, empty since it was made anew
+    let after_quiet = handles(&lab);
     lab.udp_flow(true, "198.51.100.7", 120_000); // into B
     let last = step("detach"); // both generations, then the table goes
     drop(steps_tx);
@@ -224,9 +247,17 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     assert_eq!([first, second, third, fourth, last], [0, 1000 * 1228, 500 * 1228, 0, 100 * 1228], "each flow handed over once, exactly");
     assert_eq!(second + third + last, truth, "every byte handed over exactly once");
     // Of generation A, only the set that held the first flow's peer was
-    // made anew (a new handle); the 127 read empty were left as they were.
-    assert_eq!(before.len(), 256, "4 directions and families × 32 shards × 2 generations: {before:?}");
+    // made anew (a new handle), with its chain's rules; the 127 read empty
+    // were left as they were, and so were their chains and all of B's.
+    assert_eq!(before.sets.len(), 256, "4 directions and families × 32 shards × 2 generations");
+    assert_eq!(before.rules.len(), 256, "a shard chain per set: {:?}", before.rules.keys().collect::<Vec<_>>());
+    assert!(before.rules.values().all(|rules| rules.len() == 2), "update, then the refused bytes' counter: {:?}", before.rules);
+    let remade = changed(&before.sets, &after_second.sets);
     assert!(remade.len() == 1 && remade[0].starts_with("tx4_") && remade[0].ends_with("_a"), "sets made anew: {remade:?}");
+    assert_eq!(changed(&before.rules, &after_second.rules), remade, "only the chain of the set made anew got new rules");
+    // A quiet interval's harvest changes neither a set nor a rule (only the
+    // shard maps and the stamp).
+    assert_eq!(before_quiet, after_quiet, "a quiet harvest made nothing anew");
     let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("ip_traffic_monitor"), "the table is gone");
 }

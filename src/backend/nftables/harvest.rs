@@ -239,7 +239,7 @@ impl Counter for Harvester {
         let retired = self.active.other();
         let sockets = self.sockets()?;
         let (_, occupied) = read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
-        read_refused(&mut sockets[0], retired, report).map_err(|e| lost_table(&e))?;
+        let refused = read_refused(&mut sockets[0], retired, report).map_err(|e| lost_table(&e))?;
         let number = self.number + 1;
         // Every harvest written down so far is in a saved state: start afresh.
         if marks.saved >= self.number && self.journal.as_ref().is_some_and(|j| j.written() > 0) {
@@ -249,7 +249,7 @@ impl Counter for Harvester {
         self.write_down(|journal| journal.append(number, report));
         let (layout, stamp) = (self.layout.clone(), self.stamp(number, retired));
         let sockets = self.sockets()?;
-        table::swap(&mut sockets[0], TABLE, &layout, stamp, &occupied).map_err(|e| lost_table(&e))?;
+        table::swap(&mut sockets[0], TABLE, &layout, stamp, &occupied, refused.map(|bytes| bytes > 0)).map_err(|e| lost_table(&e))?;
         (self.number, self.active) = (number, retired);
         self.write_down(|journal| journal.done(number));
         report.append(&mut self.leftover);
@@ -360,8 +360,8 @@ fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = (usize, &'a (St
 }
 
 /// Adds the bytes the full sets of `generation` refused to `report`;
-/// returns them.
-fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>) -> io::Result<u64> {
+/// returns them by direction (0 tx, 1 rx).
+fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>) -> io::Result<[u64; 2]> {
     let mut refused = [0; 2];
     for (dir, name) in table::refused(generation).iter().enumerate() {
         refused[dir] = read_counter(socket, TABLE, name)?;
@@ -369,7 +369,7 @@ fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Re
     if refused != [0, 0] {
         report.push(Record::Unkeyed(refused[0], refused[1]));
     }
-    Ok(refused[0] + refused[1])
+    Ok(refused)
 }
 
 /// Everything the table holds that no harvest handed over: both
@@ -378,7 +378,7 @@ fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Re
 fn read_everything(sockets: &mut [Socket], report: &mut Vec<Record>) -> u64 {
     let mut bytes = 0;
     for generation in [Generation::A, Generation::B] {
-        bytes += read_refused(&mut sockets[0], generation, report).unwrap_or(0);
+        bytes += read_refused(&mut sockets[0], generation, report).map_or(0, |[tx, rx]| tx + rx);
         bytes += read_generation(sockets, generation, report).map_or(0, |(bytes, _)| bytes);
     }
     bytes

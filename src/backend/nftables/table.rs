@@ -27,18 +27,21 @@
 //! meta nfproto ipv4 jhash ip saddr mod 32 seed S vmap @rx4_shards
 //! meta nfproto ipv6 jhash ip6 saddr mod 32 seed S vmap @rx6_shards
 //!
-//! chain rx4_7 (one per shard, reached by the jump):
-//! update @rx4_7_a { ip saddr } return      (or @rx4_7_b: the active generation)
+//! chain rx4_7_a (one per shard and generation; @rx4_shards maps 7 to the
+//! active generation's):
+//! update @rx4_7_a { ip saddr } return
 //! counter name "rx_a"                only what a full set refused gets here
 //! ```
 //!
-//! Generations: the shard chains feed the sets of one generation while the
-//! other's (sets and refused counters), which they fed until the last
-//! harvest, are read and then made anew, empty, in the transaction that
-//! points the chains at them and numbers the harvest
-//! ([`swap`]). So no element needs a timeout and no counter is ever reset:
-//! a set holds only what its peers sent in one interval, read once, whole,
-//! after nothing writes to it any more.
+//! Generations: the shard chains of one generation feed its sets while the
+//! other's (sets and refused counters), fed until the last harvest, are
+//! read; then one transaction points the shard maps at the chains of the
+//! generation just read, makes anew, empty, those of its sets that held
+//! elements (and its counters of refused bytes, if they counted any), and
+//! numbers the harvest ([`swap`]). So no element needs a timeout and no
+//! counter is ever reset: a set holds only what its peers sent in one
+//! interval, read once, whole, after nothing writes to it any more; and a
+//! harvest of a quiet interval changes four maps, not hundreds of rules.
 //!
 //! What `nft --debug=netlink` shows for these, encoded by hand. A full set
 //! refuses the update, which ends that rule (`NFT_BREAK`) before its
@@ -62,6 +65,7 @@ const DELRULE: u16 = SUBSYS | 8;
 const NEWSET: u16 = SUBSYS | 9;
 const DELSET: u16 = SUBSYS | 11;
 const NEWSETELEM: u16 = SUBSYS | 12;
+const DELSETELEM: u16 = SUBSYS | 14;
 const NEWOBJ: u16 = SUBSYS | 18;
 const DELOBJ: u16 = SUBSYS | 20;
 const BATCH_BEGIN: u16 = 0x10;
@@ -99,6 +103,11 @@ const NFTA_TABLE_USERDATA: u16 = 6;
 /// a dump costs the square of the set's size: 100,000 peers in one set take
 /// 1.6 s to read, in 32 sets of ~3,000 a thirty-second of that.
 pub const SHARDS: u32 = 32;
+
+/// What [`create`] makes, numbered: raised with every change to it, so
+/// that a table an older build left is replaced, not taken up (2: a shard
+/// chain per generation, maps that are swapped).
+const STRUCTURE: u32 = 2;
 
 /// One direction: its base chain, hook, the device it is matched on, and
 /// its counter of refused bytes (named like the chain).
@@ -221,17 +230,13 @@ pub fn sets(generation: Generation) -> Vec<(String, usize)> {
     sets
 }
 
-/// The chain of one shard: `tx4_7`.
-fn shard_name(direction: &Direction, peers: &Peers, shard: u32) -> String {
-    format!("{}{}_{shard}", direction.name, peers.family)
-}
-
-/// A shard's set in one generation: `tx4_7_a`.
+/// A shard's set in one generation, and the chain that feeds it: `tx4_7_a`.
 fn set_name(direction: &Direction, peers: &Peers, shard: u32, generation: Generation) -> String {
-    format!("{}_{}", shard_name(direction, peers, shard), generation.suffix())
+    format!("{}{}_{shard}_{}", direction.name, peers.family, generation.suffix())
 }
 
-/// The verdict map from a peer's hash to its shard's chain.
+/// The verdict map from a peer's hash to its shard's chain of the active
+/// generation.
 fn shard_map(direction: &Direction, peers: &Peers) -> String {
     format!("{}{}_shards", direction.name, peers.family)
 }
@@ -256,7 +261,7 @@ impl Layout {
     /// FNV-1a of the layout (the skipped ranges as the table holds them)
     /// and of this monitor's version (whose tables may be built otherwise).
     fn fingerprint(&self) -> u64 {
-        let mut text = format!("{} {} {}", env!("CARGO_PKG_VERSION"), self.size, self.iface.as_deref().unwrap_or("*"));
+        let mut text = format!("{} {STRUCTURE} {} {}", env!("CARGO_PKG_VERSION"), self.size, self.iface.as_deref().unwrap_or("*"));
         for v4 in [true, false] {
             for (first, last) in skipped_ranges(&self.skipped, v4) {
                 text.push_str(&format!(" {first:x}-{last:x}"));
@@ -298,13 +303,13 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
                 for generation in [Generation::A, Generation::B] {
                     let set = set_name(direction, peers, shard, generation);
                     messages.push(new_set(name, &set, peers, next_id(), shard_size(layout), seq));
+                    messages.push(new_chain(name, &set, seq)); // its chain: named like it
                 }
-                messages.push(new_chain(name, &shard_name(direction, peers, shard), seq));
             }
             let map = shard_map(direction, peers);
             let id = next_id();
             messages.push(new_shard_map(name, &map, id, seq));
-            messages.push(shard_map_elements(name, &map, id, direction, peers, seq));
+            messages.push(shard_map_elements(NEWSETELEM, name, &map, Some(id), direction, peers, stamp.active, seq));
             maps.push((direction, peers, map, id));
         }
     }
@@ -312,7 +317,9 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
     for direction in &DIRECTIONS {
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                messages.extend(shard_rules(name, direction, peers, shard, stamp.active, seq));
+                for generation in [Generation::A, Generation::B] {
+                    messages.extend(shard_rules(name, direction, peers, shard, generation, seq));
+                }
             }
         }
     }
@@ -350,47 +357,55 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
     socket.exchange(&batch(messages, seq), seq, |_| {})
 }
 
-/// Points every shard chain of table `name` at generation `stamp.active`,
-/// whose sets and counters of refused bytes are made anew, empty, and
-/// stamps the table, all in one transaction: a packet counts either in the
-/// old generation or in the new one, and the stamp says which harvests'
-/// bytes have left the kernel. The old generation is left as it is, for
-/// reading.
+/// Points the shard maps of table `name` at the chains of generation
+/// `stamp.active`, makes anew, empty, those of its sets that `occupied`
+/// marks ([`sets`] order) and its counters of refused bytes of the
+/// directions `refused` marks (0 tx, 1 rx), and stamps the table, all in
+/// one transaction: a packet counts either in the old generation or in the
+/// new one, and the stamp says which harvests' bytes have left the kernel.
+/// The old generation is left as it is, for reading.
 ///
-/// Only the sets `occupied` marks ([`sets`] order) are made anew: the
-/// others were read empty, and nothing has written to them since the
-/// swap before, so they are empty still. (Making a set costs its hash
-/// buckets, allocated and cleared for all its room: most of a swap's time.)
-pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occupied: &[bool]) -> io::Result<()> {
+/// The rest of the new generation was read empty, and nothing has written
+/// to it since the swap before: it is empty still, and left as it is.
+/// (Making a set costs its hash buckets, allocated and cleared for all its
+/// room; making a rule, a search of the table's sets by name: a quiet
+/// interval's swap changes only the maps and the stamp.)
+pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occupied: &[bool], refused: [bool; 2]) -> io::Result<()> {
     let to = stamp.active;
     let seq = socket.next_seq();
-    let mut messages = Vec::new();
-    // The rules go first: an object or set still used by a rule cannot go.
-    for direction in &DIRECTIONS {
-        for peers in &direction.peers {
-            messages.extend((0..SHARDS).map(|shard| flush_chain(name, &shard_name(direction, peers, shard), seq)));
-        }
-    }
-    for counter in refused(to).iter().map(String::as_str).chain([HARVESTS]) {
-        messages.push(delete_object(name, counter, seq));
-    }
-    messages.push(new_counter(name, HARVESTS, stamp.number, stamp.packets(), seq));
-    let mut id = 0;
+    let mut messages = vec![delete_object(name, HARVESTS, seq), new_counter(name, HARVESTS, stamp.number, stamp.packets(), seq)];
+    // Rules go before what they use: a set or counter still used cannot go.
+    let mut remade = Vec::new();
     let mut index = 0;
-    for direction in &DIRECTIONS {
-        messages.push(new_counter(name, &refused_name(direction, to), 0, 0, seq));
+    for (dir, direction) in DIRECTIONS.iter().enumerate() {
+        let refused = refused[dir];
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                if occupied.get(index).copied().unwrap_or(true) {
-                    let set = set_name(direction, peers, shard, to);
-                    id += 1;
-                    messages.push(delete_set(name, &set, seq));
-                    messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
-                }
+                let occupied = occupied.get(index).copied().unwrap_or(true);
                 index += 1;
-                messages.extend(shard_rules(name, direction, peers, shard, to, seq));
+                if occupied || refused {
+                    let chain = set_name(direction, peers, shard, to);
+                    messages.push(flush_chain(name, &chain, seq));
+                    remade.push((direction, peers, shard, occupied.then_some(chain)));
+                }
             }
+            let map = shard_map(direction, peers);
+            messages.push(shard_map_elements(DELSETELEM, name, &map, None, direction, peers, to.other(), seq));
+            messages.push(shard_map_elements(NEWSETELEM, name, &map, None, direction, peers, to, seq));
         }
+        if refused {
+            messages.push(delete_object(name, &refused_name(direction, to), seq));
+            messages.push(new_counter(name, &refused_name(direction, to), 0, 0, seq));
+        }
+    }
+    let mut id = 0;
+    for (direction, peers, shard, set) in remade {
+        if let Some(set) = set {
+            id += 1;
+            messages.push(delete_set(name, &set, seq));
+            messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
+        }
+        messages.extend(shard_rules(name, direction, peers, shard, to, seq));
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})
 }
@@ -407,14 +422,13 @@ fn shard_size(layout: &Layout) -> u32 {
     share.saturating_add((share / 4).max(spread))
 }
 
-/// A shard chain's two rules: count in the set of `generation`, or, if it
-/// is full, in the counter of refused bytes.
+/// The two rules of a shard's chain of `generation`: count in its set, or,
+/// if that is full, in the generation's counter of refused bytes.
 fn shard_rules(table: &str, direction: &Direction, peers: &Peers, shard: u32, generation: Generation, seq: u32) -> [Vec<u8>; 2] {
     let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
-    let chain = shard_name(direction, peers, shard);
     let set = set_name(direction, peers, shard, generation);
     let refused = refused_name(direction, generation);
-    [update_rule(table, &chain, &set, peers, flags, seq), refused_rule(table, &chain, &refused, flags, seq)]
+    [update_rule(table, &set, &set, peers, flags, seq), refused_rule(table, &set, &refused, flags, seq)]
 }
 
 /// Deletes every rule of chain `chain`.
@@ -544,21 +558,37 @@ fn new_shard_map(table: &str, name: &str, id: u32, seq: u32) -> Vec<u8> {
     let mut map = Builder::new(NEWSET, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
     map.attr_str(1, table)
         .attr_str(2, name)
-        .attr_u32(3, 0x02 | 0x08) // NFT_SET_CONSTANT | NFT_SET_MAP
+        .attr_u32(3, 0x08) // NFT_SET_MAP (not constant: each swap changes where it jumps)
         .attr_u32(4, 0) // NFTA_SET_KEY_TYPE: informational only
         .attr_u32(5, 4) // NFTA_SET_KEY_LEN
         .attr_u32(6, NFT_DATA_VERDICT) // NFTA_SET_DATA_TYPE
         .attr_u32(10, id);
-    // Its size: a constant map of known size is the kernel's fixed hash
-    // table, a cheaper lookup than the resizable one.
+    // Its size: a map of a known size and 4-byte keys is the kernel's
+    // fixed hash table, a cheaper lookup than the resizable one.
     set_size(&mut map, SHARDS);
     map.finish()
 }
 
-/// The map's elements: shard k jumps to the chain of set k.
-fn shard_map_elements(table: &str, map: &str, id: u32, direction: &Direction, peers: &Peers, seq: u32) -> Vec<u8> {
-    let mut elements = Builder::new(NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
-    elements.attr_str(1, table).attr_str(2, map).attr_u32(4, id); // NFTA_SET_ELEM_LIST_TABLE, _SET, _SET_ID
+/// The map's elements, added (`NEWSETELEM`) or deleted (`DELSETELEM`):
+/// shard k jumps to the chain of set k of `generation`. (`id`: the map's,
+/// if it is made in the same transaction.)
+#[allow(clippy::too_many_arguments)]
+fn shard_map_elements(
+    kind: u16,
+    table: &str,
+    map: &str,
+    id: Option<u32>,
+    direction: &Direction,
+    peers: &Peers,
+    generation: Generation,
+    seq: u32,
+) -> Vec<u8> {
+    let flags = if kind == NEWSETELEM { NLM_F_REQUEST | NLM_F_CREATE } else { NLM_F_REQUEST };
+    let mut elements = Builder::new(kind, flags, seq, FAMILY_INET);
+    elements.attr_str(1, table).attr_str(2, map); // NFTA_SET_ELEM_LIST_TABLE, _SET
+    if let Some(id) = id {
+        elements.attr_u32(4, id); // NFTA_SET_ELEM_LIST_SET_ID
+    }
     let list = elements.begin_nest(3); // NFTA_SET_ELEM_LIST_ELEMENTS
     for shard in 0..SHARDS {
         let element = elements.begin_nest(1); // NFTA_LIST_ELEM
@@ -566,7 +596,8 @@ fn shard_map_elements(table: &str, map: &str, id: u32, direction: &Direction, pe
         data(&mut elements, 1, &shard.to_ne_bytes()); // NFTA_SET_ELEM_KEY
         let value = elements.begin_nest(2); // NFTA_SET_ELEM_DATA
         let verdict = elements.begin_nest(2); // NFTA_DATA_VERDICT
-        elements.attr_u32(1, NFT_JUMP as u32).attr_str(2, &shard_name(direction, peers, shard)); // NFTA_VERDICT_CODE, _CHAIN
+        let chain = set_name(direction, peers, shard, generation);
+        elements.attr_u32(1, NFT_JUMP as u32).attr_str(2, &chain); // NFTA_VERDICT_CODE, _CHAIN
         elements.end_nest(verdict);
         elements.end_nest(value);
         elements.end_nest(element);
