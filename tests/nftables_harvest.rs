@@ -93,8 +93,13 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     let mut lab = Lab::new();
     lab.add_lan();
     // --exclude blocks that overlap each other and the defaults: the
-    // kernel's interval set takes them merged.
-    let exclude: Vec<_> = ["203.0.113.0/24", "203.0.113.9", "10.1.0.0/16", "2001:db8:2::/48", "2001:db8:2::7"].iter().map(|c| c.parse().expect("CIDR")).collect();
+    // kernel's interval set takes them merged. And 5,000 more apart from
+    // each other (a country's list, say): 10,000 elements of the interval
+    // set, more than one message's attribute and the socket's default send
+    // buffer can carry.
+    let listed = ["203.0.113.0/24", "203.0.113.9", "10.1.0.0/16", "2001:db8:2::/48", "2001:db8:2::7"].map(String::from);
+    let many = (101..121).flat_map(|a| (0..250).map(move |b| format!("{a}.{b}.0.0/20")));
+    let exclude: Vec<_> = listed.into_iter().chain(many).map(|c| c.parse().expect("CIDR")).collect();
     let filter = ip_traffic_monitor_cli::filter::AddressFilter { include_private: false, exclude };
     let excluded = ["203.0.113.9", "2001:db8:2::7"];
     let layout = ip_traffic_monitor_cli::backend::nftables::table::Layout { skipped: filter.skipped_blocks(), ..layout() };
@@ -140,6 +145,13 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
         let (_, held) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_created", set)).expect("dump");
         assert_eq!(held, leads.len(), "{set}");
     }
+    // Every range is in the interval set: its first address and the one
+    // after its last (none after a range that runs to 255.255.255.255).
+    let ranges = table::skipped_ranges(&filter.skipped_blocks(), true);
+    let ends = ranges.iter().filter(|(_, last)| *last < u128::from(u32::MAX)).count();
+    assert!(ranges.len() > 5_000, "{} IPv4 ranges", ranges.len());
+    let (_, held) = in_netns(&lab.host, |s| dump_set(s, FAMILY_INET, "itm_created", "skip4")).expect("dump");
+    assert_eq!(held, ranges.len() + ends, "skip4 holds every excluded range");
     in_netns(&lab.host, |s| table::delete(s, "itm_created")).expect("deleted");
     let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("itm_created"), "the table is gone");

@@ -78,6 +78,8 @@ impl Builder {
     }
 
     pub fn end_nest(&mut self, at: usize) -> &mut Builder {
+        // Callers keep a nest under 64 KiB (see table::RANGES_PER_MESSAGE).
+        debug_assert!(self.buf.len() - at <= usize::from(u16::MAX), "a netlink attribute of 64 KiB or more");
         let len = (self.buf.len() - at) as u16;
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
         self

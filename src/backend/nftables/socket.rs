@@ -16,9 +16,18 @@ const RECV_BUF: usize = 64 * 1024;
 /// 32-bit C libraries.)
 const REPLY_TIMEOUT_MS: libc::c_int = 5000;
 
+/// The send buffer the kernel gives a socket (net.core.wmem_default) is
+/// about 208 KiB on 64-bit machines and less on 32-bit ones; a batch must
+/// fit in it whole. The table's creation is about 160 KiB, and thousands
+/// of `--exclude` ranges add 40–72 bytes each: larger batches get a buffer
+/// to fit.
+const SEND_BUF_DEFAULT: usize = 128 * 1024;
+
 pub struct Socket {
     fd: OwnedFd,
     seq: u32,
+    /// What the send buffer was set to hold, if it was ([`Self::make_room`]).
+    send_buf: usize,
     /// Replies are read into this, kept from one exchange to the next (a
     /// harvest makes a hundred and more).
     buf: Vec<u8>,
@@ -33,7 +42,7 @@ impl Socket {
         }
         // SAFETY: a new, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Socket { fd, seq: 1, buf: Vec::new() })
+        Ok(Socket { fd, seq: 1, send_buf: SEND_BUF_DEFAULT, buf: Vec::new() })
     }
 
     /// The next sequence number, for a request's header.
@@ -77,7 +86,35 @@ impl Socket {
         }
     }
 
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Lets the socket send `len` bytes in one datagram: the kernel refuses
+    /// (EMSGSIZE) one larger than its send buffer. SO_SNDBUFFORCE passes
+    /// net.core.wmem_max, and needs CAP_NET_ADMIN, as the table does; the
+    /// kernel doubles the value asked for, for its own overhead.
+    fn make_room(&mut self, len: usize) {
+        if len <= self.send_buf {
+            return;
+        }
+        let size = libc::c_int::try_from(len.saturating_add(4096)).unwrap_or(libc::c_int::MAX);
+        for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+            // SAFETY: a live descriptor and a c_int option value of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if set == 0 {
+                self.send_buf = len;
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.make_room(bytes.len());
         // SAFETY: the pointer and length describe a live slice; the address is zeroed (the kernel).
         let sent = unsafe {
             let mut kernel: libc::sockaddr_nl = std::mem::zeroed();

@@ -332,7 +332,7 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
         if !ranges.is_empty() {
             let (set, id) = (format!("skip{}", peers.family), next_id());
             messages.push(new_skip_set(name, &set, peers, id, seq));
-            messages.push(skip_set_elements(name, &set, id, peers, &ranges, seq));
+            messages.extend(skip_set_elements(name, &set, id, peers, &ranges, seq));
             let lead = leads(&ranges, peers.len == 4).map(|leads| {
                 let (lead_set, lead_id) = (format!("skip{}_lead", peers.family), next_id());
                 messages.push(new_lead_set(name, &lead_set, peers, lead_id, leads.len(), seq));
@@ -700,28 +700,37 @@ fn new_skip_set(table: &str, name: &str, peers: &Peers, id: u32, seq: u32) -> Ve
     set.finish()
 }
 
-/// The set's elements: each range as its first address, and the address
-/// after its last flagged as an interval's end (none for a range that runs
-/// to the family's last address).
-fn skip_set_elements(table: &str, set: &str, id: u32, peers: &Peers, ranges: &[(u128, u128)], seq: u32) -> Vec<u8> {
+/// Ranges per message of [`skip_set_elements`]: an attribute's length is 16
+/// bits, so a message's list of elements must stay under 64 KiB (at most 72
+/// bytes a range, an IPv6 one with its end), whatever `--exclude` lists.
+const RANGES_PER_MESSAGE: usize = 800;
+
+/// The set's elements, in as many messages as they need: each range as its
+/// first address, and the address after its last flagged as an interval's
+/// end (none for a range that runs to the family's last address).
+fn skip_set_elements(table: &str, set: &str, id: u32, peers: &Peers, ranges: &[(u128, u128)], seq: u32) -> Vec<Vec<u8>> {
     let address = |bits: u128| if peers.len == 4 { (bits as u32).to_be_bytes().to_vec() } else { bits.to_be_bytes().to_vec() };
     let top = if peers.len == 4 { u128::from(u32::MAX) } else { u128::MAX };
-    let mut elements = Builder::new(NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
-    elements.attr_str(1, table).attr_str(2, set).attr_u32(4, id);
-    let list = elements.begin_nest(3);
-    for &(first, last) in ranges {
-        let element = elements.begin_nest(1);
-        data(&mut elements, 1, &address(first)); // NFTA_SET_ELEM_KEY
-        elements.end_nest(element);
-        if last < top {
+    let mut messages = Vec::new();
+    for ranges in ranges.chunks(RANGES_PER_MESSAGE) {
+        let mut elements = Builder::new(NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, seq, FAMILY_INET);
+        elements.attr_str(1, table).attr_str(2, set).attr_u32(4, id);
+        let list = elements.begin_nest(3);
+        for &(first, last) in ranges {
             let element = elements.begin_nest(1);
-            data(&mut elements, 1, &address(last + 1));
-            elements.attr_u32(3, 1); // NFTA_SET_ELEM_FLAGS: NFT_SET_ELEM_INTERVAL_END
+            data(&mut elements, 1, &address(first)); // NFTA_SET_ELEM_KEY
             elements.end_nest(element);
+            if last < top {
+                let element = elements.begin_nest(1);
+                data(&mut elements, 1, &address(last + 1));
+                elements.attr_u32(3, 1); // NFTA_SET_ELEM_FLAGS: NFT_SET_ELEM_INTERVAL_END
+                elements.end_nest(element);
+            }
         }
+        elements.end_nest(list);
+        messages.push(elements.finish());
     }
-    elements.end_nest(list);
-    elements.finish()
+    messages
 }
 
 /// A family's sets of skipped blocks: the interval set, and the set of
