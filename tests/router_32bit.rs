@@ -1,8 +1,9 @@
 //! The 32-bit build, as routers run it: `make test` builds the
 //! `i686-unknown-linux-musl` binary (it runs on an x86_64 kernel), and this
 //! test runs it in the lab. Its libc calls must have the right widths there:
-//! the process metrics must agree with /proc, and its backend child must die
-//! with it (PR_SET_PDEATHSIG's argument is an unsigned long).
+//! the process metrics must agree with /proc, its backend child must die
+//! with it (PR_SET_PDEATHSIG's argument is an unsigned long), and the
+//! nftables backend (netlink, the one routers have) must count to the byte.
 
 mod lab;
 
@@ -83,4 +84,35 @@ fn the_32_bit_build_reports_its_own_process_and_takes_its_child_along() {
         assert!(gone, "run {run}: bpftrace {child} outlived its SIGKILLed 32-bit monitor by 1 s");
         drop(monitor.finish());
     }
+}
+
+/// The backend routers have, in the build routers run: its netlink socket,
+/// batches and dumps through the 32-bit C library's calls (with thousands
+/// of `--exclude` ranges, so the table's batch needs a larger send buffer),
+/// and every remote IP and direction equal to the lab's nftables truth.
+#[test]
+fn the_32_bit_build_counts_with_nftables_to_the_byte() {
+    let test = "the_32_bit_build_counts_with_nftables_to_the_byte";
+    if !lab::require_lab(test) || !require_bin32(test) {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    // 5,000 blocks none of the lab's peers is in.
+    let exclude: Vec<String> = (101..121).flat_map(|a| (0..250).map(move |b| format!("{a}.{b}.0.0/20"))).collect();
+    let exclude = exclude.join(",");
+    let mut monitor = lab.spawn_in_host(&[BIN32, "-b", "nftables", "-i", "vh", "-d", "0", "-s", "1", "--top", "1000", "--exclude", &exclude]);
+    monitor.wait_for_stderr("counting with nftables", Duration::from_secs(20));
+    lab.mixed_traffic();
+    lab.iperf(&["-c", "192.0.2.2", "-n", "2M", "--bidir"]);
+    lab.wait_until_quiet();
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let (total, failures) = lab::compare_with_nftables(&counted, &lab.truth(), 0.0);
+    println!("32-bit build, nftables backend: {} peers, {total} bytes through nftables on vh", counted.len());
+    assert!(failures.is_empty(), "not equal to the byte: {failures:?}");
+    assert!(total > 10_000_000, "the lab must move at least 10 MB, moved {total}");
+    let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("ip_traffic_monitor"), "SIGINT removes the table");
 }
