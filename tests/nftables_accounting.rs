@@ -230,6 +230,35 @@ fn the_table_goes_at_every_exit_and_a_crashed_runs_table_is_taken_over() {
 }
 
 #[test]
+fn a_table_deleted_under_it_is_set_up_again_and_counts_on_to_the_byte() {
+    if !lab::require_lab("a_table_deleted_under_it_is_set_up_again_and_counts_on_to_the_byte") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut monitor = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "100"]);
+    lab.udp_flow(true, "203.0.113.9", 600_000); // 500 datagrams of 1228 bytes
+    // Handed over within two intervals: then the table holds none of it.
+    std::thread::sleep(Duration::from_secs(3));
+    // What a firewall reload that flushes the whole ruleset does to it
+    // (Debian's /etc/nftables.conf begins with `flush ruleset`); only our
+    // table here, so that the lab's truth counters stay.
+    lab.host_shell(&format!("nft delete table inet {TABLE}"));
+    monitor.wait_for_stderr("nftables restarted", Duration::from_secs(10));
+    assert!(monitor.stderr.iter().any(|l| l.contains("is gone")), "it says what happened: {:?}", monitor.stderr);
+    assert!(tables(&lab).contains(&format!("table inet {TABLE}")), "set up again");
+    lab.udp_flow(true, "198.51.100.7", 1_200_000); // 1000 datagrams of 1228 bytes
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth();
+    println!("203.0.113.9: counted {}, nftables {}; 198.51.100.7: counted {}, nftables {}", counted["203.0.113.9"].0, truth[&("203.0.113.9".to_string(), "tx")], counted["198.51.100.7"].0, truth[&("198.51.100.7".to_string(), "tx")]);
+    assert_eq!(counted["203.0.113.9"].0, 614_000, "harvested before the table went");
+    assert_eq!(counted["198.51.100.7"].0, 1_228_000, "counted in the new table, to the byte");
+    assert_eq!(truth[&("198.51.100.7".to_string(), "tx")], 1_228_000);
+    assert!(!tables(&lab).contains(TABLE), "SIGINT removes the new table too");
+}
+
+#[test]
 fn without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use() {
     if !lab::require_lab("without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use") {
         return;
