@@ -546,16 +546,16 @@ impl Store {
         let totals = &mut *guard;
         self.roll_period(totals, now);
         let mut point = HistoryPoint::default();
-        if records.iter().any(|r| matches!(r, Record::Tx(..) | Record::Rx(..))) {
-            self.keyed_reports.fetch_add(1, Ordering::Release);
-        }
+        let mut keyed = false;
         for record in records {
             match *record {
                 Record::Tx(ip, bytes) => {
+                    keyed = true;
                     point.tx += bytes;
                     self.add(totals, ip, bytes, Direction::Tx);
                 }
                 Record::Rx(ip, bytes) => {
+                    keyed = true;
                     point.rx += bytes;
                     self.add(totals, ip, bytes, Direction::Rx);
                 }
@@ -578,6 +578,9 @@ impl Store {
                     totals.unkeyed.1 += rx;
                 }
             }
+        }
+        if keyed {
+            self.keyed_reports.fetch_add(1, Ordering::Release);
         }
         totals.reports += 1;
         let applied = SystemTime::now();
@@ -697,11 +700,15 @@ impl Store {
     /// still holds otherwise).
     pub fn set_owners(&self, owners: &[(IpAddr, Owner)]) {
         let mut totals = self.lock();
+        let mut changed = false;
         for (ip, owner) in owners {
             let key = Key::from(*ip);
-            if totals.ips.contains_key(&key) && totals.owners.insert(key, *owner) != Some(*owner) {
-                self.changes.fetch_add(1, Ordering::Release);
+            if totals.ips.contains_key(&key) {
+                changed |= totals.owners.insert(key, *owner) != Some(*owner);
             }
+        }
+        if changed {
+            self.changes.fetch_add(1, Ordering::Release);
         }
     }
 
