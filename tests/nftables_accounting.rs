@@ -258,6 +258,43 @@ fn a_table_deleted_under_it_is_set_up_again_and_counts_on_to_the_byte() {
     assert!(!tables(&lab).contains(TABLE), "SIGINT removes the new table too");
 }
 
+/// `-i` names a device, and a device that goes and comes back (a PPPoE or
+/// VPN link reconnecting) gets a new index: the table, which looks at the
+/// index it had first, must go on counting on it by its name, and on no
+/// other device.
+#[test]
+fn a_device_made_anew_under_its_name_is_counted_on_to_the_byte() {
+    if !lab::require_lab("a_device_made_anew_under_its_name_is_counted_on_to_the_byte") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let index = |lab: &Lab| {
+        let out = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "cat", "/sys/class/net/vx/ifindex"]).output().expect("ifindex");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first_index = index(&lab);
+    let monitor = start(&mut lab, &["-i", "vx", "-d", "0", "-s", "1", "--top", "100"]);
+    lab.udp_flow(true, OTHER_IFACE_REMOTE, 600_000); // 500 datagrams of 1228 bytes, out on vx
+    // The link goes down and comes back: a new pair of the same names.
+    let (h, r) = (lab.host.clone(), lab.remote.clone());
+    lab.host_shell(&format!(
+        "ip link del vx && ip link add vx type veth peer name vxr netns {r} && ip link set vx up && \
+         ip addr add 198.51.100.129/25 dev vx && ip -n {r} link set vxr up && ip -n {r} addr add 198.51.100.130/25 dev vxr"
+    ));
+    let second_index = index(&lab);
+    assert_ne!(first_index, second_index, "vx in {h} was made anew");
+    lab.udp_flow(true, OTHER_IFACE_REMOTE, 1_200_000); // 1000 datagrams of 1228 bytes, on the new vx
+    lab.udp_flow(true, "198.51.100.7", 300_000); // on vh: not counted
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth()[&(OTHER_IFACE_REMOTE.to_string(), "tx")];
+    println!("vx's index {first_index}, then {second_index}: counted {}, nftables {truth}", counted[OTHER_IFACE_REMOTE].0);
+    assert_eq!(truth, 614_000 + 1_228_000);
+    assert_eq!(counted[OTHER_IFACE_REMOTE].0, truth, "both devices named vx, to the byte");
+    assert!(!counted.contains_key("198.51.100.7"), "-i vx must not count vh: {counted:?}");
+}
+
 #[test]
 fn without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use() {
     if !lab::require_lab("without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use") {

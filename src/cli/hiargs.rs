@@ -13,7 +13,7 @@ use super::flags::{DEFAULT_DURATION, DEFAULT_BILLING_DAY, DEFAULT_MAX_IPS, DEFAU
 use super::lowargs::{self, LowArgs};
 use crate::backend::bpftrace::{self, Bpftrace};
 use crate::backend::iftop::{self, Iftop};
-use crate::backend::nftables::{self, Nftables};
+use crate::backend::nftables::{self, Nftables, table::Device};
 use crate::backend::{Backend, Kind};
 use crate::error::Error;
 use crate::filter::AddressFilter;
@@ -155,7 +155,7 @@ fn build_backend(kind: Kind, flags: &BackendFlags) -> Result<Built, Error> {
             let params = nftables::Params {
                 sample_interval: flags.sample_interval,
                 filter: flags.filter.clone(),
-                iface: flags.iface.as_ref().map(|iface| iface.name.clone()),
+                iface: flags.iface.as_ref().map(|iface| Device { name: iface.name.clone(), index: iface.ifindex }),
                 set_size: u32::try_from(flags.max_ips).unwrap_or(u32::MAX),
                 journal: flags.state.as_deref().map(journal_path),
             };

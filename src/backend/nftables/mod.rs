@@ -43,8 +43,8 @@ pub const FAMILY_INET: u8 = 1;
 pub struct Params {
     pub sample_interval: Duration,
     pub filter: AddressFilter,
-    /// Count only on the device of this name; `None`: every device but loopback.
-    pub iface: Option<String>,
+    /// Count only on this device; `None`: every device but loopback.
+    pub iface: Option<table::Device>,
     /// Peers per set (`--max-ips`).
     pub set_size: u32,
     /// Where harvests are written down before the kernel forgets them
