@@ -378,7 +378,7 @@ fn hook_cost(bin: &str) {
         "no table",
         "the hook alone (empty base chain)",
         "one set update per packet",
-        "+ the device's name (-i vh)",
+        "+ the device (-i vh: its index, then its name)",
         "+ the skipped blocks (leading byte, then ranges)",
         "+ 32 seeded shards (jhash, verdict map, a chain each)",
         "the monitor's table (-i vh)",
@@ -434,10 +434,12 @@ fn hook_cost(bin: &str) {
 /// A table that counts each IPv4 packet's destination in a set, with the
 /// first `parts` of what the monitor's table must also do, each as cheaply
 /// as nftables can for an IPv4 packet (no family check, which a table of
-/// family `ip` would not need; no counter of refused bytes): 0 none; 1 the device, by name; 2 the skipped blocks
-/// (the product's defaults, their leading bytes first); 3 the peers spread
-/// over 32 sets by a seeded hash. So each row's cost over the one before is
-/// that part's least cost on this machine.
+/// family `ip` would not need; no counter of refused bytes): 0 none; 1 the
+/// device, by its index, then by its name (as the monitor matches it: it
+/// may have been made anew); 2 the skipped blocks (the product's defaults,
+/// their leading bytes first); 3 the peers spread over 32 sets by a seeded
+/// hash. So each row's cost over the one before is that part's least cost
+/// on this machine.
 fn least_table(parts: usize) -> String {
     use ip_traffic_monitor_cli::backend::nftables::table::{leads, skipped_ranges};
     let shards = if parts >= 3 { 32 } else { 1 };
@@ -447,7 +449,7 @@ fn least_table(parts: usize) -> String {
     }
     let mut rules = String::new();
     if parts >= 1 {
-        rules += "  oifname != \"vh\" return\n";
+        rules += "  oif != \"vh\" oifname != \"vh\" return\n"; // nft makes the first its index
     }
     if parts >= 2 {
         let ranges = skipped_ranges(&ip_traffic_monitor_cli::filter::AddressFilter::default().skipped_blocks(), true);
