@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# What single nftables rules cost a packet, and what a monitor binary's
+# table costs: the 100-byte UDP flood of benches/overhead.rs (its
+# --udp-flood and --udp-sink) from one end of a veth pair to the other,
+# between two network namespaces this script creates (and deletes, also on
+# failure), sampled by perf as in `cargo bench --bench overhead --
+# --hook-cost`. Each variant is one table at the sender's postrouting hook:
+#
+#   update           one set update per packet, nothing else
+#   +meta-nfproto    that, after a rule that fails at `meta nfproto ipv6`
+#   +version-inline  that, after a rule that fails at `@nh,0,4 6` (three
+#                    expressions the interpreter inlines, no call)
+#   +oifname         that, after `oifname != "vh" return` (16-byte name)
+#   +oif             that, after `oif != "vh" return` (4-byte index)
+#   +lead            that, after the prefilter's bitmap lookup that fails
+#   BINARY           the table a monitor binary makes with -i vh (stopped
+#                    with SIGSTOP while the flood runs)
+#
+# Variants run interleaved, ROUNDS times; each line: ns per packet in
+# netfilter's hooks, nft_do_chain's own ns, the whole send's ns (schedstat).
+#
+#   sudo benches/rule-cost.sh [ROUNDS] [BINARY ...]     (default: 3 rounds, no binary)
+# e.g. sudo benches/rule-cost.sh 5 /tmp/before /tmp/after
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+shift || true
+binaries=("$@")
+[ "$(id -u)" = 0 ] || { echo "rule-cost: needs root" >&2; exit 1; }
+command -v perf >/dev/null || { echo "rule-cost: needs perf (linux-perf)" >&2; exit 1; }
+cargo bench --bench overhead --no-run -q 2>/dev/null || true
+flood=$(ls -t target/release/deps/overhead-* 2>/dev/null | grep -v '\.d$' | head -1)
+[ -x "$flood" ] || { echo "rule-cost: no benches/overhead.rs binary (cargo bench --no-run)" >&2; exit 1; }
+
+host=itm-rule-h-$$ remote=itm-rule-r-$$ work=$(mktemp -d) monitor=
+stop_monitor() {
+    if [ -n "$monitor" ]; then
+        kill -CONT "$monitor" 2>/dev/null || true
+        kill -INT "$monitor" 2>/dev/null || true
+        wait "$monitor" 2>/dev/null || true
+        monitor=
+    fi
+}
+cleanup() {
+    stop_monitor
+    ip netns delete "$host" 2>/dev/null || true
+    ip netns delete "$remote" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$host"
+ip netns add "$remote"
+ip link add vh netns "$host" type veth peer name vr netns "$remote"
+ip -n "$host" addr add 192.0.2.1/24 dev vh
+ip -n "$remote" addr add 192.0.2.2/24 dev vr
+ip -n "$remote" addr add 198.51.100.7/32 dev vr
+ip -n "$host" link set lo up
+ip -n "$host" link set vh up
+ip -n "$remote" link set lo up
+ip -n "$remote" link set vr up
+ip -n "$host" route add 198.51.100.0/24 via 192.0.2.2
+
+# One table: a rule before the update (or none).
+table() {
+    cat <<EOF
+table inet itm_rule_cost {
+ set peers { typeof @nh,128,32; size 131072; flags dynamic; counter; }
+ set lead4 { typeof @nh,128,8; flags constant; elements = { 0, 10, 100, 127, 169, 172, 192, $(seq -s ', ' 224 255) } }
+ chain tx { type filter hook postrouting priority 2147483647;
+  $1
+  update @peers { @nh,128,32 }
+ }
+}
+EOF
+}
+declare -A rule=(
+    [update]=""
+    [+meta-nfproto]="meta nfproto ipv6 return"
+    [+version-inline]="@nh,0,4 6 return"
+    [+oifname]='oifname != "vh" return'
+    [+oif]='oif != "vh" return'
+    [+lead]="@nh,128,8 @lead4 return"
+)
+variants=(update +meta-nfproto +version-inline +oifname +oif +lead "${binaries[@]}")
+
+# One flood with the variant's table in place: prints its line.
+measure() {
+    local variant=$1
+    if [ -n "${rule[$variant]+set}" ]; then
+        table "${rule[$variant]}" | ip netns exec "$host" nft -f -
+    else
+        ip netns exec "$host" "$variant" -b nftables -i vh -d 0 -q > /dev/null 2>&1 &
+        monitor=$!
+        sleep 2
+        kill -STOP "$monitor"
+    fi
+    ip netns exec "$remote" "$flood" --udp-sink > /dev/null &
+    local sink=$!
+    sleep 0.3
+    perf record -q -e cpu-clock -F 4000 -g -o "$work/perf.data" -- \
+        ip netns exec "$host" "$flood" --udp-flood 198.51.100.7 > "$work/sent" 2> /dev/null
+    wait "$sink" || true
+    if [ -n "${rule[$variant]+set}" ]; then
+        ip netns exec "$host" nft delete table inet itm_rule_cost
+    else
+        stop_monitor
+    fi
+    read -r sent runtime < "$work/sent"
+    # A sample: a line naming the command, then one indented line per frame.
+    perf script -i "$work/perf.data" -F comm,ip,sym 2> /dev/null | awk -v sent="$sent" -v runtime="$runtime" -v what="$variant" '
+        /^[^ \t]/ { hook += seen; self += (top == "nft_do_chain"); seen = 0; first = 1; next }
+        { if (first) { top = $2; first = 0 } if ($2 == "nf_hook_slow") seen = 1 }
+        END { hook += seen; self += (top == "nft_do_chain")
+              printf "%-16s hooks %5.0f ns  nft_do_chain self %4.0f ns  whole send %5.0f ns\n", what, hook * 250000 / sent, self * 250000 / sent, runtime / sent }'
+}
+
+for round in $(seq "$rounds"); do
+    for variant in "${variants[@]}"; do
+        measure "$variant"
+    done
+done | sort -s -k1,1
