@@ -15,23 +15,16 @@ bin=$(realpath "${1:-target/static/ip_traffic_monitor_cli}")
 [ "$(id -u)" = 0 ] || { echo "monitor-cpu: needs root" >&2; exit 1; }
 [ -x "$bin" ] || { echo "monitor-cpu: no binary $bin (make release)" >&2; exit 1; }
 
+source benches/flood-lab.sh
 host=itm-cpu-h-$$ remote=itm-cpu-r-$$ out=$(mktemp) monitor=
 cleanup() {
     [ -n "$monitor" ] && kill -INT "$monitor" 2>/dev/null && wait "$monitor" 2>/dev/null
-    ip netns delete "$host" 2>/dev/null || true
-    ip netns delete "$remote" 2>/dev/null || true
+    flood_lab_down "$host" "$remote"
     rm -f "$out"
 }
 trap cleanup EXIT
 
-ip netns add "$host"
-ip netns add "$remote"
-ip link add cpu-h netns "$host" type veth peer name cpu-r netns "$remote"
-ip -n "$host" addr add 198.51.100.1/24 dev cpu-h
-ip -n "$remote" addr add 198.51.100.9/24 dev cpu-r
-ip -n "$host" link set lo up
-ip -n "$host" link set cpu-h up
-ip -n "$remote" link set cpu-r up
+flood_lab_up "$host" "$remote"
 
 ip netns exec "$host" "$bin" -b nftables -d 40 -q > "$out" 2>&1 &
 monitor=$!
@@ -45,7 +38,7 @@ import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 end = time.time() + 10
 while time.time() < end:
-    s.sendto(b'x' * 72, ('198.51.100.9', 9))
+    s.sendto(b'x' * 72, ('198.51.100.7', 9))
 "
 flood=$(ticks)
 wait "$monitor" || true

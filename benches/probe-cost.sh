@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 script=${1:-bpftrace/traffic.bt}
 [ "$(id -u)" = 0 ] || { echo "probe-cost: needs root" >&2; exit 1; }
 
-bench=$(cargo bench --bench overhead --no-run 2>&1 | grep -o 'target/release/deps/overhead-[0-9a-f]*' | head -1)
+source benches/flood-lab.sh
+bench=$(flood_bench)
 [ -x "$bench" ] || { echo "probe-cost: could not build benches/overhead.rs" >&2; exit 1; }
 
 host=itm-pc-h-$$ remote=itm-pc-r-$$ out=$(mktemp) stats_was=$(cat /proc/sys/kernel/bpf_stats_enabled)
@@ -25,21 +26,12 @@ bpftrace_pid=
 cleanup() {
     [ -n "$bpftrace_pid" ] && kill -INT "$bpftrace_pid" 2>/dev/null && wait "$bpftrace_pid" 2>/dev/null
     echo "$stats_was" > /proc/sys/kernel/bpf_stats_enabled
-    ip netns delete "$host" 2>/dev/null || true
-    ip netns delete "$remote" 2>/dev/null || true
+    flood_lab_down "$host" "$remote"
     rm -f "$out" "$out.sink"
 }
 trap cleanup EXIT
 
-ip netns add "$host"
-ip netns add "$remote"
-ip link add vh netns "$host" type veth peer name vr netns "$remote"
-ip -n "$host" link set lo up; ip -n "$remote" link set lo up
-ip -n "$host" link set vh up; ip -n "$remote" link set vr up
-ip -n "$host" addr add 192.0.2.1/24 dev vh
-ip -n "$remote" addr add 192.0.2.2/24 dev vr
-ip -n "$remote" addr add 198.51.100.7/32 dev lo
-ip -n "$host" route add 198.51.100.0/24 via 192.0.2.2
+flood_lab_up "$host" "$remote"
 inode=$(ip netns exec "$host" stat -L -c %i /proc/self/ns/net)
 
 echo 1 > /proc/sys/kernel/bpf_stats_enabled

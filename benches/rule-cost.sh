@@ -28,9 +28,9 @@ shift || true
 binaries=("$@")
 [ "$(id -u)" = 0 ] || { echo "rule-cost: needs root" >&2; exit 1; }
 command -v perf >/dev/null || { echo "rule-cost: needs perf (linux-perf)" >&2; exit 1; }
-cargo bench --bench overhead --no-run -q 2>/dev/null || true
-flood=$(ls -t target/release/deps/overhead-* 2>/dev/null | grep -v '\.d$' | head -1)
-[ -x "$flood" ] || { echo "rule-cost: no benches/overhead.rs binary (cargo bench --no-run)" >&2; exit 1; }
+source benches/flood-lab.sh
+flood=$(flood_bench)
+[ -x "$flood" ] || { echo "rule-cost: could not build benches/overhead.rs" >&2; exit 1; }
 
 host=itm-rule-h-$$ remote=itm-rule-r-$$ work=$(mktemp -d) monitor=
 stop_monitor() {
@@ -43,23 +43,12 @@ stop_monitor() {
 }
 cleanup() {
     stop_monitor
-    ip netns delete "$host" 2>/dev/null || true
-    ip netns delete "$remote" 2>/dev/null || true
+    flood_lab_down "$host" "$remote"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-ip netns add "$host"
-ip netns add "$remote"
-ip link add vh netns "$host" type veth peer name vr netns "$remote"
-ip -n "$host" addr add 192.0.2.1/24 dev vh
-ip -n "$remote" addr add 192.0.2.2/24 dev vr
-ip -n "$remote" addr add 198.51.100.7/32 dev vr
-ip -n "$host" link set lo up
-ip -n "$host" link set vh up
-ip -n "$remote" link set lo up
-ip -n "$remote" link set vr up
-ip -n "$host" route add 198.51.100.0/24 via 192.0.2.2
+flood_lab_up "$host" "$remote"
 
 # One table: a rule before the update (or none).
 table() {

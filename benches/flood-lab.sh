@@ -1,0 +1,35 @@
+# Sourced by the bench scripts that flood (probe-cost.sh, rule-cost.sh,
+# monitor-cpu.sh): the host and remote namespaces of tests/lab/mod.rs, cut
+# to what a flood needs. The caller deletes them in its EXIT trap with
+# flood_lab_down, so they go also when it fails.
+#
+#   flood_lab_up HOST REMOTE     vh 192.0.2.1/24 in HOST, vr 192.0.2.2/24 in
+#                                REMOTE, 198.51.100.7 on REMOTE's loopback,
+#                                routed from HOST via vr
+#   flood_lab_down HOST REMOTE
+#   flood_bench                  prints the path of benches/overhead.rs's
+#                                binary (its --udp-flood and --udp-sink),
+#                                building it if needed
+
+flood_lab_up() {
+    ip netns add "$1"
+    ip netns add "$2"
+    ip link add vh netns "$1" type veth peer name vr netns "$2"
+    ip -n "$1" link set lo up
+    ip -n "$2" link set lo up
+    ip -n "$1" link set vh up
+    ip -n "$2" link set vr up
+    ip -n "$1" addr add 192.0.2.1/24 dev vh
+    ip -n "$2" addr add 192.0.2.2/24 dev vr
+    ip -n "$2" addr add 198.51.100.7/32 dev lo
+    ip -n "$1" route add 198.51.100.0/24 via 192.0.2.2
+}
+
+flood_lab_down() {
+    ip netns delete "$1" 2>/dev/null || true
+    ip netns delete "$2" 2>/dev/null || true
+}
+
+flood_bench() {
+    cargo bench --bench overhead --no-run 2>&1 | grep -o 'target/release/deps/overhead-[0-9a-f]*' | head -1
+}
