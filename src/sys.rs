@@ -1,6 +1,6 @@
 //! The few libc calls std does not offer: the effective user id, sending a
 //! signal to a child's process group, tying a child's life to ours, this
-//! host's addresses, and two sysconf values for /proc. The declarations
+//! host's addresses, a device's index, and two sysconf values for /proc. The declarations
 //! come from the `libc` crate, which has them right for every target:
 //! `long` and the variadic `prctl` differ between 64-bit hosts and the
 //! 32-bit ARM and MIPS routers this runs on.
@@ -9,6 +9,17 @@ use std::net::IpAddr;
 
 pub const SIGINT: i32 = libc::SIGINT;
 pub const SIGKILL: i32 = libc::SIGKILL;
+
+/// The index of network device `name` in this process's network namespace:
+/// the kernel's answer (an ioctl on a socket of this namespace), where
+/// /sys/class/net shows the namespace /sys was mounted in (`nsenter --net`
+/// and container runtimes leave the host's), if there is such a device.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string; 0 means no such device.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
 
 pub fn is_root() -> bool {
     effective_uid() == 0

@@ -295,6 +295,27 @@ fn a_device_made_anew_under_its_name_is_counted_on_to_the_byte() {
     assert!(!counted.contains_key("198.51.100.7"), "-i vx must not count vh: {counted:?}");
 }
 
+/// Started in the host's namespace by `nsenter --net`, as a container
+/// runtime or a service manager would, /sys still shows the machine's own
+/// devices: `-i` must find the device of the namespace the monitor runs
+/// in, and count on it, not on whatever /sys names so.
+#[test]
+fn a_monitor_entered_by_nsenter_finds_its_namespaces_device() {
+    if !lab::require_lab("a_monitor_entered_by_nsenter_finds_its_namespaces_device") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let netns = format!("--net=/var/run/netns/{}", lab.host);
+    let mut monitor = lab.spawn_with(&["nsenter", &netns], "", &[BIN, "-b", "nftables", "-i", "vh", "-d", "0", "-s", "1"]);
+    monitor.wait_for_stderr("counting with nftables", Duration::from_secs(20));
+    lab.udp_flow(true, "198.51.100.7", 600_000); // 500 datagrams of 1228 bytes, out on vh
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    assert_eq!(lab.truth()[&("198.51.100.7".to_string(), "tx")], 614_000);
+    assert_eq!(counted.get("198.51.100.7").map(|c| c.0), Some(614_000), "stderr: {:?}", finished.stderr);
+}
+
 #[test]
 fn without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use() {
     if !lab::require_lab("without_cap_net_admin_it_says_what_is_missing_and_what_else_to_use") {

@@ -205,13 +205,8 @@ fn choose_backend<'a>(
 }
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {
-    let path = format!("/sys/class/net/{name}/ifindex");
-    let ifindex = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| text.trim().parse::<u32>().ok())
-        .ok_or_else(|| {
-            Error::usage(format!("--iface: no interface '{name}' here (see `ip link`)"))
-        })?;
+    let ifindex = crate::sys::interface_index(&name)
+        .ok_or_else(|| Error::usage(format!("--iface: no interface '{name}' here (see `ip link`)")))?;
     Ok(Iface { name, ifindex })
 }
 

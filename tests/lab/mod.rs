@@ -327,12 +327,22 @@ impl Lab {
     /// Runs `cmd` in the host namespace with tracefs mounted (ip netns exec
     /// gives a fresh /sys without it), as a child killed on drop.
     pub fn spawn_in_host(&mut self, cmd: &[&str]) -> Monitor {
-        let mut script = String::from("mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; exec");
+        // `ip netns exec` mounts a /sys of its own, without tracefs.
+        let host = self.host.clone();
+        self.spawn_with(&["ip", "netns", "exec", &host], "mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; ", cmd)
+    }
+
+    /// As [`Lab::spawn_in_host`], entered by `launcher` (e.g. `nsenter
+    /// --net=…`, which, unlike `ip netns exec`, leaves /sys as it was),
+    /// after the shell commands of `prelude`.
+    pub fn spawn_with(&mut self, launcher: &[&str], prelude: &str, cmd: &[&str]) -> Monitor {
+        let mut script = format!("{prelude}exec");
         for arg in cmd {
             script.push_str(&format!(" '{}'", arg.replace('\'', "'\\''")));
         }
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host, "sh", "-c", &script])
+        let mut child = Command::new(launcher[0])
+            .args(&launcher[1..])
+            .args(["sh", "-c", &script])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
