@@ -229,6 +229,34 @@ fn the_table_goes_at_every_exit_and_a_crashed_runs_table_is_taken_over() {
     assert!(!tables(&lab).contains(TABLE), "SIGTERM removes the table");
 }
 
+/// The table is made in two transactions, the base chains' rules and the
+/// stamp last (table::create): a run killed between them leaves a table
+/// that counts nothing. The next run must replace it, not take it up.
+#[test]
+fn a_table_left_unfinished_is_replaced_and_counting_starts_anew() {
+    if !lab::require_lab("a_table_left_unfinished_is_replaced_and_counting_starts_anew") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let crashed = start(&mut lab, &["-i", "vh", "-d", "0", "-q"]);
+    let crashed_pid = crashed.pid();
+    lab::signal("-KILL", crashed_pid);
+    assert!(lab::wait_until_gone(crashed_pid, Duration::from_secs(5)));
+    // What the first transaction alone leaves.
+    lab.host_shell(&format!("nft flush chain inet {TABLE} tx; nft flush chain inet {TABLE} rx; nft delete counter inet {TABLE} harvests"));
+    let next = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "1", "--top", "100"]);
+    let found = next.stderr.iter().find(|l| l.contains("found table")).cloned().unwrap_or_default();
+    println!("{found}");
+    assert!(found.contains(&format!("left by an earlier run (pid {crashed_pid}), unfinished")) && found.contains("replaced"), "{:?}", next.stderr);
+    lab.udp_flow(true, "203.0.113.9", 600_000);
+    let finished = next.terminate();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let truth = lab.truth()[&("203.0.113.9".to_string(), "tx")];
+    assert_eq!(truth, 614_000, "500 datagrams of 1228 bytes");
+    assert_eq!(lab::summary_rows(&finished.stdout)["203.0.113.9"].0, truth, "counted in the new table, to the byte");
+    assert!(!tables(&lab).contains(TABLE), "SIGTERM removes the table");
+}
+
 #[test]
 fn a_table_deleted_under_it_is_set_up_again_and_counts_on_to_the_byte() {
     if !lab::require_lab("a_table_deleted_under_it_is_set_up_again_and_counts_on_to_the_byte") {

@@ -395,44 +395,50 @@ impl Lab {
     }
 
     /// A UDP flow of `bytes` in 1200-byte datagrams with socat (iperf3
-    /// 3.12's UDP mode hangs between namespaces), to `to:port` from the
-    /// `from` namespace, bound to `source`; a receiver in the other
-    /// namespace swallows it so no ICMP errors come back.
+    /// 3.12's UDP mode hangs between namespaces), between the host
+    /// (192.0.2.1 or 2001:db8::1) and `remote_ip`, up from the host or
+    /// down to it; a receiver in the other namespace swallows it so no ICMP
+    /// errors come back. Each datagram is 1228 bytes at L3 over IPv4 (20 +
+    /// 8), 1248 over IPv6 (40 + 8).
     pub fn udp_flow(&mut self, upload: bool, remote_ip: &str, bytes: u64) {
         let (sender_ns, receiver_ns) =
             if upload { (self.host.clone(), self.remote.clone()) } else { (self.remote.clone(), self.host.clone()) };
-        let (dest, source) = if upload { (remote_ip, "192.0.2.1") } else { ("192.0.2.1", remote_ip) };
+        let (v6, host) = if remote_ip.contains(':') { (true, "2001:db8::1") } else { (false, "192.0.2.1") };
+        let (dest, source) = if upload { (remote_ip, host) } else { (host, remote_ip) };
+        let bracket = |a: &str| if v6 { format!("[{a}]") } else { a.to_string() };
+        let (dest, source, udp) = (bracket(dest), bracket(source), if v6 { "UDP6" } else { "UDP4" });
         let port = if upload { "9999" } else { "9998" };
         let bound = format!("src {dest}:{port}");
         let listening = run(&["ip", "netns", "exec", &receiver_ns, "ss", "-Hlun", &bound]);
         if listening.stdout.is_empty() {
             let receiver = Command::new("ip")
                 .args(["netns", "exec", &receiver_ns, "socat", "-u"])
-                .arg(format!("UDP-RECV:{port},bind={dest}"))
+                .arg(format!("{udp}-RECV:{port},bind={dest}"))
                 .arg("/dev/null")
                 .spawn()
                 .expect("socat receiver");
             self.children.push(receiver);
-            self.wait_for_udp_socket(&receiver_ns, port);
+            self.wait_for_udp_socket(&receiver_ns, &bound);
         }
         run(&[
             "ip", "netns", "exec", &sender_ns, "socat", "-u", "-b", "1200",
             &format!("OPEN:/dev/zero,readbytes={bytes}"),
-            &format!("UDP-SENDTO:{dest}:{port},bind={source}"),
+            &format!("{udp}-SENDTO:{dest}:{port},bind={source}"),
         ]);
     }
 
-    /// Waits until a UDP socket is bound to `port` in namespace `ns`.
-    fn wait_for_udp_socket(&self, ns: &str, port: &str) {
+    /// Waits until a UDP socket bound as `bound` (an `ss` filter: `src
+    /// ADDRESS:PORT`) is there in namespace `ns`.
+    fn wait_for_udp_socket(&self, ns: &str, bound: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let ss = run(&["ip", "netns", "exec", ns, "ss", "-Hlun", &format!("sport = :{port}")]);
+            let ss = run(&["ip", "netns", "exec", ns, "ss", "-Hlun", bound]);
             if !ss.stdout.is_empty() {
                 return;
             }
             thread::sleep(Duration::from_millis(20));
         }
-        panic!("no UDP socket on port {port} in {ns} within 10 s");
+        panic!("no UDP socket {bound} in {ns} within 10 s");
     }
 
     /// Scrapes `/metrics` in the host namespace until `ready` holds for the

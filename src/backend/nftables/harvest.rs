@@ -172,9 +172,14 @@ impl Harvester {
         let mut leftover = Vec::new();
         if let Some(stale) = stale {
             let bytes = read_everything(std::slice::from_mut(socket), &mut leftover);
+            // No stamp: killed while it made the table (see table::create).
+            let why = if stale.stamp.is_some() {
+                "made for other options (--max-ips, -i, --exclude, --include-private) or by another version"
+            } else {
+                "unfinished (the run was stopped while making it)"
+            };
             eprintln!(
-                "found table inet {TABLE} left by {}, made for other options (--max-ips, -i, --exclude, \
-                 --include-private) or by another version: the {bytes} bytes it counted after that run's \
+                "found table inet {TABLE} left by {}, {why}: the {bytes} bytes it counted after that run's \
                  last harvest are counted now, and it is replaced (what it counts while that happens, \
                  some milliseconds' worth, is lost)",
                 stale.who
