@@ -1,5 +1,6 @@
-//! The monitor's own nf_tables table, created over netlink in one batch
-//! (all of it or nothing), never touching any other table: an `inet` table
+//! The monitor's own nf_tables table, created over netlink in two batches
+//! (each all of it or nothing; see [`create`]), never touching any other
+//! table: an `inet` table
 //! with sets of peers with per-element counters (per direction and family,
 //! key = the remote address, in [`SHARDS`] shards and two [`Generation`]s),
 //! counter objects per generation (`tx_a`, `rx_a`, …: the bytes whose peer
