@@ -29,6 +29,11 @@ impl Cidr {
         self.prefix
     }
 
+    /// The block of `ip` alone (`/32`, `/128`).
+    pub fn host(ip: IpAddr) -> Cidr {
+        Cidr { network: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -125,6 +130,27 @@ impl AddressFilter {
     }
 }
 
+impl AddressFilter {
+    /// This filter, leaving out `addresses` too, each as a block of one
+    /// (those it would count; each once).
+    pub fn leaving_out(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> AddressFilter {
+        for ip in addresses.into_iter().map(canonical) {
+            if self.counts(ip) {
+                self.exclude.push(Cidr::host(ip));
+            }
+        }
+        self
+    }
+}
+
+/// The broadcast address the kernel gives the subnet of `addr` with
+/// `netmask` (a broadcast route for it, `ip addr add` with `brd` or not):
+/// its last address, for subnets of more than two addresses.
+pub fn subnet_broadcast(addr: Ipv4Addr, netmask: Ipv4Addr) -> Option<Ipv4Addr> {
+    let mask = u32::from(netmask);
+    (mask.leading_ones() < 31 && mask.count_zeros() == mask.trailing_zeros()).then(|| Ipv4Addr::from(u32::from(addr) | !mask))
+}
+
 /// The never-counted blocks, as CIDRs (for a kernel-side filter); the
 /// predicates below say the same, and a test holds them to it.
 const NEVER_COUNTED: [&str; 7] = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3", "::/8", "ff00::/8", "fe80::/10"];
@@ -174,6 +200,25 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         canonical(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_subnets_broadcast_is_its_last_address_if_it_has_more_than_two() {
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(subnet_broadcast(v4("192.0.2.1"), v4("255.255.255.0")), Some(v4("192.0.2.255")));
+        assert_eq!(subnet_broadcast(v4("198.51.100.129"), v4("255.255.255.128")), Some(v4("198.51.100.255")));
+        assert_eq!(subnet_broadcast(v4("203.0.113.9"), v4("255.255.255.252")), Some(v4("203.0.113.11")));
+        assert_eq!(subnet_broadcast(v4("10.1.2.3"), v4("255.0.0.0")), Some(v4("10.255.255.255")));
+        assert_eq!(subnet_broadcast(v4("203.0.113.8"), v4("255.255.255.254")), None, "/31: two hosts, no broadcast");
+        assert_eq!(subnet_broadcast(v4("203.0.113.8"), v4("255.255.255.255")), None, "/32");
+        assert_eq!(subnet_broadcast(v4("203.0.113.8"), v4("255.0.255.0")), None, "not a prefix");
+    }
+
+    #[test]
+    fn leaving_out_adds_only_what_still_counts_and_each_once() {
+        let f = AddressFilter::default().leaving_out(["192.0.2.1", "192.0.2.255", "192.0.2.1", "10.0.0.1", "::ffff:198.51.100.9", "2001:db8::1"].map(ip));
+        assert_eq!(f.exclude, ["192.0.2.1", "192.0.2.255", "198.51.100.9", "2001:db8::1"].map(|a| Cidr::host(ip(a))));
+        assert!(!f.counts(ip("192.0.2.255")) && !f.counts(ip("2001:db8::1")) && f.counts(ip("192.0.2.2")));
     }
 
     #[test]

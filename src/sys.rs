@@ -72,6 +72,20 @@ pub fn die_with_parent() -> std::io::Result<()> {
 
 /// Every address of every interface, IPv4 and IPv6.
 pub fn local_addresses() -> Vec<IpAddr> {
+    interface_addresses().into_iter().map(|a| a.addr).collect()
+}
+
+/// One address of an interface, with its netmask and, on a device that
+/// broadcasts and was given one (`ip addr add … brd …`), its broadcast address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub addr: IpAddr,
+    pub netmask: Option<IpAddr>,
+    pub broadcast: Option<IpAddr>,
+}
+
+/// Every address of every interface, as getifaddrs(3) gives them.
+pub fn interface_addresses() -> Vec<InterfaceAddress> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list` with a linked list we free below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -81,21 +95,16 @@ pub fn local_addresses() -> Vec<IpAddr> {
     let mut node = list;
     while !node.is_null() {
         // SAFETY: `node` is an element of the list getifaddrs returned; its
-        // ifa_addr is null or points at a sockaddr of the family it names.
+        // sockaddr pointers are null or point at a sockaddr of the family
+        // they name, and ifa_ifu is the broadcast address with IFF_BROADCAST.
         unsafe {
-            let addr = (*node).ifa_addr;
-            if !addr.is_null() {
-                match i32::from((*addr).sa_family) {
-                    libc::AF_INET => {
-                        let v4 = &*addr.cast::<libc::sockaddr_in>();
-                        addrs.push(IpAddr::from(v4.sin_addr.s_addr.to_ne_bytes()));
-                    }
-                    libc::AF_INET6 => {
-                        let v6 = &*addr.cast::<libc::sockaddr_in6>();
-                        addrs.push(IpAddr::from(v6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
+            if let Some(addr) = ip_of((*node).ifa_addr) {
+                let broadcasts = (*node).ifa_flags & libc::IFF_BROADCAST as libc::c_uint != 0;
+                addrs.push(InterfaceAddress {
+                    addr,
+                    netmask: ip_of((*node).ifa_netmask),
+                    broadcast: if broadcasts { ip_of((*node).ifa_ifu) } else { None },
+                });
             }
             node = (*node).ifa_next;
         }
@@ -103,6 +112,24 @@ pub fn local_addresses() -> Vec<IpAddr> {
     // SAFETY: the list came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(list) };
     addrs
+}
+
+/// The address in `sockaddr`, if it is IPv4 or IPv6.
+///
+/// # Safety
+/// `sockaddr` is null or points at a sockaddr of the family it names.
+unsafe fn ip_of(sockaddr: *const libc::sockaddr) -> Option<IpAddr> {
+    if sockaddr.is_null() {
+        return None;
+    }
+    // SAFETY: as the caller promises, the family says which sockaddr it is.
+    unsafe {
+        match i32::from((*sockaddr).sa_family) {
+            libc::AF_INET => Some(IpAddr::from((*sockaddr.cast::<libc::sockaddr_in>()).sin_addr.s_addr.to_ne_bytes())),
+            libc::AF_INET6 => Some(IpAddr::from((*sockaddr.cast::<libc::sockaddr_in6>()).sin6_addr.s6_addr)),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +140,8 @@ mod tests {
     fn this_hosts_loopback_is_among_its_addresses() {
         let addrs = local_addresses();
         assert!(addrs.contains(&IpAddr::from([127, 0, 0, 1])), "{addrs:?}");
+        let loopback = interface_addresses().into_iter().find(|a| a.addr == IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(loopback.and_then(|a| a.netmask), Some(IpAddr::from([255, 0, 0, 0])), "its netmask");
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Config {
         let flags = BackendFlags {
             iface: low.iface.map(resolve_iface).transpose()?,
             sample_interval: Duration::from_secs(low.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL)),
-            filter: AddressFilter { include_private: low.include_private, exclude: low.exclude },
+            filter: leave_out_this_host(AddressFilter { include_private: low.include_private, exclude: low.exclude }),
             // Read and vetted once, before any backend is chosen: a bad script is an error, not a fallback.
             script: low.bpftrace_script.as_deref().map(bpftrace::Script::load).transpose()?,
             max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
@@ -202,6 +202,23 @@ fn choose_backend<'a>(
         }
     }
     Err(Error::fatal(format!("no backend can run here: {}", passed_over.join("; "))))
+}
+
+/// `filter`, leaving out this host's own addresses and the broadcast
+/// addresses of its IPv4 subnets, as they are at start (docs/ACCOUNTING.md,
+/// "Which remote addresses count"). Neither is a peer: a packet from one is
+/// this host's own multicast or broadcast looped back to it, and nftables
+/// sees a broadcast it sends twice in postrouting (the looped copy too).
+fn leave_out_this_host(filter: AddressFilter) -> AddressFilter {
+    let mut own = Vec::new();
+    for address in crate::sys::interface_addresses() {
+        own.push(address.addr);
+        own.extend(address.broadcast);
+        if let (IpAddr::V4(addr), Some(IpAddr::V4(netmask))) = (address.addr, address.netmask) {
+            own.extend(crate::filter::subnet_broadcast(addr, netmask).map(IpAddr::V4));
+        }
+    }
+    filter.leaving_out(own)
 }
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {
