@@ -117,6 +117,12 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 pub struct AddressFilter {
     pub include_private: bool,
     pub exclude: Vec<Cidr>,
+    /// This host's own addresses, never a peer. Only a looped-back copy of
+    /// this host's own multicast or broadcast comes from one, so a
+    /// kernel-side filter leaves them to user space ([`Self::skipped_blocks`]
+    /// does not list them): a lookup every packet would pay for, to spare
+    /// a few elements of room.
+    pub this_host: Vec<IpAddr>,
 }
 
 impl AddressFilter {
@@ -126,17 +132,26 @@ impl AddressFilter {
             IpAddr::V4(v4) => never_counted_v4(v4) || (!self.include_private && private_v4(v4)),
             IpAddr::V6(v6) => never_counted_v6(v6) || (!self.include_private && private_v6(v6)),
         };
-        !special && !self.exclude.iter().any(|cidr| cidr.contains(ip))
+        !special && !self.exclude.iter().any(|cidr| cidr.contains(ip)) && !self.this_host.contains(&ip)
     }
-}
 
-impl AddressFilter {
     /// This filter, leaving out `addresses` too, each as a block of one
     /// (those it would count; each once).
     pub fn leaving_out(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> AddressFilter {
         for ip in addresses.into_iter().map(canonical) {
             if self.counts(ip) {
                 self.exclude.push(Cidr::host(ip));
+            }
+        }
+        self
+    }
+
+    /// This filter, with `addresses` as [`Self::this_host`] (those it would
+    /// count; each once).
+    pub fn with_this_host(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> AddressFilter {
+        for ip in addresses.into_iter().map(canonical) {
+            if self.counts(ip) {
+                self.this_host.push(ip);
             }
         }
         self
@@ -219,6 +234,16 @@ mod tests {
         let f = AddressFilter::default().leaving_out(["192.0.2.1", "192.0.2.255", "192.0.2.1", "10.0.0.1", "::ffff:198.51.100.9", "2001:db8::1"].map(ip));
         assert_eq!(f.exclude, ["192.0.2.1", "192.0.2.255", "198.51.100.9", "2001:db8::1"].map(|a| Cidr::host(ip(a))));
         assert!(!f.counts(ip("192.0.2.255")) && !f.counts(ip("2001:db8::1")) && f.counts(ip("192.0.2.2")));
+        assert!(f.skipped_blocks().contains(&Cidr::host(ip("192.0.2.255"))), "left to the kernel too");
+    }
+
+    #[test]
+    fn this_hosts_addresses_count_for_nothing_but_are_left_to_user_space() {
+        let f = AddressFilter { exclude: vec!["203.0.113.0/24".parse().unwrap()], ..Default::default() }
+            .with_this_host(["192.0.2.1", "203.0.113.5", "10.0.0.1", "::ffff:198.51.100.9", "2001:db8::1", "192.0.2.1"].map(ip));
+        assert_eq!(f.this_host, ["192.0.2.1", "198.51.100.9", "2001:db8::1"].map(ip), "only what it counted, once");
+        assert!(!f.counts(ip("192.0.2.1")) && !f.counts(ip("2001:db8::1")) && f.counts(ip("192.0.2.2")));
+        assert_eq!(f.skipped_blocks(), AddressFilter { exclude: f.exclude.clone(), ..Default::default() }.skipped_blocks());
     }
 
     #[test]
@@ -239,7 +264,7 @@ mod tests {
 
     #[test]
     fn include_private_admits_private_but_not_special_ranges() {
-        let f = AddressFilter { include_private: true, exclude: vec![] };
+        let f = AddressFilter { include_private: true, ..Default::default() };
         for counted in ["10.1.2.3", "192.168.1.1", "100.64.0.1", "fd00::1"] {
             assert!(f.counts(ip(counted)), "{counted}");
         }
@@ -251,8 +276,8 @@ mod tests {
     #[test]
     fn exclude_cidrs_apply_to_both_families() {
         let f = AddressFilter {
-            include_private: false,
             exclude: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()],
+            ..Default::default()
         };
         assert!(!f.counts(ip("203.0.113.200")));
         assert!(f.counts(ip("203.0.114.1")));
@@ -263,7 +288,7 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_blocks_match_the_ipv4_addresses_they_map() {
-        let filter = AddressFilter { include_private: false, exclude: vec!["::ffff:203.0.113.0/120".parse().unwrap()] };
+        let filter = AddressFilter { exclude: vec!["::ffff:203.0.113.0/120".parse().unwrap()], ..Default::default() };
         assert_eq!(filter.exclude[0], "203.0.113.0/24".parse().unwrap());
         for counted_as in ["203.0.113.9", "::ffff:203.0.113.9"] {
             assert!(!filter.counts(canonical(ip(counted_as))), "{counted_as} is excluded");
@@ -278,8 +303,8 @@ mod tests {
     fn skipped_blocks_decide_as_the_filter_does() {
         let filters = [
             AddressFilter::default(),
-            AddressFilter { include_private: true, exclude: vec![] },
-            AddressFilter { include_private: false, exclude: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()] },
+            AddressFilter { include_private: true, ..Default::default() },
+            AddressFilter { exclude: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()], ..Default::default() },
         ];
         let mut probes: Vec<IpAddr> = Vec::new();
         for block in NEVER_COUNTED.iter().chain(&PRIVATE).chain(&["203.0.113.0/24", "2001:db8:1::/48"]) {

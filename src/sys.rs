@@ -76,7 +76,8 @@ pub fn local_addresses() -> Vec<IpAddr> {
 }
 
 /// One address of an interface, with its netmask and, on a device that
-/// broadcasts and was given one (`ip addr add … brd …`), its broadcast address.
+/// broadcasts and was given one (`ip addr add … brd …`), its broadcast
+/// address (never the address itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InterfaceAddress {
     pub addr: IpAddr,
@@ -100,11 +101,9 @@ pub fn interface_addresses() -> Vec<InterfaceAddress> {
         unsafe {
             if let Some(addr) = ip_of((*node).ifa_addr) {
                 let broadcasts = (*node).ifa_flags & libc::IFF_BROADCAST as libc::c_uint != 0;
-                addrs.push(InterfaceAddress {
-                    addr,
-                    netmask: ip_of((*node).ifa_netmask),
-                    broadcast: if broadcasts { ip_of((*node).ifa_ifu) } else { None },
-                });
+                // glibc gives the address itself where none was configured.
+                let broadcast = if broadcasts { ip_of((*node).ifa_ifu).filter(|b| *b != addr) } else { None };
+                addrs.push(InterfaceAddress { addr, netmask: ip_of((*node).ifa_netmask), broadcast });
             }
             node = (*node).ifa_next;
         }

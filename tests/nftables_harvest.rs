@@ -100,7 +100,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     let listed = ["203.0.113.0/24", "203.0.113.9", "10.1.0.0/16", "2001:db8:2::/48", "2001:db8:2::7"].map(String::from);
     let many = (101..121).flat_map(|a| (0..250).map(move |b| format!("{a}.{b}.0.0/20")));
     let exclude: Vec<_> = listed.into_iter().chain(many).map(|c| c.parse().expect("CIDR")).collect();
-    let filter = ip_traffic_monitor_cli::filter::AddressFilter { include_private: false, exclude };
+    let filter = ip_traffic_monitor_cli::filter::AddressFilter { exclude, ..Default::default() };
     let excluded = ["203.0.113.9", "2001:db8:2::7"];
     let layout = ip_traffic_monitor_cli::backend::nftables::table::Layout { skipped: filter.skipped_blocks(), ..layout() };
     in_netns(&lab.host, move |s| table::create(s, "itm_created", &layout, false, table::Stamp { number: 0, owner: 1, active: table::Generation::A })).expect("the table, created over netlink");
@@ -207,7 +207,7 @@ fn a_table_counts_no_skipped_peer_from_its_first_packet() {
     let mut lab = Lab::new();
     let lan = lab.add_lan();
     let exclude = vec!["203.0.113.0/24".parse().expect("CIDR"), "2001:db8:2::/48".parse().expect("CIDR")];
-    let filter = ip_traffic_monitor_cli::filter::AddressFilter { include_private: false, exclude };
+    let filter = ip_traffic_monitor_cli::filter::AddressFilter { exclude, ..Default::default() };
     let public = "198.51.100.7";
     // The LAN's link-local address, once its duplicate address detection
     // is over: until then it answers no neighbour solicitation, and the

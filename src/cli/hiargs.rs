@@ -81,7 +81,7 @@ impl Config {
         let flags = BackendFlags {
             iface: low.iface.map(resolve_iface).transpose()?,
             sample_interval: Duration::from_secs(low.sample_interval.unwrap_or(DEFAULT_SAMPLE_INTERVAL)),
-            filter: leave_out_this_host(AddressFilter { include_private: low.include_private, exclude: low.exclude }),
+            filter: leave_out_this_host(AddressFilter { include_private: low.include_private, exclude: low.exclude, this_host: Vec::new() }),
             // Read and vetted once, before any backend is chosen: a bad script is an error, not a fallback.
             script: low.bpftrace_script.as_deref().map(bpftrace::Script::load).transpose()?,
             max_ips: low.max_ips.unwrap_or(DEFAULT_MAX_IPS),
@@ -208,17 +208,18 @@ fn choose_backend<'a>(
 /// addresses of its IPv4 subnets, as they are at start (docs/ACCOUNTING.md,
 /// "Which remote addresses count"). Neither is a peer: a packet from one is
 /// this host's own multicast or broadcast looped back to it, and nftables
-/// sees a broadcast it sends twice in postrouting (the looped copy too).
+/// sees a broadcast it sends twice in postrouting (the looped copy too), so
+/// the broadcasts are skipped in the kernel.
 fn leave_out_this_host(filter: AddressFilter) -> AddressFilter {
-    let mut own = Vec::new();
-    for address in crate::sys::interface_addresses() {
-        own.push(address.addr);
-        own.extend(address.broadcast);
+    let addresses = crate::sys::interface_addresses();
+    let mut broadcasts = Vec::new();
+    for address in &addresses {
+        broadcasts.extend(address.broadcast);
         if let (IpAddr::V4(addr), Some(IpAddr::V4(netmask))) = (address.addr, address.netmask) {
-            own.extend(crate::filter::subnet_broadcast(addr, netmask).map(IpAddr::V4));
+            broadcasts.extend(crate::filter::subnet_broadcast(addr, netmask).map(IpAddr::V4));
         }
     }
-    filter.leaving_out(own)
+    filter.leaving_out(broadcasts).with_this_host(addresses.iter().map(|a| a.addr))
 }
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {

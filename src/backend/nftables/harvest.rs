@@ -46,6 +46,10 @@ pub struct Harvester {
     journal: Option<Journal>,
     /// The journal has asked for a save since it was last emptied.
     asked_to_save: bool,
+    /// This host's own addresses, which the table counts (only this host's
+    /// looped-back multicast and broadcast come from one) and no report
+    /// hands over: see [`crate::filter::AddressFilter::this_host`].
+    this_host: Vec<IpAddr>,
 }
 
 /// A table of ours left by a run that is gone.
@@ -71,6 +75,20 @@ impl Harvester {
             journal_path: journal,
             journal: None,
             asked_to_save: false,
+            this_host: Vec::new(),
+        }
+    }
+
+    /// This harvester, handing over nothing counted for `this_host`.
+    pub fn without(mut self, this_host: Vec<IpAddr>) -> Harvester {
+        self.this_host = this_host;
+        self
+    }
+
+    /// Drops what `report` holds for this host's own addresses.
+    fn drop_this_host(&self, report: &mut Vec<Record>) {
+        if !self.this_host.is_empty() {
+            report.retain(|record| !matches!(record, Record::Tx(ip, _) | Record::Rx(ip, _) if self.this_host.contains(ip)));
         }
     }
 
@@ -259,6 +277,7 @@ impl Counter for Harvester {
         self.write_down(|journal| journal.done(number));
         report.append(&mut self.leftover);
         report.push(Record::Harvest(number));
+        self.drop_this_host(report);
         Ok(())
     }
 
@@ -273,6 +292,7 @@ impl Counter for Harvester {
         self.write_down(|journal| journal.append(number, report).and_then(|()| journal.done(number)));
         report.append(&mut self.leftover);
         report.push(Record::Harvest(number));
+        self.drop_this_host(report);
         let sockets = self.sockets()?;
         table::delete(&mut sockets[0], TABLE).map_err(|e| format!("could not delete table inet {TABLE}: {e}"))
     }

@@ -106,7 +106,8 @@ impl Backend for Nftables {
     }
 
     fn runner(&self) -> Result<Runner, Error> {
-        Ok(Runner::InProcess(Box::new(harvest::Harvester::new(self.layout(), self.params.journal.clone()))))
+        let harvester = harvest::Harvester::new(self.layout(), self.params.journal.clone()).without(self.params.filter.this_host.clone());
+        Ok(Runner::InProcess(Box::new(harvester)))
     }
 
     fn report_interval(&self) -> Duration {
