@@ -2,8 +2,10 @@
 //! addresses count"). Owns the default exclusions
 //! (loopback, link-local, multicast, broadcast, unspecified and, unless
 //! `--include-private`, the private ranges), the user's `--exclude` CIDRs,
-//! and the folding of IPv4-mapped IPv6 addresses into plain IPv4 so one host
-//! is one key. Documentation and benchmarking ranges count like public ones.
+//! this host's own addresses and its subnets' broadcast addresses (which
+//! the CLI finds), and the folding of IPv4-mapped IPv6 addresses into plain
+//! IPv4 so one host is one key. Documentation and benchmarking ranges
+//! count like public ones.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
