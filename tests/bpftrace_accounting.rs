@@ -470,3 +470,26 @@ fn sigusr1_prints_the_totals_so_far_and_sigusr2_is_ignored() {
     println!("SIGUSR1 table: {row}");
     assert_eq!(tx, sent, "the totals so far, exact");
 }
+
+/// As with nftables (nftables_accounting): this host's broadcast to its own
+/// subnet and the looped-back copies of it and of its multicast (which
+/// bpftrace sees received, from this host's own address) count for no peer.
+#[test]
+fn this_hosts_own_broadcasts_and_looped_multicast_count_for_no_peer() {
+    if !lab::require("this_hosts_own_broadcasts_and_looped_multicast_count_for_no_peer", &["bpftrace", "python3"]) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[BIN, "-b", "bpftrace", "-d", "0", "-s", "1", "--top", "100"]);
+    monitor.wait_for_stderr("counting with bpftrace", Duration::from_secs(120));
+    lab.own_broadcasts_and_looped_multicast();
+    lab.udp_flow(true, "203.0.113.9", 600_000);
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    println!("{counted:?}");
+    for own in lab::NOT_PEERS {
+        assert!(!counted.contains_key(own), "{own} is no peer: {counted:?}");
+    }
+    assert_eq!(counted["203.0.113.9"].0, 500 * 1228, "the flow beside them, to the byte");
+}

@@ -242,31 +242,13 @@ fn this_hosts_own_broadcasts_and_looped_multicast_count_for_no_peer() {
     }
     let mut lab = Lab::new();
     let monitor = start(&mut lab, &["-d", "0", "-s", "1", "--top", "100"]);
-    // 100 datagrams of 100 bytes to 192.0.2.255 (vh is 192.0.2.1/24,
-    // given no `brd`: the kernel makes the broadcast route anyway), and
-    // 100 to the global-scope multicast group ff0e::1 on vh, which the
-    // sender joined, so that they loop back (the host picks 2001:db8::1
-    // as their source).
-    lab.host_shell(
-        "python3 -c \"\n\
-import socket, struct\n\
-b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-b.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-vh = socket.if_nametoindex('vh')\n\
-m = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
-m.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, vh)\n\
-m.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.inet_pton(socket.AF_INET6, 'ff0e::1') + struct.pack('@I', vh))\n\
-for _ in range(100):\n\
-\x20   b.sendto(b'x' * 100, ('192.0.2.255', 9))\n\
-\x20   m.sendto(b'x' * 100, ('ff0e::1', 9))\n\
-\"",
-    );
+    lab.own_broadcasts_and_looped_multicast();
     lab.udp_flow(true, "203.0.113.9", 600_000);
     let finished = monitor.interrupt();
     assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
     let counted = lab::summary_rows(&finished.stdout);
     println!("{counted:?}");
-    for own in ["192.0.2.255", "192.0.2.1", "2001:db8::1", "ff0e::1"] {
+    for own in lab::NOT_PEERS {
         assert!(!counted.contains_key(own), "{own} is no peer: {counted:?}");
     }
     assert_eq!(counted["203.0.113.9"].0, 500 * 1228, "the flow beside them, to the byte");

@@ -27,6 +27,10 @@ pub const OTHER_IFACE_REMOTE: &str = "198.51.100.130";
 pub const MANY_IPS_RANGE: &str = "198.18.0.0/15";
 /// Its IPv6 counterpart: room for any number of spoofed sources.
 pub const MANY_IPS_RANGE_V6: &str = "2001:db8:100::/48";
+/// What [`Lab::own_broadcasts_and_looped_multicast`] shows, none a peer:
+/// the broadcast address of vh's subnet, the host's own addresses (the
+/// source of the looped-back copies) and the multicast group.
+pub const NOT_PEERS: [&str; 4] = ["192.0.2.255", "192.0.2.1", "2001:db8::1", "ff0e::1"];
 
 /// Lab tests share bpftrace, CPU and names: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -425,6 +429,31 @@ impl Lab {
             &format!("OPEN:/dev/zero,readbytes={bytes}"),
             &format!("{udp}-SENDTO:{dest}:{port},bind={source}"),
         ]);
+    }
+
+    /// From the host, 100 datagrams of 100 bytes (128 at L3) to the
+    /// broadcast address of vh's subnet, and 100 (148 at L3) to a
+    /// multicast group the sender joined: the kernel loops both back to the
+    /// host, with its own address as their source. None is a peer's.
+    /// [`NOT_PEERS`] are the addresses they show.
+    pub fn own_broadcasts_and_looped_multicast(&self) {
+        // vh is 192.0.2.1/24, given no `brd`: the kernel makes the broadcast
+        // route for 192.0.2.255 anyway. The host picks 2001:db8::1 as the
+        // source of the multicast to ff0e::1 (global scope) on vh.
+        self.host_shell(
+            "python3 -c \"\n\
+import socket, struct\n\
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+b.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+vh = socket.if_nametoindex('vh')\n\
+m = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+m.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, vh)\n\
+m.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.inet_pton(socket.AF_INET6, 'ff0e::1') + struct.pack('@I', vh))\n\
+for _ in range(100):\n\
+\x20   b.sendto(b'x' * 100, ('192.0.2.255', 9))\n\
+\x20   m.sendto(b'x' * 100, ('ff0e::1', 9))\n\
+\"",
+        );
     }
 
     /// Waits until a UDP socket bound as `bound` (an `ss` filter: `src
