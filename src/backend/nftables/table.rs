@@ -400,7 +400,10 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
         to.push(dispatch_rule(name, &chain, peers, map, *id, seed, create, seq));
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})?;
-    socket.exchange(&batch(live, live_seq), live_seq, |_| {})
+    socket.exchange(&batch(live, live_seq), live_seq, |_| {}).inspect_err(|_| {
+        // A table that counts nothing is no use to leave behind.
+        let _ = delete(socket, name);
+    })
 }
 
 /// Points the shard maps of table `name` at the chains of generation
