@@ -436,7 +436,7 @@ impl Lab {
     /// multicast group the sender joined: the kernel loops both back to the
     /// host, with its own address as their source. None is a peer's.
     /// [`NOT_PEERS`] are the addresses they show.
-    pub fn own_broadcasts_and_looped_multicast(&self) {
+    fn own_broadcasts_and_looped_multicast(&self) {
         // vh is 192.0.2.1/24, given no `brd`: the kernel makes the broadcast
         // route for 192.0.2.255 anyway. The host picks 2001:db8::1 as the
         // source of the multicast to ff0e::1 (global scope) on vh.
@@ -454,6 +454,24 @@ for _ in range(100):\n\
 \x20   m.sendto(b'x' * 100, ('ff0e::1', 9))\n\
 \"",
         );
+    }
+
+    /// Sends [`Self::own_broadcasts_and_looped_multicast`], then a flow of
+    /// 500 datagrams (614,000 bytes at L3) to 203.0.113.9, stops `monitor`
+    /// and checks its summary: no row for any of [`NOT_PEERS`], the flow to
+    /// the byte.
+    pub fn assert_own_broadcasts_count_for_no_peer(&mut self, monitor: Monitor) {
+        self.own_broadcasts_and_looped_multicast();
+        self.udp_flow(true, "203.0.113.9", 600_000);
+        let finished = monitor.interrupt();
+        assert_eq!(finished.code, Some(0), "{:?}", finished.stderr);
+        let counted = summary_rows(&finished.stdout);
+        println!("{counted:?}");
+        for own in NOT_PEERS {
+            assert!(!counted.contains_key(own), "{own} is no peer: {counted:?}");
+        }
+        assert_eq!(counted["203.0.113.9"].0, 500 * 1228, "the flow beside them, to the byte");
+        assert_eq!(self.truth()[&("203.0.113.9".to_string(), "tx")], 500 * 1228);
     }
 
     /// Waits until a UDP socket bound as `bound` (an `ss` filter: `src
