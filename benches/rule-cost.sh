@@ -13,6 +13,10 @@
 #   +oifname         that, after `oifname != "vh" return` (16-byte name)
 #   +oif             that, after `oif != "vh" return` (4-byte index)
 #   +lead            that, after the prefilter's bitmap lookup that fails
+#   shards-jhash     the update in one of 32 chains, reached by `jhash
+#                    ADDRESS mod 32 seed S vmap` (the monitor's dispatch)
+#   shards-byte      the same, reached by the address's last byte & 31
+#                    (no hash: what the hash itself costs)
 #   BINARY           the table a monitor binary makes with -i vh (stopped
 #                    with SIGSTOP while the flood runs)
 #
@@ -50,30 +54,36 @@ trap cleanup EXIT
 
 flood_lab_up "$host" "$remote"
 
-# One table: a rule before the update (or none). lead4 holds the leading
-# bytes of the default skipped IPv4 blocks (table.rs's unit test lists the
-# same 39); a bitmap lookup costs the same whatever it holds.
+# One table: the base chain's rules, and 32 chains s0 … s31 that each
+# update the set (unused by most variants: a chain no packet reaches costs
+# nothing). lead4 holds the leading bytes of the default skipped IPv4
+# blocks (table.rs's unit test lists the same 39); a bitmap lookup costs
+# the same whatever it holds.
+update='update @peers { @nh,128,32 }'
 table() {
     cat <<EOF
 table inet itm_rule_cost {
  set peers { typeof @nh,128,32; size 131072; flags dynamic; counter; }
  set lead4 { typeof @nh,128,8; flags constant; elements = { 0, 10, 100, 127, 169, 172, 192, $(seq -s ', ' 224 255) } }
+$(for k in $(seq 0 31); do echo " chain s$k { $update; }"; done)
  chain tx { type filter hook postrouting priority 2147483647;
   $1
-  update @peers { @nh,128,32 }
  }
 }
 EOF
 }
+shards="vmap { $(for k in $(seq 0 31); do printf '%s : goto s%s, ' "$k" "$k"; done) }"
 declare -A rule=(
-    [update]=""
-    [+meta-nfproto]="meta nfproto ipv6 return"
-    [+version-inline]="@nh,0,4 6 return"
-    [+oifname]='oifname != "vh" return'
-    [+oif]='oif != "vh" return'
-    [+lead]="@nh,128,8 @lead4 return"
+    [update]="$update"
+    [+meta-nfproto]="meta nfproto ipv6 return; $update"
+    [+version-inline]="@nh,0,4 6 return; $update"
+    [+oifname]="oifname != \"vh\" return; $update"
+    [+oif]="oif != \"vh\" return; $update"
+    [+lead]="@nh,128,8 @lead4 return; $update"
+    [shards-jhash]="jhash @nh,128,32 mod 32 seed 0x1234 $shards"
+    [shards-byte]="@nh,152,8 & 0x1f $shards"
 )
-variants=(update +meta-nfproto +version-inline +oifname +oif +lead "${binaries[@]}")
+variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte "${binaries[@]}")
 
 # One flood with the variant's table in place: prints its line.
 measure() {
