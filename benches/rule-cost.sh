@@ -17,6 +17,9 @@
 #                    ADDRESS mod 32 seed S vmap` (the monitor's dispatch)
 #   shards-byte      the same, reached by the address's last byte & 31
 #                    (no hash: what the hash itself costs)
+#   +lead+shards     the prefilter's failing lookup, then shards-jhash: the
+#                    monitor's IPv4 path for a public peer, less the rest
+#   concat-shards    both in one lookup: `@nh,128,8 . jhash … vmap`
 #   BINARY           the table a monitor binary makes with -i vh (stopped
 #                    with SIGSTOP while the flood runs)
 #
@@ -72,6 +75,11 @@ $(for k in $(seq 0 31); do echo " chain s$k { $update; }"; done)
 }
 EOF
 }
+# The leading byte and the hash in one key: what folding the prefilter into
+# the shard map would cost. Only the flood's lead (198) is in it; a real
+# map would hold every lead not skipped, 32 times (a hash lookup's cost
+# hardly depends on the size).
+lead_shards="vmap { $(for k in $(seq 0 31); do printf '198 . %s : goto s%s, ' "$k" "$k"; done) }"
 shards="vmap { $(for k in $(seq 0 31); do printf '%s : goto s%s, ' "$k" "$k"; done) }"
 declare -A rule=(
     [update]="$update"
@@ -82,8 +90,10 @@ declare -A rule=(
     [+lead]="@nh,128,8 @lead4 return; $update"
     [shards-jhash]="jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [shards-byte]="@nh,152,8 & 0x1f $shards"
+    [+lead+shards]="@nh,128,8 @lead4 return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
+    [concat-shards]="@nh,128,8 . jhash @nh,128,32 mod 32 seed 0x1234 $lead_shards"
 )
-variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte "${binaries[@]}")
+variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte +lead+shards concat-shards "${binaries[@]}")
 
 # One flood with the variant's table in place: prints its line.
 measure() {
