@@ -120,9 +120,9 @@ fn a_hundred_thousand_sources_then_a_million_more_than_the_sets_hold() {
 
     // A million distinct IPv6 sources in a few 5 s intervals (about 9 s of
     // sending: one interval gets a third of them at the least): with
-    // --max-ips 1000 the sets of one generation have room for 32 × 68 =
-    // 2,176 peers per direction and family, so most are refused, and
-    // their bytes count in the totals.
+    // --max-ips 1000 the sets of one generation (the front set and 32
+    // shards) have room for 33 × 68 = 2,244 peers per direction and
+    // family, so most are refused, and their bytes count in the totals.
     let before = rx_of(&lab) + lab.truth()[&(MANY_IPS_RANGE_V6.to_string(), "rx")];
     let port = lab::free_port();
     let monitor = start(&mut lab, &["-i", "vh", "-d", "0", "-s", "5", "-q", "-p", &port.to_string(), "--max-ips", "1000"]);

@@ -125,7 +125,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
         assert_eq!(unreadable, 0);
         for (ip, bytes) in elements {
             assert!(filter.counts(ip), "{ip} ({bytes} bytes in {set}) should have been left out in the kernel");
-            assert!(counted.insert((ip.to_string(), dir), bytes).is_none(), "{ip} in two shards");
+            assert!(counted.insert((ip.to_string(), dir), bytes).is_none(), "{ip} in two sets");
         }
     }
     let truth = lab.truth();
@@ -265,14 +265,57 @@ fn a_table_counts_no_skipped_peer_from_its_first_packet() {
     }
 }
 
+#[test]
+fn the_first_peers_of_an_interval_count_in_the_front_set_and_the_others_in_their_shards() {
+    use ip_traffic_monitor_cli::backend::nftables::table;
+    if !lab::require("the_first_peers_of_an_interval_count_in_the_front_set_and_the_others_in_their_shards", &["python3"]) {
+        return;
+    }
+    let lab = Lab::new();
+    lab.accept_any_source_in_remote();
+    // Room for 52 peers in each set: 1,000 sources fill the front set and
+    // leave about 30 to each shard.
+    let layout = table::Layout { size: 640, ..layout() };
+    let room = table::set_room(&layout) as usize;
+    assert_eq!(room, 52);
+    in_netns(&lab.host, move |s| table::create(s, "itm_front", &layout, false, table::Stamp { number: 0, owner: 1, active: table::Generation::A })).expect("the table");
+    // Three 2-byte datagrams from each of 1,000 sources: 30 bytes each at L3.
+    lab.udp_from_many_sources(false, 1_000, 3);
+    let (mut front, mut in_shards) = (0, 0);
+    let mut counted: BTreeMap<IpAddr, u64> = BTreeMap::new();
+    for (set, _) in table::sets(table::Generation::A).into_iter().filter(|(set, _)| set.starts_with("rx4_")) {
+        let name = set.clone();
+        let (elements, unreadable) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_front", &name)).expect("dump");
+        assert_eq!(unreadable, 0);
+        if set == "rx4_front_a" { front += elements.len() } else { in_shards += elements.len() }
+        // Two CPUs racing for the front set's last room could put one peer
+        // in two sets, each with its own packets: added up, as a harvest does.
+        elements.into_iter().for_each(|(ip, bytes)| *counted.entry(ip).or_default() += bytes);
+    }
+    let want = lab.truth()[&(lab::MANY_IPS_RANGE.to_string(), "rx")];
+    let got: u64 = counted.values().sum();
+    println!("front set {front} peers (room {room}), shards {in_shards}; nftables {want}, counted {got}");
+    assert_eq!(want, 1_000 * 3 * 30, "what crossed");
+    assert_eq!(got, want, "every byte, in one set or another");
+    assert_eq!(counted.len(), 1_000, "every source");
+    assert!(counted.values().all(|&bytes| bytes == 90), "each source's three datagrams: {:?}", counted.iter().find(|(_, b)| **b != 90));
+    assert_eq!(front, room, "the front set took the first peers, as many as it holds");
+    assert!(in_shards >= 1_000 - room, "the shards took the others: {in_shards}");
+    let refused = in_netns(&lab.host, |s| ip_traffic_monitor_cli::backend::nftables::read_counter(s, "itm_front", "rx_a")).expect("counter");
+    assert_eq!(refused, 0, "no shard was full");
+}
+
 /// The handles of the monitor's table as `nft -a` shows them: of every set
 /// of peers, by name (`set tx4_7_a { # handle 42`), and of the rules of
-/// every shard chain, by chain (`update @tx4_7_a { … } return # handle 97`).
-/// A set or rule made anew gets a new handle.
+/// every shard chain, by chain (`update @tx4_7_a { … } return # handle 97`);
+/// and the front sets its rules count in. A set or rule made anew gets a
+/// new handle.
 #[derive(Debug, PartialEq)]
 struct Handles {
     sets: BTreeMap<String, u64>,
     rules: BTreeMap<String, Vec<u64>>,
+    /// The front sets the rules of the chains that count name.
+    fronts: Vec<String>,
 }
 
 fn handles(lab: &Lab) -> Handles {
@@ -281,9 +324,14 @@ fn handles(lab: &Lab) -> Handles {
         .output()
         .expect("nft");
     let of_peers = |name: &str| name.ends_with("_a") || name.ends_with("_b"); // not skip4, tx, …
-    let mut handles = Handles { sets: BTreeMap::new(), rules: BTreeMap::new() };
+    let mut handles = Handles { sets: BTreeMap::new(), rules: BTreeMap::new(), fronts: Vec::new() };
     let mut chain = None;
     for line in String::from_utf8_lossy(&listing.stdout).lines().map(str::trim) {
+        if let Some(front) = line.strip_prefix("update @").and_then(|rest| rest.split_once(' ')).map(|(set, _)| set) {
+            if front.contains("_front_") {
+                handles.fronts.push(front.to_string());
+            }
+        }
         let Some((what, handle)) = line.rsplit_once(" # handle ") else { continue };
         let Ok(handle) = handle.trim().parse::<u64>() else { continue };
         if let Some(name) = what.strip_prefix("set ").and_then(|w| w.strip_suffix(" {")) {
@@ -367,17 +415,23 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     assert_eq!([first, second, third, fourth, last], [0, 1000 * 1228, 500 * 1228, 0, 100 * 1228], "each flow handed over once, exactly");
     assert_eq!(second + third + last, truth, "every byte handed over exactly once");
     // Of generation A, only the set that held the first flow's peer was
-    // made anew (a new handle), with its chain's rules; the 127 read empty
-    // were left as they were, and so were their chains and all of B's.
-    assert_eq!(before.sets.len(), 256, "4 directions and families × 32 shards × 2 generations");
-    assert_eq!(before.rules.len(), 256, "a shard chain per set: {:?}", before.rules.keys().collect::<Vec<_>>());
+    // made anew (a new handle): the front set, as its one peer was the
+    // first of the interval. The 131 read empty were left as they were, and
+    // so were the shards' chains and all of B's.
+    assert_eq!(before.sets.len(), 264, "4 directions and families × (32 shards + the front set) × 2 generations");
+    assert_eq!(before.rules.len(), 256, "a chain per shard's set: {:?}", before.rules.keys().collect::<Vec<_>>());
     assert!(before.rules.values().all(|rules| rules.len() == 2), "update, then the refused bytes' counter: {:?}", before.rules);
     let remade = changed(&before.sets, &after_second.sets);
-    assert!(remade.len() == 1 && remade[0].starts_with("tx4_") && remade[0].ends_with("_a"), "sets made anew: {remade:?}");
-    assert_eq!(changed(&before.rules, &after_second.rules), remade, "only the chain of the set made anew got new rules");
-    // A quiet interval's harvest changes neither a set nor a rule (only the
-    // shard maps and the stamp).
-    assert_eq!(before_quiet, after_quiet, "a quiet harvest made nothing anew");
+    assert_eq!(remade, ["tx4_front_a"], "sets made anew");
+    assert_eq!(changed(&before.rules, &after_second.rules), Vec::<String>::new(), "no shard's chain got new rules");
+    // The base chains' rules name the front sets of the generation they
+    // feed: written anew with each swap.
+    assert!(before.fronts.iter().all(|front| front.ends_with("_front_b")), "after the first swap: {:?}", before.fronts);
+    assert!(after_second.fronts.iter().all(|front| front.ends_with("_front_a")), "after the second: {:?}", after_second.fronts);
+    assert_eq!(after_second.fronts.len(), 4, "a front set per direction and family: {:?}", after_second.fronts);
+    // A quiet interval's harvest makes no set anew and changes no shard's
+    // chain (only the maps, the base chains' few rules and the stamp).
+    assert_eq!((&before_quiet.sets, &before_quiet.rules), (&after_quiet.sets, &after_quiet.rules), "a quiet harvest made nothing anew");
     let tables = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "tables"]).output().expect("nft");
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("ip_traffic_monitor"), "the table is gone");
 }

@@ -2,10 +2,10 @@
 //! (each all of it or nothing; see [`create`]), never touching any other
 //! table: an `inet` table
 //! with sets of peers with per-element counters (per direction and family,
-//! key = the remote address, in [`SHARDS`] shards and two [`Generation`]s),
-//! counter objects per generation (`tx_a`, `rx_a`, …: the bytes whose peer
-//! found no room in a set), one counter object whose bytes are the number
-//! of the last harvest ([`HARVESTS`]), and two base chains:
+//! key = the remote address: a front set and [`SHARDS`] shards, in two
+//! [`Generation`]s), counter objects per generation (`tx_a`, `rx_a`, …: the
+//! bytes whose peer found no room in a set), one counter object whose bytes
+//! are the number of the last harvest ([`HARVESTS`]), and two base chains:
 //!
 //! - `rx`, hook prerouting, priority INT_MIN: every packet a device hands to
 //!   the stack, before any other table can drop, defragment or rewrite it:
@@ -25,10 +25,16 @@
 //!                                    --exclude): a lookup in an interval set,
 //!                                    for the few addresses whose leading
 //!                                    byte(s) such a block has: no room taken
+//! update @rx4_front_a { ip saddr } return
+//!                                    the first peers of an interval, as many
+//!                                    as a shard holds
 //! jhash ip saddr mod 32 seed S vmap @rx4_shards
+//!                                    the others: a peer the front set has no
+//!                                    room for, to its shard
 //!
 //! chain rx6:
 //! @nh,64,16 @skip6_lead ip6 saddr @skip6 return
+//! update @rx6_front_a { ip6 saddr } return
 //! jhash ip6 saddr mod 32 seed S vmap @rx6_shards
 //!
 //! chain rx4_7_a (one per shard and generation; @rx4_shards maps 7 to a
@@ -37,6 +43,18 @@
 //! counter name "rx_a"                only what a full set refused gets here
 //! ```
 //!
+//! Why a front set: the kernel dumps a set at a cost that grows with the
+//! square of its size ([`SHARDS`]), so peers are spread over small sets; but
+//! reaching a shard (the hash, the map's lookup, the `goto` and a chain's
+//! entry) costs a packet about 150–200 ns here, a third of the table's
+//! cost. Most intervals see fewer peers than one shard holds: their packets
+//! all count in the front set, in the base chain, and only an interval with
+//! more peers pays for the shards (and, for those peers, for the front
+//! set's refusal first). A peer is counted in one set of a generation: in
+//! the front set if it was there, else in its shard (two CPUs that race for
+//! the front set's last room may put one peer in both, each with its own
+//! packets: the harvest adds them up).
+//!
 //! Every step is a `goto`, never a `jump`: no chain returns to the one
 //! before it, so the first `return` (or a chain's end) ends the table's
 //! work on a packet, and an IPv4 packet meets one rule about its family, an
@@ -44,20 +62,23 @@
 //! Each rule a packet meets costs it tens of nanoseconds here (`make bench`,
 //! hook cost): the table is as short as what it must do.
 //!
-//! Generations: the shard chains of one generation feed its sets while the
+//! Generations: the rules of one generation feed its sets while the
 //! other's (sets and refused counters), fed until the last harvest, are
 //! read; then one transaction points the shard maps at the chains of the
-//! generation just read, makes anew, empty, those of its sets that held
+//! generation just read, writes the few rules of the base and IPv6 chains
+//! anew for its front sets, makes anew, empty, those of its sets that held
 //! elements (and its counters of refused bytes, if they counted any), and
 //! numbers the harvest ([`swap`]). So no element needs a timeout and no
 //! counter is ever reset: a set holds only what its peers sent in one
 //! interval, read once, whole, after nothing writes to it any more; and a
-//! harvest of a quiet interval changes four maps, not hundreds of rules.
+//! harvest of a quiet interval changes four maps and a dozen rules, not
+//! hundreds.
 //!
 //! What `nft --debug=netlink` shows for these, encoded by hand. A full set
 //! refuses the update, which ends that rule (`NFT_BREAK`) before its
-//! `return`: the packet reaches the counter of refused bytes. So every
-//! counted byte is in exactly one place: an element or that counter.
+//! `return`: the packet goes on to the next rule (from the front set, to
+//! the shards; in a shard's chain, to the counter of refused bytes). So
+//! every counted byte is in exactly one place: an element or that counter.
 
 use std::io;
 use std::net::IpAddr;
@@ -118,8 +139,8 @@ pub const SHARDS: u32 = 32;
 /// What [`create`] makes, numbered: raised with every change to it, so
 /// that a table an older build left is replaced, not taken up (2: a shard
 /// chain per generation, maps that are swapped; 3: `goto` only, IPv6 in a
-/// chain of its own).
-const STRUCTURE: u32 = 3;
+/// chain of its own; 4: a front set before the shards).
+const STRUCTURE: u32 = 4;
 
 /// One direction: its base chain, hook, the device it is matched on, and
 /// its counter of refused bytes (named like the chain).
@@ -233,13 +254,19 @@ impl Generation {
 /// Every set of peers of generation `generation`, `(name, direction)` with
 /// direction 0 for tx and 1 for rx: `tx4_0_a` … `rx6_31_a`.
 pub fn sets(generation: Generation) -> Vec<(String, usize)> {
-    let mut sets = Vec::with_capacity(4 * SHARDS as usize);
+    let mut sets = Vec::with_capacity(4 * (SHARDS as usize + 1));
     for (dir, direction) in DIRECTIONS.iter().enumerate() {
         for peers in &direction.peers {
             sets.extend((0..SHARDS).map(|shard| (set_name(direction, peers, shard, generation), dir)));
+            sets.push((front_name(direction, peers, generation), dir));
         }
     }
     sets
+}
+
+/// The front set of one direction and family in one generation: `tx4_front_a`.
+fn front_name(direction: &Direction, peers: &Peers, generation: Generation) -> String {
+    format!("{}{}_front_{}", direction.name, peers.family, generation.suffix())
 }
 
 /// A shard's set in one generation, and the chain that feeds it: `tx4_7_a`.
@@ -343,18 +370,20 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
             for shard in 0..SHARDS {
                 for generation in [Generation::A, Generation::B] {
                     let set = set_name(direction, peers, shard, generation);
-                    messages.push(new_set(name, &set, peers, next_id(), shard_size(layout), seq));
+                    messages.push(new_set(name, &set, peers, next_id(), set_room(layout), seq));
                     messages.push(new_chain(name, &set, seq)); // its chain: named like it
                 }
+            }
+            for generation in [Generation::A, Generation::B] {
+                messages.push(new_set(name, &front_name(direction, peers, generation), peers, next_id(), set_room(layout), seq));
             }
             let map = shard_map(direction, peers);
             let id = next_id();
             messages.push(new_shard_map(name, &map, id, seq));
             messages.push(shard_map_elements(NEWSETELEM, name, &map, Some(id), direction, peers, stamp.active, seq));
-            maps.push((direction, peers, map, id));
+            maps.push((map, id));
         }
     }
-    let create = create | NLM_F_APPEND; // rules, from here on, in the order written
     for direction in &DIRECTIONS {
         for peers in &direction.peers {
             for shard in 0..SHARDS {
@@ -370,34 +399,27 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
     let mut skip_sets = Vec::new();
     for peers in &DIRECTIONS[0].peers {
         let ranges = skipped_ranges(&layout.skipped, peers.len == 4);
-        if !ranges.is_empty() {
-            let (set, id) = (format!("skip{}", peers.family), next_id());
-            messages.push(new_skip_set(name, &set, peers, id, seq));
-            messages.extend(skip_set_elements(name, &set, id, peers, &ranges, seq));
-            let lead = leads(&ranges, peers.len == 4).map(|leads| {
-                let (lead_set, lead_id) = (format!("skip{}_lead", peers.family), next_id());
-                messages.push(new_lead_set(name, &lead_set, peers, lead_id, leads.len(), seq));
-                messages.push(lead_set_elements(name, &lead_set, lead_id, peers, &leads, seq));
-                (lead_set, lead_id)
-            });
-            skip_sets.push((peers.len, SkipSets { set, id, lead }));
+        if let Some(mut skip) = SkipSets::made_for(layout, peers) {
+            skip.id = next_id();
+            messages.push(new_skip_set(name, &skip.set, peers, skip.id, seq));
+            messages.extend(skip_set_elements(name, &skip.set, skip.id, peers, &ranges, seq));
+            if let (Some((lead_set, lead_id)), Some(leads)) = (&mut skip.lead, leads(&ranges, peers.len == 4)) {
+                *lead_id = next_id();
+                messages.push(new_lead_set(name, lead_set, peers, *lead_id, leads.len(), seq));
+                messages.push(lead_set_elements(name, lead_set, *lead_id, peers, &leads, seq));
+            }
+            skip_sets.push(skip);
         }
     }
-    let seed = hash_seed();
+    let counting = Counting { table: name, layout, skip_sets: &skip_sets, maps: &maps, generation: stamp.active, seed: hash_seed() };
+    // The IPv6 chains' rules count nothing until a base chain sends them packets.
+    for direction in &DIRECTIONS {
+        messages.extend(counting.family_rules(direction, &direction.peers[1], seq));
+    }
     let live_seq = socket.next_seq();
     let mut live = vec![new_counter(name, HARVESTS, stamp.number, stamp.packets(), live_seq)];
     for direction in &DIRECTIONS {
-        live.push(device_rule(name, direction, layout.iface.as_ref(), create, live_seq));
-        live.push(ipv6_rule(name, direction, &direction.peers[1], create, live_seq));
-    }
-    for (direction, peers, map, id) in &maps {
-        let chain = family_chain(direction, peers);
-        // The rules of the base chains wait for the second transaction.
-        let (to, seq) = if chain == direction.name { (&mut live, live_seq) } else { (&mut messages, seq) };
-        for (_, skip) in skip_sets.iter().filter(|(len, _)| *len == peers.len) {
-            to.push(skip_rule(name, &chain, peers, skip, create, seq));
-        }
-        to.push(dispatch_rule(name, &chain, peers, map, *id, seed, create, seq));
+        live.extend(counting.base_rules(direction, live_seq));
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})?;
     socket.exchange(&batch(live, live_seq), live_seq, |_| {}).inspect_err(|_| {
@@ -406,37 +428,96 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
     })
 }
 
+/// What the rules of the chains that count a packet (the base chains and
+/// the IPv6 chains: [`family_chain`]) refer to: they name the front sets of
+/// the generation they feed, so each [`swap`] writes them anew.
+struct Counting<'a> {
+    table: &'a str,
+    layout: &'a Layout,
+    /// The skipped blocks' sets, with the ids [`create`] gave them (by
+    /// name only, 0, afterwards).
+    skip_sets: &'a [SkipSets],
+    /// The shard maps, with their ids, by direction and family (none
+    /// afterwards: they are found by name).
+    maps: &'a [(String, u32)],
+    generation: Generation,
+    seed: u32,
+}
+
+impl Counting<'_> {
+    /// A base chain's rules: not the loopback (or only `-i`'s device),
+    /// IPv6 to its chain, then IPv4's [`Counting::family_rules`].
+    fn base_rules(&self, direction: &Direction, seq: u32) -> Vec<Vec<u8>> {
+        let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
+        let mut rules = vec![
+            device_rule(self.table, direction, self.layout.iface.as_ref(), flags, seq),
+            ipv6_rule(self.table, direction, &direction.peers[1], flags, seq),
+        ];
+        rules.extend(self.family_rules(direction, &direction.peers[0], seq));
+        rules
+    }
+
+    /// The rules that count peers of `peers`' family: skip the blocks never
+    /// counted, count in the front set while it has room, else in a shard.
+    fn family_rules(&self, direction: &Direction, peers: &Peers, seq: u32) -> Vec<Vec<u8>> {
+        let (table, chain) = (self.table, family_chain(direction, peers));
+        let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
+        let mut rules = Vec::new();
+        if let Some(skip) = self.skip_sets.iter().find(|skip| skip.len == peers.len) {
+            rules.push(skip_rule(table, &chain, peers, skip, flags, seq));
+        }
+        rules.push(update_rule(table, &chain, &front_name(direction, peers, self.generation), peers, flags, seq));
+        let map = shard_map(direction, peers);
+        let map_id = self.maps.iter().find(|(name, _)| *name == map).map_or(0, |(_, id)| *id);
+        rules.push(dispatch_rule(table, &chain, peers, &map, map_id, self.seed, flags, seq));
+        rules
+    }
+}
+
 /// Points the shard maps of table `name` at the chains of generation
-/// `stamp.active`, makes anew, empty, those of its sets that `occupied`
-/// marks ([`sets`] order) and its counters of refused bytes of the
-/// directions `refused` marks (0 tx, 1 rx), and stamps the table, all in
-/// one transaction: a packet counts either in the old generation or in the
-/// new one, and the stamp says which harvests' bytes have left the kernel.
-/// The old generation is left as it is, for reading.
+/// `stamp.active`, writes anew the rules of the chains that count (naming
+/// that generation's front sets, and with a new seed for the shard hash),
+/// makes anew, empty, those of its sets that `occupied` marks ([`sets`]
+/// order) and its counters of refused bytes of the directions `refused`
+/// marks (0 tx, 1 rx), and stamps the table, all in one transaction: a
+/// packet counts either in the old generation or in the new one (the
+/// kernel switches every chain's rules at once), and the stamp says which
+/// harvests' bytes have left the kernel. The old generation is left as it
+/// is, for reading.
 ///
 /// The rest of the new generation was read empty, and nothing has written
 /// to it since the swap before: it is empty still, and left as it is.
 /// (Making a set costs its hash buckets, allocated and cleared for all its
 /// room; making a rule, a search of the table's sets by name: a quiet
-/// interval's swap changes only the maps and the stamp.)
+/// interval's swap changes the maps, the few rules of the chains that
+/// count, and the stamp.)
 pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occupied: &[bool], refused: [bool; 2]) -> io::Result<()> {
     let to = stamp.active;
     let seq = socket.next_seq();
     let mut messages = vec![delete_object(name, HARVESTS, seq), new_counter(name, HARVESTS, stamp.number, stamp.packets(), seq)];
     // Rules go before what they use: a set or counter still used cannot go.
+    for direction in &DIRECTIONS {
+        messages.push(flush_chain(name, direction.name, seq));
+        messages.push(flush_chain(name, &family_chain(direction, &direction.peers[1]), seq));
+    }
     let mut remade = Vec::new();
-    let mut index = 0;
+    let mut fronts = Vec::new();
+    let mut held = occupied.iter().copied().chain(std::iter::repeat(true));
     for (dir, direction) in DIRECTIONS.iter().enumerate() {
         let refused = refused[dir];
         for peers in &direction.peers {
             for shard in 0..SHARDS {
-                let occupied = occupied.get(index).copied().unwrap_or(true);
-                index += 1;
+                let occupied = held.next().unwrap_or(true);
                 if occupied || refused {
                     let chain = set_name(direction, peers, shard, to);
                     messages.push(flush_chain(name, &chain, seq));
                     remade.push((direction, peers, shard, occupied.then_some(chain)));
                 }
+            }
+            if held.next().unwrap_or(true) {
+                let front = front_name(direction, peers, to);
+                messages.push(delete_set(name, &front, seq));
+                fronts.push((front, peers));
             }
             let map = shard_map(direction, peers);
             messages.push(shard_map_elements(DELSETELEM, name, &map, None, direction, peers, to.other(), seq));
@@ -452,20 +533,31 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
         if let Some(set) = set {
             id += 1;
             messages.push(delete_set(name, &set, seq));
-            messages.push(new_set(name, &set, peers, id, shard_size(layout), seq));
+            messages.push(new_set(name, &set, peers, id, set_room(layout), seq));
         }
         messages.extend(shard_rules(name, direction, peers, shard, to, seq));
+    }
+    for (front, peers) in fronts {
+        id += 1;
+        messages.push(new_set(name, &front, peers, id, set_room(layout), seq));
+    }
+    let skip_sets: Vec<SkipSets> = DIRECTIONS[0].peers.iter().filter_map(|peers| SkipSets::made_for(layout, peers)).collect();
+    let counting = Counting { table: name, layout, skip_sets: &skip_sets, maps: &[], generation: to, seed: hash_seed() };
+    for direction in &DIRECTIONS {
+        messages.extend(counting.base_rules(direction, seq));
+        messages.extend(counting.family_rules(direction, &direction.peers[1], seq));
     }
     socket.exchange(&batch(messages, seq), seq, |_| {})
 }
 
-/// Room in each shard's set: its share of the peers and a quarter more,
-/// or, where that is less, four standard deviations and 16 more: the hash
+/// Room in each set of peers (a shard's, and the front set's, which holds
+/// as many): a shard's share of the peers and a quarter more, or, where
+/// that is less, four standard deviations and 16 more: the hash
 /// gives some shards more than their share, and relatively more the fewer
 /// each expects. No fixed floor: the kernel allocates a set's hash buckets
 /// for its room up front (all sets of both generations, whether used or
 /// not), so a small `--max-ips` must make small sets on a small router.
-fn shard_size(layout: &Layout) -> u32 {
+pub fn set_room(layout: &Layout) -> u32 {
     let share = layout.size.div_ceil(SHARDS);
     let spread = 4 * share.isqrt() + 16;
     share.saturating_add((share / 4).max(spread))
@@ -791,9 +883,22 @@ fn skip_set_elements(table: &str, set: &str, id: u32, peers: &Peers, ranges: &[(
 /// A family's sets of skipped blocks: the interval set, and the set of
 /// the blocks' leading bytes, if there are few enough of those.
 struct SkipSets {
+    /// The family's address length: 4 or 16.
+    len: u32,
     set: String,
     id: u32,
     lead: Option<(String, u32)>,
+}
+
+impl SkipSets {
+    /// The sets [`create`] makes for `layout`'s skipped blocks of `peers`'
+    /// family, by name (ids 0: given when they are made); `None` if that
+    /// family skips nothing.
+    fn made_for(layout: &Layout, peers: &Peers) -> Option<SkipSets> {
+        let ranges = skipped_ranges(&layout.skipped, peers.len == 4);
+        let lead = leads(&ranges, peers.len == 4).map(|_| (format!("skip{}_lead", peers.family), 0));
+        (!ranges.is_empty()).then(|| SkipSets { len: peers.len, set: format!("skip{}", peers.family), id: 0, lead })
+    }
 }
 
 /// `@nh,OFFSET,LEAD @LEADS  @nh,OFFSET,LEN @SET  return`: a
@@ -822,11 +927,21 @@ fn load_address(rule: &mut Builder, peers: &Peers, len: u32) {
     });
 }
 
-/// `@SET`: a miss ends the rule.
+/// `@SET`: a miss ends the rule. (`set_id`: the set's, if it is made in the
+/// same transaction, else 0.)
 fn lookup(rule: &mut Builder, set: &str, set_id: u32) {
     expression(rule, "lookup", |e| {
-        e.attr_str(1, set).attr_u32(2, REG).attr_u32(4, set_id); // NFTA_LOOKUP_SET, _SREG, _SET_ID
+        e.attr_str(1, set).attr_u32(2, REG); // NFTA_LOOKUP_SET, _SREG
+        set_id_attr(e, 4, set_id); // NFTA_LOOKUP_SET_ID
     });
+}
+
+/// A set's id, where a message refers to a set made in the same
+/// transaction (the kernel finds one made before by its name).
+fn set_id_attr(e: &mut Builder, kind: u16, set_id: u32) {
+    if set_id != 0 {
+        e.attr_u32(kind, set_id);
+    }
 }
 
 /// The leading bytes the prefilter looks at: one of an IPv4 address, two
@@ -902,7 +1017,8 @@ fn refused_rule(table: &str, chain: &str, counter: &str, flags: u16, seq: u32) -
     })
 }
 
-/// In a shard's chain: `update @SET { ADDRESS } return`.
+/// `update @SET { ADDRESS } return`: in a shard's chain, and for the front
+/// set (where a full set's refusal goes on to the shards).
 fn update_rule(table: &str, chain: &str, set: &str, peers: &Peers, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, chain, flags, seq, |r| {
         load_address(r, peers, peers.len);
@@ -925,7 +1041,8 @@ fn dispatch_rule(table: &str, chain: &str, peers: &Peers, map: &str, map_id: u32
         });
         expression(r, "lookup", |e| {
             // NFTA_LOOKUP_SET, _SREG, _DREG (the verdict register), _SET_ID
-            e.attr_str(1, map).attr_u32(2, REG).attr_u32(3, 0).attr_u32(4, map_id);
+            e.attr_str(1, map).attr_u32(2, REG).attr_u32(3, 0);
+            set_id_attr(e, 4, map_id);
         });
     })
 }
@@ -1014,7 +1131,7 @@ mod tests {
     /// more room than that needs: no floor for small sizes.
     #[test]
     fn each_shard_holds_its_share_of_the_peers_whatever_the_size() {
-        let size = |peers: u32| shard_size(&Layout { size: peers, skipped: Vec::new(), iface: None });
+        let size = |peers: u32| set_room(&Layout { size: peers, skipped: Vec::new(), iface: None });
         assert_eq!(size(100_000), 3_906, "the default: its share, 3,125, and a quarter more");
         assert_eq!((size(10_000), size(1_000), size(1)), (397, 68, 21), "small: four standard deviations and 16");
         assert_eq!(size(u32::MAX), u32::MAX / SHARDS + 1 + (u32::MAX / SHARDS + 1) / 4);
