@@ -208,8 +208,9 @@ fn choose_backend<'a>(
 /// addresses of its IPv4 subnets, as they are at start (docs/ACCOUNTING.md,
 /// "Which remote addresses count"). Neither is a peer: a packet from one is
 /// this host's own multicast or broadcast looped back to it, and nftables
-/// sees a broadcast it sends twice in postrouting (the looped copy too), so
-/// the broadcasts are skipped in the kernel.
+/// sees a broadcast it sends twice in postrouting (the looped copy too).
+/// Both are dropped in user space ([`AddressFilter::this_host`]), whole:
+/// what the kernel counted for them twice never reaches a report.
 fn leave_out_this_host(filter: AddressFilter) -> AddressFilter {
     let addresses = crate::sys::interface_addresses();
     let mut broadcasts = Vec::new();
@@ -219,7 +220,7 @@ fn leave_out_this_host(filter: AddressFilter) -> AddressFilter {
             broadcasts.extend(crate::filter::subnet_broadcast(addr, netmask).map(IpAddr::V4));
         }
     }
-    filter.leaving_out(broadcasts).with_this_host(addresses.iter().map(|a| a.addr))
+    filter.with_this_host(addresses.iter().map(|a| a.addr).chain(broadcasts))
 }
 
 fn resolve_iface(name: String) -> Result<Iface, Error> {
