@@ -281,6 +281,7 @@ fn the_first_peers_of_an_interval_count_in_the_front_set_and_the_others_in_their
     in_netns(&lab.host, move |s| table::create(s, "itm_front", &layout, false, table::Stamp { number: 0, owner: 1, active: table::Generation::A })).expect("the table");
     // Three 2-byte datagrams from each of 1,000 sources: 30 bytes each at L3.
     lab.udp_from_many_sources(false, 1_000, 3);
+    lab.wait_until_quiet();
     let (mut front, mut in_shards) = (0, 0);
     let mut counted: BTreeMap<IpAddr, u64> = BTreeMap::new();
     for (set, _) in table::sets(table::Generation::A).into_iter().filter(|(set, _)| set.starts_with("rx4_")) {
