@@ -117,9 +117,12 @@ fn in_the_vm_a_router_with_a_flowtable() {
     // The forward rule offloads a flow once conntrack has seen its
     // handshake: of the 10 MB each way the hooks see the first packets
     // only, less than one 64 KiB GSO packet (seen here: 432 and 448 bytes).
+    // (What crossed is evidence only: iperf3's -n counts what its client
+    // wrote, and the end of a run can cut the tail short, seen at 1.7 of
+    // 2 MB in another test; a flow of more than 5 MB leaves no doubt.)
     for (peer, dir) in [("198.51.100.8", "tx"), ("2001:db8:2::7", "rx")] {
         let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
-        assert!(want > 10_000_000, "{peer} {dir}: the flow crossed vh ({want} bytes)");
+        assert!(want > 5_000_000, "{peer} {dir}: the flow crossed vh ({want} bytes)");
         assert!(got < 65_536, "{peer} {dir}: offloaded packets are not seen by the hooks, yet {got} of {want} were counted");
     }
 
