@@ -502,7 +502,7 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
         messages.push(flush_chain(name, &family_chain(direction, &direction.peers[1]), seq));
     }
     let mut remade = Vec::new();
-    let mut fronts = Vec::new();
+    let mut id = 0;
     let mut held = occupied.iter().copied().chain(std::iter::repeat(true));
     for (dir, direction) in DIRECTIONS.iter().enumerate() {
         let refused = refused[dir];
@@ -517,8 +517,9 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
             }
             if held.next().unwrap_or(true) {
                 let front = front_name(direction, peers, to);
+                id += 1;
                 messages.push(delete_set(name, &front, seq));
-                fronts.push((front, peers));
+                messages.push(new_set(name, &front, peers, id, set_room(layout), seq));
             }
             let map = shard_map(direction, peers);
             messages.push(shard_map_elements(DELSETELEM, name, &map, None, direction, peers, to.other(), seq));
@@ -529,7 +530,6 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
             messages.push(new_counter(name, &refused_name(direction, to), 0, 0, seq));
         }
     }
-    let mut id = 0;
     for (direction, peers, shard, set) in remade {
         if let Some(set) = set {
             id += 1;
@@ -537,10 +537,6 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
             messages.push(new_set(name, &set, peers, id, set_room(layout), seq));
         }
         messages.extend(shard_rules(name, direction, peers, shard, to, seq));
-    }
-    for (front, peers) in fronts {
-        id += 1;
-        messages.push(new_set(name, &front, peers, id, set_room(layout), seq));
     }
     let skip_sets: Vec<SkipSets> = DIRECTIONS[0].peers.iter().filter_map(|peers| SkipSets::made_for(layout, peers)).collect();
     let counting = Counting { table: name, layout, skip_sets: &skip_sets, maps: &[], generation: to, seed: hash_seed() };
