@@ -31,11 +31,6 @@ impl Cidr {
         self.prefix
     }
 
-    /// The block of `ip` alone (`/32`, `/128`).
-    pub fn host(ip: IpAddr) -> Cidr {
-        Cidr { network: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } }
-    }
-
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

@@ -253,7 +253,8 @@ impl Generation {
 }
 
 /// Every set of peers of generation `generation`, `(name, direction)` with
-/// direction 0 for tx and 1 for rx: `tx4_0_a` … `rx6_31_a`.
+/// direction 0 for tx and 1 for rx: per direction and family its shards'
+/// sets, then its front set (`tx4_0_a` … `tx4_31_a`, `tx4_front_a`, …).
 pub fn sets(generation: Generation) -> Vec<(String, usize)> {
     let mut sets = Vec::with_capacity(4 * (SHARDS as usize + 1));
     for (dir, direction) in DIRECTIONS.iter().enumerate() {
@@ -503,6 +504,7 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, occu
     }
     let mut remade = Vec::new();
     let mut id = 0;
+    // A set past the end of `occupied` is made anew, to be sure.
     let mut held = occupied.iter().copied().chain(std::iter::repeat(true));
     for (dir, direction) in DIRECTIONS.iter().enumerate() {
         let refused = refused[dir];
