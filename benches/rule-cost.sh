@@ -20,6 +20,11 @@
 #   +lead+shards     the prefilter's failing lookup, then shards-jhash: the
 #                    monitor's IPv4 path for a public peer, less the rest
 #   concat-shards    both in one lookup: `@nh,128,8 . jhash … vmap`
+#   front            the prefilter, then the update in a front set with
+#                    room, `return`, then +lead+shards's dispatch (which the
+#                    flood's one peer never reaches): the monitor's common path
+#   front-full       the same with the front set full (one other element,
+#                    room for one): its refusal, then the dispatch
 #   BINARY           the table a monitor binary makes with -i vh (stopped
 #                    with SIGSTOP while the flood runs)
 #
@@ -67,6 +72,7 @@ table() {
     cat <<EOF
 table inet itm_rule_cost {
  set peers { typeof @nh,128,32; size 131072; flags dynamic; counter; }
+ set front { typeof @nh,128,32; size ${front_room:-4096}; flags dynamic; counter; ${front_elements:-} }
  set lead4 { typeof @nh,128,8; flags constant; elements = { 0, 10, 100, 127, 169, 172, 192, $(seq -s ', ' 224 255) } }
 $(for k in $(seq 0 31); do echo " chain s$k { $update; }"; done)
  chain tx { type filter hook postrouting priority 2147483647;
@@ -91,14 +97,18 @@ declare -A rule=(
     [shards-jhash]="jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [shards-byte]="@nh,152,8 & 0x1f $shards"
     [+lead+shards]="@nh,128,8 @lead4 return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
+    [front]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
+    [front-full]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [concat-shards]="@nh,128,8 . jhash @nh,128,32 mod 32 seed 0x1234 $lead_shards"
 )
-variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte +lead+shards concat-shards "${binaries[@]}")
+variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte +lead+shards concat-shards front front-full "${binaries[@]}")
 
 # One flood with the variant's table in place: prints its line.
 measure() {
     local variant=$1
     if [ -n "${rule[$variant]+set}" ]; then
+        # front-full: 1.2.3.4 fills the front set's one place.
+        if [ "$variant" = front-full ]; then front_room=1 front_elements="elements = { 16909060 }"; else front_room= front_elements=; fi
         table "${rule[$variant]}" | ip netns exec "$host" nft -f -
     else
         ip netns exec "$host" "$variant" -b nftables -i vh -d 0 -q > /dev/null 2>&1 &
