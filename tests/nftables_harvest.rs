@@ -96,9 +96,10 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
     // kernel's interval set takes them merged. And 5,000 more apart from
     // each other (a country's list, say): 10,000 elements of the interval
     // set, more than one message's attribute and the socket's default send
-    // buffer can carry.
+    // buffer can carry. Their 20 leading bytes, one apart, make IPv4's
+    // prefilter a bitmap set; IPv6's five blocks of leads stay inline.
     let listed = ["203.0.113.0/24", "203.0.113.9", "10.1.0.0/16", "2001:db8:2::/48", "2001:db8:2::7"].map(String::from);
-    let many = (101..121).flat_map(|a| (0..250).map(move |b| format!("{a}.{b}.0.0/20")));
+    let many = (102..142).step_by(2).flat_map(|a| (0..250).map(move |b| format!("{a}.{b}.0.0/20")));
     let exclude: Vec<_> = listed.into_iter().chain(many).map(|c| c.parse().expect("CIDR")).collect();
     let filter = ip_traffic_monitor_cli::filter::AddressFilter { exclude, ..Default::default() };
     let excluded = ["203.0.113.9", "2001:db8:2::7"];
@@ -139,14 +140,17 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
             assert_eq!(got, want, "{ip} {dir}");
         }
     }
-    // The prefilter of the skipped blocks holds each of their leading
-    // bytes (its elements have no counter: a dump reads them as unreadable).
-    for (set, v4) in [("skip4_lead", true), ("skip6_lead", false)] {
-        let leads = table::leads(&table::skipped_ranges(&filter.skipped_blocks(), v4), v4).expect("few leads");
-        assert!(leads.contains(&if v4 { 203 } else { 0x2001 }), "the --exclude blocks' leads: {leads:?}");
-        let (_, held) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_created", set)).expect("dump");
-        assert_eq!(held, leads.len(), "{set}");
-    }
+    // IPv4's prefilter: a set that holds each leading byte of the skipped
+    // blocks (its elements have no counter: a dump reads them as
+    // unreadable). IPv6's: a rule per block of leads, no set.
+    let leads = table::leads(&table::skipped_ranges(&filter.skipped_blocks(), true), true).expect("few leads");
+    assert!(leads.contains(&203), "the --exclude blocks' leads: {leads:?}");
+    let (_, held) = in_netns(&lab.host, |s| dump_set(s, FAMILY_INET, "itm_created", "skip4_lead")).expect("dump");
+    assert_eq!(held, leads.len(), "skip4_lead");
+    assert!(in_netns(&lab.host, |s| dump_set(s, FAMILY_INET, "itm_created", "skip6_lead")).is_err(), "no skip6_lead");
+    let rules = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "chain", "inet", "itm_created", "tx6"]).output().expect("nft");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(rules.contains("@nh,192,16 0x2001 @nh,192,128 @skip6 return"), "2001:db8:2::/48's lead, then the interval lookup:\n{rules}");
     // Every range is in the interval set: its first address and the one
     // after its last (none after a range that runs to 255.255.255.255).
     let ranges = table::skipped_ranges(&filter.skipped_blocks(), true);
@@ -310,6 +314,73 @@ fn the_first_peers_of_an_interval_count_in_the_front_set_and_the_others_in_their
     assert!(counted.values().all(|&bytes| bytes == 90), "each source's three datagrams: {:?}", counted.iter().find(|(_, b)| **b != 90));
     assert_eq!(front, room, "the front set took the first peers, as many as it holds");
     assert!(in_shards >= 1_000 - room, "the shards took the others: {in_shards}");
+}
+
+/// The kernel skips exactly what the user-space filter leaves out, at each
+/// skipped block's edges and middle, whichever prefilter the blocks make:
+/// the defaults (a rule per block of leading bytes), `--include-private`,
+/// and 14 more blocks one lead apart (more than the rules are worth: a
+/// bitmap set of leads). One packet from each probe, raw, so that any
+/// source can be sent, even those no socket may bind.
+#[test]
+fn the_kernel_skips_what_the_filter_leaves_out_at_each_blocks_edges_with_either_prefilter() {
+    use ip_traffic_monitor_cli::backend::nftables::table;
+    use ip_traffic_monitor_cli::filter::{AddressFilter, Cidr};
+    if !lab::require("the_kernel_skips_what_the_filter_leaves_out_at_each_blocks_edges_with_either_prefilter", &["python3"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let scattered: Vec<Cidr> = (0..14).map(|k| format!("{}.7.0.0/16", 20 + 2 * k).parse().expect("CIDR")).collect();
+    let filters = [
+        ("defaults", AddressFilter::default()),
+        ("--include-private", AddressFilter { include_private: true, ..Default::default() }),
+        ("14 more leads", AddressFilter { exclude: scattered, ..Default::default() }),
+    ];
+    for (name, filter) in filters {
+        let layout = table::Layout { skipped: filter.skipped_blocks(), ..layout() };
+        let probes = edges(&layout.skipped);
+        in_netns(&lab.host, move |s| table::create(s, "itm_edges", &layout, false, table::Stamp { number: 0, owner: 1, active: table::Generation::A })).expect("the table");
+        let bitmap = in_netns(&lab.host, |s| dump_set(s, FAMILY_INET, "itm_edges", "skip4_lead")).is_ok();
+        assert_eq!(bitmap, name == "14 more leads", "{name}: IPv4's leads in a set");
+        lab.raw_from_sources(&probes);
+        let mut counted: BTreeMap<IpAddr, u64> = BTreeMap::new();
+        for (set, _) in table::sets(table::Generation::A).into_iter().filter(|(set, _)| set.starts_with("rx")) {
+            let (elements, _) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_edges", &set)).expect("dump");
+            elements.into_iter().for_each(|(ip, bytes)| *counted.entry(ip).or_default() += bytes);
+        }
+        in_netns(&lab.host, |s| table::delete(s, "itm_edges")).expect("deleted");
+        let (mut kept, mut left_out) = (0, 0);
+        for probe in &probes {
+            let want = filter.counts(*probe).then_some(if probe.is_ipv4() { 30 } else { 50 });
+            assert_eq!(counted.get(probe).copied(), want, "{name}: {probe}");
+            if want.is_some() { kept += 1 } else { left_out += 1 }
+        }
+        println!("{name}: {} probes, {kept} counted, {left_out} skipped, as the filter decides", probes.len());
+        assert!(kept >= 10 && left_out >= 10, "{name}: probes on both sides");
+    }
+}
+
+/// Around each block: the address before it, its first, middle and last,
+/// and the one after it (0.0.0.0 as a source is the kernel's to fill in:
+/// 0.0.0.1 instead).
+fn edges(blocks: &[ip_traffic_monitor_cli::filter::Cidr]) -> Vec<IpAddr> {
+    let mut probes = Vec::new();
+    for block in blocks {
+        let (bits, width, v4) = match block.network() {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32, true),
+            IpAddr::V6(a) => (u128::from(a), 128, false),
+        };
+        let top = u128::MAX >> (128 - width);
+        let last = bits | top.checked_shr(u32::from(block.prefix())).unwrap_or(0);
+        let around = [bits.checked_sub(1), Some(bits.max(u128::from(v4))), Some(bits / 2 + last / 2), Some(last), last.checked_add(1).filter(|a| *a <= top)];
+        for address in around.into_iter().flatten() {
+            let ip = if v4 { IpAddr::from((address as u32).to_be_bytes()) } else { IpAddr::from(address.to_be_bytes()) };
+            if !probes.contains(&ip) {
+                probes.push(ip);
+            }
+        }
+    }
+    probes
 }
 
 /// The handles of the monitor's table as `nft -a` shows them: of every set

@@ -581,6 +581,36 @@ for _ in range(100):\n\
         }
     }
 
+    /// From the remote namespace to the host, one packet from each of
+    /// `sources`, whatever they are: raw IP packets the script writes whole
+    /// (protocol 253, for experiments: RFC 3692), 30 bytes at L3 (IPv4) or
+    /// 50 (IPv6). The host drops them after its prerouting hook, where the
+    /// monitor counts; IPv6 drops multicast and loopback sources before it.
+    /// A datagram to each of the host's addresses first, so that no probe
+    /// waits for a neighbour.
+    pub fn raw_from_sources(&self, sources: &[std::net::IpAddr]) {
+        let list: Vec<String> = sources.iter().map(|source| format!("'{source}'")).collect();
+        let script = format!(
+            "import socket, struct, time\n\
+             socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('192.0.2.1', 9))\n\
+             socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', ('2001:db8::1', 9))\n\
+             time.sleep(0.5)\n\
+             s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n\
+             s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)\n\
+             to4, to6 = socket.inet_aton('192.0.2.1'), socket.inet_pton(socket.AF_INET6, '2001:db8::1')\n\
+             for a in [{}]:\n\
+             \x20   if ':' in a:\n\
+             \x20       head = struct.pack('!IHBB16s16s', 6 << 28, 10, 253, 64, socket.inet_pton(socket.AF_INET6, a), to6)\n\
+             \x20       s6.sendto(head + b'x' * 10, ('2001:db8::1', 0))\n\
+             \x20   else:\n\
+             \x20       head = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 30, 0, 0, 64, 253, 0, socket.inet_aton(a), to4)\n\
+             \x20       s4.sendto(head + b'x' * 10, ('192.0.2.1', 0))\n",
+            list.join(", ")
+        );
+        let status = Command::new("ip").args(["netns", "exec", &self.remote, "python3", "-c", &script]).status().expect("python3");
+        assert!(status.success(), "the raw sender failed");
+    }
+
     fn sender_script(v6: bool, first: u32, end: u32, packets: u32) -> String {
         format!(
             "import socket\n\

@@ -20,11 +20,14 @@
 //! ```text
 //! meta iif 1 return                  (loopback; with -i: meta iif != N meta iifname != "IFX" return)
 //! meta nfproto ipv6 goto rx6         (IPv6 to its own chain; what stays is IPv4)
-//! @nh,96,8 @skip4_lead ip saddr @skip4 return
-//!                                    skipped blocks (never counted, private,
-//!                                    --exclude): a lookup in an interval set,
-//!                                    for the few addresses whose leading
-//!                                    byte(s) such a block has: no room taken
+//! @nh,96,8 10 return                 skipped blocks (never counted, private,
+//! @nh,96,8 172 ip saddr @skip4 return  --exclude), a rule per block of
+//! …                                  leading bytes (8 of IPv4 by default,
+//!                                    compares the interpreter inlines; with
+//!                                    many blocks one bitmap lookup of the
+//!                                    leads instead), and the interval set's
+//!                                    lookup only for a lead partly skipped:
+//!                                    no room taken ([`skip_rules`])
 //! update @rx4_front_a { ip saddr } return
 //!                                    the first peers of an interval, as many
 //!                                    as a shard holds
@@ -33,7 +36,8 @@
 //!                                    room for, to its shard
 //!
 //! chain rx6:
-//! @nh,64,16 @skip6_lead ip6 saddr @skip6 return
+//! @nh,64,8 0 return                  (::/8; fc00::/7, fe80::/10 and ff00::/8
+//! …                                  likewise: 4 rules by default)
 //! update @rx6_front_a { ip6 saddr } return
 //! jhash ip6 saddr mod 32 seed S vmap @rx6_shards
 //!
@@ -140,8 +144,9 @@ pub const SHARDS: u32 = 32;
 /// What [`create`] makes, numbered: raised with every change to it, so
 /// that a table an older build left is replaced, not taken up (2: a shard
 /// chain per generation, maps that are swapped; 3: `goto` only, IPv6 in a
-/// chain of its own; 4: a front set before the shards).
-const STRUCTURE: u32 = 4;
+/// chain of its own; 4: a front set before the shards; 5: the skipped
+/// blocks' leads compared inline, a rule per block).
+const STRUCTURE: u32 = 5;
 
 /// One direction: its base chain, hook, the device it is matched on, and
 /// its counter of refused bytes (named like the chain).
@@ -396,8 +401,8 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
         }
     }
     // The skipped blocks: one interval set per family, shared by both
-    // chains, and the set of their leading bytes that spares most packets
-    // the interval lookup.
+    // chains, and, if they have too many blocks of leads for a rule each,
+    // the set of their leads that spares most packets the interval lookup.
     let mut skip_sets = Vec::new();
     for peers in &DIRECTIONS[0].peers {
         let ranges = skipped_ranges(&layout.skipped, peers.len == 4);
@@ -405,7 +410,7 @@ pub fn create(socket: &mut Socket, name: &str, layout: &Layout, replace: bool, s
             skip.id = next_id();
             messages.push(new_skip_set(name, &skip.set, peers, skip.id, seq));
             messages.extend(skip_set_elements(name, &skip.set, skip.id, peers, &ranges, seq));
-            if let (Some((lead_set, lead_id)), Some(leads)) = (&mut skip.lead, leads(&ranges, peers.len == 4)) {
+            if let (Prefilter::Bitmap(lead_set, lead_id), Some(leads)) = (&mut skip.prefilter, leads(&ranges, peers.len == 4)) {
                 *lead_id = next_id();
                 messages.push(new_lead_set(name, lead_set, peers, *lead_id, leads.len(), seq));
                 messages.push(lead_set_elements(name, lead_set, *lead_id, peers, &leads, seq));
@@ -466,7 +471,7 @@ impl Counting<'_> {
         let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
         let mut rules = Vec::new();
         if let Some(skip) = self.skip_sets.iter().find(|skip| skip.len == peers.len) {
-            rules.push(skip_rule(table, &chain, peers, skip, flags, seq));
+            rules.extend(skip_rules(table, &chain, peers, skip, flags, seq));
         }
         rules.push(update_rule(table, &chain, &front_name(direction, peers, self.generation), peers, flags, seq));
         let map = shard_map(direction, peers);
@@ -879,43 +884,157 @@ fn skip_set_elements(table: &str, set: &str, id: u32, peers: &Peers, ranges: &[(
     messages
 }
 
-/// A family's sets of skipped blocks: the interval set, and the set of
-/// the blocks' leading bytes, if there are few enough of those.
+/// A family's sets of skipped blocks: the interval set, and how a rule
+/// finds the few addresses that need its lookup.
 struct SkipSets {
     /// The family's address length: 4 or 16.
     len: u32,
     set: String,
     id: u32,
-    lead: Option<(String, u32)>,
+    prefilter: Prefilter,
 }
+
+/// What spares most packets the interval set's lookup: the skipped
+/// blocks' leading byte (IPv4) or two (IPv6), compared before it.
+enum Prefilter {
+    /// A rule per aligned block of leads ([`lead_blocks`]): its compares
+    /// are inlined by the kernel's interpreter, so a packet pays about 6 ns
+    /// for each block it is not in (`benches/rule-cost.sh`, `+cmp8`).
+    Inline(Vec<LeadBlock>),
+    /// The leads in a constant set the kernel keeps as a bitmap: one
+    /// lookup of about 95 ns here, whatever it holds (its calls pay for
+    /// this CPU's slow returns).
+    Bitmap(String, u32),
+    /// Too many leads to spare anything: the interval lookup for all.
+    None,
+}
+
+/// Beyond this many blocks of leads, one bitmap lookup costs a packet less
+/// than a rule per block (the defaults: 8 of IPv4, 4 of IPv6).
+const MAX_INLINE_BLOCKS: usize = 12;
 
 impl SkipSets {
     /// The sets [`create`] makes for `layout`'s skipped blocks of `peers`'
     /// family, by name (ids 0: given when they are made); `None` if that
     /// family skips nothing.
     fn made_for(layout: &Layout, peers: &Peers) -> Option<SkipSets> {
-        let ranges = skipped_ranges(&layout.skipped, peers.len == 4);
-        let lead = leads(&ranges, peers.len == 4).map(|_| (format!("skip{}_lead", peers.family), 0));
-        (!ranges.is_empty()).then(|| SkipSets { len: peers.len, set: format!("skip{}", peers.family), id: 0, lead })
+        let v4 = peers.len == 4;
+        let ranges = skipped_ranges(&layout.skipped, v4);
+        let prefilter = match lead_blocks(&ranges, v4) {
+            Some(blocks) if blocks.len() <= MAX_INLINE_BLOCKS => Prefilter::Inline(blocks),
+            Some(_) => Prefilter::Bitmap(format!("skip{}_lead", peers.family), 0),
+            None => Prefilter::None,
+        };
+        (!ranges.is_empty()).then(|| SkipSets { len: peers.len, set: format!("skip{}", peers.family), id: 0, prefilter })
     }
 }
 
-/// `@nh,OFFSET,LEAD @LEADS  @nh,OFFSET,LEN @SET  return`: a
-/// packet whose remote address is in a skipped block leaves the chain
-/// uncounted. The first lookup, of the address's leading bytes in a set the
-/// kernel keeps as a bitmap, ends the rule for most public addresses before
-/// the interval set's binary search (about 200 ns of a packet's 1.1 µs in
-/// the table, measured with `make bench`'s hook cost).
-fn skip_rule(table: &str, chain: &str, peers: &Peers, skip: &SkipSets, flags: u16, seq: u32) -> Vec<u8> {
-    rule(table, chain, flags, seq, |r| {
-        if let Some((lead_set, lead_id)) = &skip.lead {
-            load_address(r, peers, lead_len(peers));
-            lookup(r, lead_set, *lead_id);
-        }
+/// The rules that let a packet whose remote address is in a skipped block
+/// leave the chain uncounted, so it takes no room in a set. Most public
+/// addresses end each rule at its first compare, before the interval
+/// set's binary search:
+///
+/// ```text
+/// @nh,OFFSET,8 10 return                      a block of leads all skipped (10/8)
+/// @nh,OFFSET,32 & 0xe0000000 == 0xe0000000 return        (224/3)
+/// @nh,OFFSET,8 172 ADDRESS @skip4 return      a lead partly skipped (172.16/12)
+/// ```
+///
+/// or, with more blocks of leads than [`MAX_INLINE_BLOCKS`], one rule
+/// `@nh,OFFSET,LEAD @skip4_lead ADDRESS @skip4 return`.
+fn skip_rules(table: &str, chain: &str, peers: &Peers, skip: &SkipSets, flags: u16, seq: u32) -> Vec<Vec<u8>> {
+    let interval_lookup = |r: &mut Builder| {
         load_address(r, peers, peers.len);
         lookup(r, &skip.set, skip.id);
-        verdict_return(r);
-    })
+    };
+    let blocks = match &skip.prefilter {
+        Prefilter::Inline(blocks) => blocks,
+        Prefilter::Bitmap(lead_set, lead_id) => {
+            return vec![rule(table, chain, flags, seq, |r| {
+                load_address(r, peers, lead_len(peers));
+                lookup(r, lead_set, *lead_id);
+                interval_lookup(r);
+                verdict_return(r);
+            })];
+        }
+        Prefilter::None => {
+            return vec![rule(table, chain, flags, seq, |r| {
+                interval_lookup(r);
+                verdict_return(r);
+            })];
+        }
+    };
+    let rules = blocks.iter().map(|block| {
+        rule(table, chain, flags, seq, |r| {
+            compare_lead(r, peers, block);
+            if !block.whole {
+                interval_lookup(r);
+            }
+            verdict_return(r);
+        })
+    });
+    rules.collect()
+}
+
+/// An aligned block of leads: the addresses whose first `bits` bits are
+/// those of `prefix` (an address's first 32 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeadBlock {
+    pub prefix: u32,
+    pub bits: u32,
+    /// Every address in the block is skipped: no interval lookup needed.
+    pub whole: bool,
+}
+
+/// The leads of `ranges` ([`leads`]) as the fewest aligned blocks, in
+/// order: 224–255 is one block of 3 bits; `None` where [`leads`] gives none.
+pub fn lead_blocks(ranges: &[(u128, u128)], v4: bool) -> Option<Vec<LeadBlock>> {
+    let leads = leads(ranges, v4)?;
+    let (lead_bits, shift) = if v4 { (8u32, 24u32) } else { (16, 112) };
+    let mut blocks = Vec::new();
+    let mut at = 0;
+    while at < leads.len() {
+        let first = u32::from(leads[at]);
+        // Double the block while it stays aligned and every lead in it is
+        // listed (the leads are distinct and ascending: its last tells).
+        let mut count = 1u32;
+        while first % (count * 2) == 0 && count * 2 <= 1 << lead_bits {
+            let last = at + (count * 2) as usize - 1;
+            if leads.get(last).map(|&lead| u32::from(lead)) != Some(first + count * 2 - 1) {
+                break;
+            }
+            count *= 2;
+        }
+        let span_bits = shift + count.trailing_zeros();
+        let low = u128::from(first) << shift;
+        let high = low | u128::MAX >> (128 - span_bits);
+        let whole = ranges.iter().any(|&(from, to)| from <= low && high <= to);
+        blocks.push(LeadBlock { prefix: first << (32 - lead_bits), bits: lead_bits - count.trailing_zeros(), whole });
+        at += count as usize;
+    }
+    Some(blocks)
+}
+
+/// The remote address's first `block.bits` bits equal the block's: a
+/// whole byte or two loaded and compared, else the first 32 bits loaded,
+/// masked and compared (all three inlined by the interpreter, which has
+/// fast paths for loads of 1, 2 and 4 bytes and for masks and compares of
+/// 4; `nf_tables_core.c`).
+fn compare_lead(rule: &mut Builder, peers: &Peers, block: &LeadBlock) {
+    if block.bits % 8 == 0 && block.bits > 0 {
+        let len = block.bits / 8;
+        load_address(rule, peers, len);
+        compare(rule, NFT_CMP_EQ, &block.prefix.to_be_bytes()[..len as usize]);
+    } else {
+        let mask = u32::MAX.checked_shl(32 - block.bits).unwrap_or(0);
+        load_address(rule, peers, 4);
+        expression(rule, "bitwise", |e| {
+            e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, 4); // NFTA_BITWISE_SREG, _DREG, _LEN
+            data(e, 4, &mask.to_be_bytes()); // NFTA_BITWISE_MASK
+            data(e, 5, &[0; 4]); // NFTA_BITWISE_XOR
+        });
+        compare(rule, NFT_CMP_EQ, &(block.prefix & mask).to_be_bytes());
+    }
 }
 
 /// `@nh,OFFSET,LEN`: the first `len` bytes of the remote address, into the register.
@@ -1177,6 +1296,40 @@ mod tests {
         let defaults = crate::filter::AddressFilter::default().skipped_blocks();
         assert_eq!(leads(&skipped_ranges(&defaults, true), true).map(|l| l.len()), Some(39)); // 0 10 100 127 169 172 192, 224–255
         assert_eq!(leads(&skipped_ranges(&defaults, false), false).map(|l| l.len()), Some(1088));
+    }
+
+    /// The leads as the fewest aligned blocks, each whole or not: the
+    /// defaults need 8 rules of IPv4 and 4 of IPv6, none of them a lookup
+    /// for IPv6; blocks meeting and not aligned; the whole family.
+    #[test]
+    fn leads_make_the_fewest_aligned_blocks() {
+        let cidrs = |list: &[&str]| list.iter().map(|c| c.parse().unwrap()).collect::<Vec<Cidr>>();
+        let block = |prefix: u32, bits: u32, whole: bool| LeadBlock { prefix, bits, whole };
+        let defaults = crate::filter::AddressFilter::default().skipped_blocks();
+        let v4 = lead_blocks(&skipped_ranges(&defaults, true), true).expect("blocks");
+        let expected = [(0, 8, true), (10, 8, true), (100, 8, false), (127, 8, true), (169, 8, false), (172, 8, false), (192, 8, false), (224, 3, true)];
+        assert_eq!(v4, expected.map(|(lead, bits, whole)| block(lead << 24, bits, whole)));
+        let v6 = lead_blocks(&skipped_ranges(&defaults, false), false).expect("blocks");
+        assert_eq!(v6, [block(0, 8, true), block(0xfc00 << 16, 7, true), block(0xfe80 << 16, 10, true), block(0xff00 << 16, 8, true)]);
+        // 3–9: 3, 4–7 (aligned by 4), 8–9; then 10.0/9 is half of lead 10.
+        let ragged = skipped_ranges(&cidrs(&["3.0.0.0/8", "4.0.0.0/6", "8.0.0.0/7", "10.0.0.0/9"]), true);
+        let expected = [(3, 8, true), (4, 6, true), (8, 7, true), (10, 8, false)];
+        assert_eq!(lead_blocks(&ragged, true), Some(expected.map(|(lead, bits, whole)| block(lead << 24, bits, whole)).to_vec()));
+        assert_eq!(lead_blocks(&skipped_ranges(&cidrs(&["0.0.0.0/0"]), true), true), Some(vec![block(0, 0, true)]));
+        assert_eq!(lead_blocks(&skipped_ranges(&cidrs(&["2000::/3"]), false), false), None, "8,192 leads: too many");
+        // A whole block's first, middle and last addresses are skipped; a
+        // block not whole (the defaults') has its first address counted.
+        for (blocks, v4) in [(&v4, true), (&v6, false)] {
+            let ranges = skipped_ranges(&defaults, v4);
+            let skipped = |a: u128| ranges.iter().any(|&(from, to)| from <= a && a <= to);
+            let (shift, unused_bits) = if v4 { (0, 96) } else { (96, 0) };
+            for b in blocks.iter() {
+                let low = u128::from(b.prefix) << shift;
+                let high = low | u128::MAX >> (unused_bits + b.bits);
+                let ends_and_middle = [low, low / 2 + high / 2, high].map(skipped);
+                assert!(if b.whole { ends_and_middle == [true; 3] } else { !ends_and_middle[0] }, "{b:?}: {ends_and_middle:?}");
+            }
+        }
     }
 
     #[test]
