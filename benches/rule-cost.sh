@@ -13,6 +13,11 @@
 #   +oifname         that, after `oifname != "vh" return` (16-byte name)
 #   +oif             that, after `oif != "vh" return` (4-byte index)
 #   +lead            that, after the prefilter's bitmap lookup that fails
+#   +cmp1            that, after one rule that fails at `@nh,128,8 10` (a
+#                    load and a compare the interpreter inlines)
+#   +cmp8            that, after eight such rules, the last a 4-byte load,
+#                    mask and compare: the default IPv4 leads as the
+#                    monitor compares them (table.rs, skip_rules)
 #   shards-jhash     the update in one of 32 chains, reached by `jhash
 #                    ADDRESS mod 32 seed S vmap` (the monitor's dispatch)
 #   shards-byte      the same, reached by the address's last byte & 31
@@ -25,6 +30,11 @@
 #                    flood's one peer never reaches): the monitor's common path
 #   front-full       the same with the front set full (one other element,
 #                    room for one): its refusal, then the dispatch
+#   stacked          the monitor's common IPv4 path as rules: the device,
+#                    the family, the bitmap prefilter, the front update
+#   fused            the same tests in one rule before them (`oif "vh"
+#                    meta nfproto ipv4 @nh,128,8 != @lead4 update …
+#                    return`): what a rule costs beyond its expressions
 #   BINARY           the table a monitor binary makes with -i vh (stopped
 #                    with SIGSTOP while the flood runs)
 #
@@ -33,6 +43,7 @@
 #
 #   sudo benches/rule-cost.sh [ROUNDS] [BINARY ...]     (default: 3 rounds, no binary)
 # e.g. sudo benches/rule-cost.sh 5 /tmp/before /tmp/after
+# VARIANTS="update +lead /tmp/after" picks which run (binaries among them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -100,8 +111,13 @@ declare -A rule=(
     [front]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [front-full]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [concat-shards]="@nh,128,8 . jhash @nh,128,32 mod 32 seed 0x1234 $lead_shards"
+    [+cmp1]="@nh,128,8 10 return; $update"
+    [+cmp8]="$(for b in 0 10 100 127 169 172 192; do printf '@nh,128,8 %s return; ' $b; done)@nh,128,32 & 0xe0000000 == 0xe0000000 return; $update"
+    [stacked]="oif != \"vh\" return; meta nfproto ipv6 return; @nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
+    [fused]="oif \"vh\" meta nfproto ipv4 @nh,128,8 != @lead4 update @front { @nh,128,32 } return; oif != \"vh\" return; meta nfproto ipv6 return; @nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
 )
-variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte +lead+shards concat-shards front front-full "${binaries[@]}")
+variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte +lead+shards concat-shards front front-full stacked fused "${binaries[@]}")
+[ -z "${VARIANTS:-}" ] || read -r -a variants <<< "$VARIANTS"
 
 # One flood with the variant's table in place: prints its line.
 measure() {
