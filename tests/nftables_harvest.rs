@@ -319,8 +319,9 @@ fn the_first_peers_of_an_interval_count_in_the_front_set_and_the_others_in_their
 /// The kernel skips exactly what the user-space filter leaves out, at each
 /// skipped block's edges and middle, whichever prefilter the blocks make:
 /// the defaults (a rule per block of leading bytes), `--include-private`,
-/// and 14 more blocks one lead apart (more than the rules are worth: a
-/// bitmap set of leads). One packet from each probe, raw, so that any
+/// 14 more blocks one lead apart (more than the rules are worth: a bitmap
+/// set of leads), and 2000::/3 (8,192 leads of IPv6: the interval set's
+/// lookup alone). One packet from each probe, raw, so that any
 /// source can be sent, even those no socket may bind.
 #[test]
 fn the_kernel_skips_what_the_filter_leaves_out_at_each_blocks_edges_with_either_prefilter() {
@@ -335,6 +336,7 @@ fn the_kernel_skips_what_the_filter_leaves_out_at_each_blocks_edges_with_either_
         ("defaults", AddressFilter::default()),
         ("--include-private", AddressFilter { include_private: true, ..Default::default() }),
         ("14 more leads", AddressFilter { exclude: scattered, ..Default::default() }),
+        ("2000::/3", AddressFilter { exclude: vec!["2000::/3".parse().expect("CIDR")], ..Default::default() }),
     ];
     for (name, filter) in filters {
         let layout = table::Layout { skipped: filter.skipped_blocks(), ..layout() };

@@ -18,6 +18,11 @@
 //! other backends count them (docs/ACCOUNTING.md). In each chain, in order:
 //!
 //! ```text
+//! iif != "lo" ip saddr != 0.0.0.0/8 ip saddr != 10.0.0.0/8 … update @rx4_front_a { ip saddr } return
+//!                                    the common path, all in one rule with
+//!                                    the address loaded once ([`Counting::fast_rule`]):
+//!                                    a packet it does not end goes on to
+//!                                    the same tests step by step:
 //! meta iif 1 return                  (loopback; with -i: meta iif != N meta iifname != "IFX" return)
 //! meta nfproto ipv6 goto rx6         (IPv6 to its own chain; what stays is IPv4)
 //! @nh,96,8 10 return                 skipped blocks (never counted, private,
@@ -36,6 +41,7 @@
 //!                                    room for, to its shard
 //!
 //! chain rx6:
+//! @nh,64,128 != ::/8 … update @rx6_front_a { ip6 saddr } return     (its fast rule)
 //! @nh,64,8 0 return                  (::/8; fc00::/7, fe80::/10 and ff00::/8
 //! …                                  likewise: 4 rules by default)
 //! update @rx6_front_a { ip6 saddr } return
@@ -116,6 +122,10 @@ const HOOK_PRE_ROUTING: u32 = 0;
 const HOOK_POST_ROUTING: u32 = 4;
 /// `NFT_REG_1`.
 const REG: u32 = 1;
+/// `NFT_REG_2`: a masked copy of the address's first bytes, beside it.
+const MASKED: u32 = 2;
+/// `NFTA_LOOKUP_FLAGS`: the lookup matches when the key is not there.
+const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_RETURN: i32 = -5;
 const NFT_GOTO: i32 = -4;
 /// `NFTA_SET_DATA_TYPE` of a verdict map.
@@ -457,6 +467,7 @@ impl Counting<'_> {
     fn base_rules(&self, direction: &Direction, seq: u32) -> Vec<Vec<u8>> {
         let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
         let mut rules = vec![
+            self.fast_rule(direction, &direction.peers[0], seq),
             device_rule(self.table, direction, self.layout.iface.as_ref(), flags, seq),
             ipv6_rule(self.table, direction, &direction.peers[1], flags, seq),
         ];
@@ -470,6 +481,9 @@ impl Counting<'_> {
         let (table, chain) = (self.table, family_chain(direction, peers));
         let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
         let mut rules = Vec::new();
+        if peers.nfproto == NFPROTO_IPV6 {
+            rules.push(self.fast_rule(direction, peers, seq));
+        }
         if let Some(skip) = self.skip_sets.iter().find(|skip| skip.len == peers.len) {
             rules.extend(skip_rules(table, &chain, peers, skip, flags, seq));
         }
@@ -478,6 +492,72 @@ impl Counting<'_> {
         let map_id = self.maps.iter().find(|(name, _)| *name == map).map_or(0, |(_, id)| *id);
         rules.push(dispatch_rule(table, &chain, peers, &map, map_id, self.seed, flags, seq));
         rules
+    }
+
+    /// The common path of a peer of `peers`' family as one rule, with its
+    /// address loaded once: (IPv4, in the base chain) the device and the
+    /// family, then a lead not skipped ([`not_skipped`]), then the front
+    /// set's update and `return`. Every other packet (another device or
+    /// family, a lead skipped or partly skipped, a full front set) goes on
+    /// to the rules after it, which decide step by step as this rule does
+    /// at once: the same packets count in the same sets. What it spares a
+    /// packet is a load of the address for each skipped lead's rule (about
+    /// 3 ns each here); a peer beyond the front set's room pays a second
+    /// refusal there (about 50 ns).
+    fn fast_rule(&self, direction: &Direction, peers: &Peers, seq: u32) -> Vec<u8> {
+        let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
+        let skip = self.skip_sets.iter().find(|skip| skip.len == peers.len);
+        rule(self.table, &family_chain(direction, peers), flags, seq, |r| {
+            if peers.nfproto == NFPROTO_IPV4 {
+                expression(r, "meta", |e| {
+                    e.attr_u32(1, REG).attr_u32(2, direction.device); // NFTA_META_DREG, NFTA_META_KEY
+                });
+                match &self.layout.iface {
+                    Some(device) => compare(r, NFT_CMP_EQ, &device.index.to_ne_bytes()),
+                    None => compare(r, NFT_CMP_NEQ, &LOOPBACK_IFINDEX.to_ne_bytes()),
+                }
+                expression(r, "meta", |e| {
+                    e.attr_u32(1, REG).attr_u32(2, NFT_META_NFPROTO);
+                });
+                compare(r, NFT_CMP_EQ, &[peers.nfproto]);
+            }
+            load_address(r, peers, peers.len);
+            if let Some(skip) = skip {
+                not_skipped(r, skip);
+            }
+            expression(r, "dynset", |e| {
+                // NFTA_DYNSET_SET_NAME, _OP (update), _SREG_KEY: the address loaded above
+                e.attr_str(1, &front_name(direction, peers, self.generation)).attr_u32(3, 1).attr_u32(4, REG);
+            });
+            verdict_return(r);
+        })
+    }
+}
+
+/// With the remote address in the register: its lead in no block of
+/// `skip`'s prefilter (a compare per block, whole or partly skipped, the
+/// masked ones through a second register; or the bitmap's lookup, or with
+/// no prefilter the interval set's, inverted).
+fn not_skipped(rule: &mut Builder, skip: &SkipSets) {
+    let inverted_lookup = |rule: &mut Builder, set: &str| {
+        expression(rule, "lookup", |e| {
+            e.attr_str(1, set).attr_u32(2, REG).attr_u32(5, NFT_LOOKUP_F_INV); // NFTA_LOOKUP_SET, _SREG, _FLAGS
+        });
+    };
+    match &skip.prefilter {
+        Prefilter::Inline(blocks) => {
+            for block in blocks {
+                if block.bits % 8 == 0 && block.bits > 0 {
+                    compare(rule, NFT_CMP_NEQ, &block.prefix.to_be_bytes()[..(block.bits / 8) as usize]);
+                } else {
+                    let mask = lead_mask(block);
+                    bitwise_and(rule, REG, MASKED, mask);
+                    compare_in(rule, MASKED, NFT_CMP_NEQ, &(block.prefix & mask).to_be_bytes());
+                }
+            }
+        }
+        Prefilter::Bitmap(lead_set, _) => inverted_lookup(rule, lead_set),
+        Prefilter::None => inverted_lookup(rule, &skip.set),
     }
 }
 
@@ -1026,15 +1106,25 @@ fn compare_lead(rule: &mut Builder, peers: &Peers, block: &LeadBlock) {
         load_address(rule, peers, len);
         compare(rule, NFT_CMP_EQ, &block.prefix.to_be_bytes()[..len as usize]);
     } else {
-        let mask = u32::MAX.checked_shl(32 - block.bits).unwrap_or(0);
+        let mask = lead_mask(block);
         load_address(rule, peers, 4);
-        expression(rule, "bitwise", |e| {
-            e.attr_u32(1, REG).attr_u32(2, REG).attr_u32(3, 4); // NFTA_BITWISE_SREG, _DREG, _LEN
-            data(e, 4, &mask.to_be_bytes()); // NFTA_BITWISE_MASK
-            data(e, 5, &[0; 4]); // NFTA_BITWISE_XOR
-        });
+        bitwise_and(rule, REG, REG, mask);
         compare(rule, NFT_CMP_EQ, &(block.prefix & mask).to_be_bytes());
     }
+}
+
+/// The block's `bits` leading ones, over an address's first 32 bits.
+fn lead_mask(block: &LeadBlock) -> u32 {
+    u32::MAX.checked_shl(32 - block.bits).unwrap_or(0)
+}
+
+/// `reg to = reg from & MASK` over 4 bytes.
+fn bitwise_and(rule: &mut Builder, from: u32, to: u32, mask: u32) {
+    expression(rule, "bitwise", |e| {
+        e.attr_u32(1, from).attr_u32(2, to).attr_u32(3, 4); // NFTA_BITWISE_SREG, _DREG, _LEN
+        data(e, 4, &mask.to_be_bytes()); // NFTA_BITWISE_MASK
+        data(e, 5, &[0; 4]); // NFTA_BITWISE_XOR
+    });
 }
 
 /// `@nh,OFFSET,LEN`: the first `len` bytes of the remote address, into the register.
@@ -1176,10 +1266,14 @@ fn ipv6_rule(table: &str, direction: &Direction, ipv6: &Peers, flags: u16, seq: 
     })
 }
 
-/// `cmp OP reg 1 VALUE`.
+/// `cmp OP reg 1 VALUE`: the register's first `value.len()` bytes.
 fn compare(rule: &mut Builder, op: u32, value: &[u8]) {
+    compare_in(rule, REG, op, value);
+}
+
+fn compare_in(rule: &mut Builder, register: u32, op: u32, value: &[u8]) {
     expression(rule, "cmp", |e| {
-        e.attr_u32(1, REG).attr_u32(2, op); // NFTA_CMP_SREG, NFTA_CMP_OP
+        e.attr_u32(1, register).attr_u32(2, op); // NFTA_CMP_SREG, NFTA_CMP_OP
         data(e, 3, value);
     });
 }
