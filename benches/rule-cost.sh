@@ -111,6 +111,7 @@ declare -A rule=(
     [front]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [front-full]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [concat-shards]="@nh,128,8 . jhash @nh,128,32 mod 32 seed 0x1234 $lead_shards"
+    [+version-fast]="@nh,0,32 & 0xf0000000 == 0x60000000 return; $update"
     [+cmp1]="@nh,128,8 10 return; $update"
     [+cmp8]="$(for b in 0 10 100 127 169 172 192; do printf '@nh,128,8 %s return; ' $b; done)@nh,128,32 & 0xe0000000 == 0xe0000000 return; $update"
     [stacked]="oif != \"vh\" return; meta nfproto ipv6 return; @nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
