@@ -10,6 +10,8 @@
 #   +meta-nfproto    that, after a rule that fails at `meta nfproto ipv6`
 #   +version-inline  that, after a rule that fails at `@nh,0,4 6` (three
 #                    expressions the interpreter inlines, no call)
+#   +version-fast    that, after `@nh,0,32 & 0xf0000000 == 0x60000000 return`
+#                    (the family from the header, all three inlined)
 #   +oifname         that, after `oifname != "vh" return` (16-byte name)
 #   +oif             that, after `oif != "vh" return` (4-byte index)
 #   +lead            that, after the prefilter's bitmap lookup that fails
