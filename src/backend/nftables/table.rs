@@ -155,7 +155,7 @@ pub const SHARDS: u32 = 32;
 /// that a table an older build left is replaced, not taken up (2: a shard
 /// chain per generation, maps that are swapped; 3: `goto` only, IPv6 in a
 /// chain of its own; 4: a front set before the shards; 5: the skipped
-/// blocks' leads compared inline, a rule per block).
+/// blocks' leads compared inline, and the common path in one rule first).
 const STRUCTURE: u32 = 5;
 
 /// One direction: its base chain, hook, the device it is matched on, and
@@ -501,9 +501,9 @@ impl Counting<'_> {
     /// family, a lead skipped or partly skipped, a full front set) goes on
     /// to the rules after it, which decide step by step as this rule does
     /// at once: the same packets count in the same sets. What it spares a
-    /// packet is a load of the address for each skipped lead's rule (about
-    /// 3 ns each here); a peer beyond the front set's room pays a second
-    /// refusal there (about 50 ns).
+    /// packet is a load of the address for each skipped lead's rule (13 ns
+    /// in all here, `benches/rule-cost.sh`); a peer beyond the front set's
+    /// room pays a second refusal there (about 50 ns).
     fn fast_rule(&self, direction: &Direction, peers: &Peers, seq: u32) -> Vec<u8> {
         let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
         let skip = self.skip_sets.iter().find(|skip| skip.len == peers.len);
@@ -547,12 +547,12 @@ fn not_skipped(rule: &mut Builder, skip: &SkipSets) {
     match &skip.prefilter {
         Prefilter::Inline(blocks) => {
             for block in blocks {
-                if block.bits % 8 == 0 && block.bits > 0 {
-                    compare(rule, NFT_CMP_NEQ, &block.prefix.to_be_bytes()[..(block.bits / 8) as usize]);
-                } else {
-                    let mask = lead_mask(block);
-                    bitwise_and(rule, REG, MASKED, mask);
-                    compare_in(rule, MASKED, NFT_CMP_NEQ, &(block.prefix & mask).to_be_bytes());
+                match block.whole_bytes() {
+                    Some(len) => compare(rule, NFT_CMP_NEQ, &block.prefix.to_be_bytes()[..len]),
+                    None => {
+                        bitwise_and(rule, REG, MASKED, block.mask());
+                        compare_in(rule, MASKED, NFT_CMP_NEQ, &block.masked_prefix());
+                    }
                 }
             }
         }
@@ -1059,16 +1059,33 @@ fn skip_rules(table: &str, chain: &str, peers: &Peers, skip: &SkipSets, flags: u
 /// An aligned block of leads: the addresses whose first `bits` bits are
 /// those of `prefix` (an address's first 32 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LeadBlock {
-    pub prefix: u32,
-    pub bits: u32,
+struct LeadBlock {
+    prefix: u32,
+    bits: u32,
     /// Every address in the block is skipped: no interval lookup needed.
-    pub whole: bool,
+    whole: bool,
+}
+
+impl LeadBlock {
+    /// The block's bits as whole bytes (1 or 2), if they are: compared as
+    /// they are loaded, with no mask.
+    fn whole_bytes(&self) -> Option<usize> {
+        (self.bits % 8 == 0 && self.bits > 0).then_some(self.bits as usize / 8)
+    }
+
+    /// `bits` leading ones, over an address's first 32 bits.
+    fn mask(&self) -> u32 {
+        u32::MAX.checked_shl(32 - self.bits).unwrap_or(0)
+    }
+
+    fn masked_prefix(&self) -> [u8; 4] {
+        (self.prefix & self.mask()).to_be_bytes()
+    }
 }
 
 /// The leads of `ranges` ([`leads`]) as the fewest aligned blocks, in
 /// order: 224–255 is one block of 3 bits; `None` where [`leads`] gives none.
-pub fn lead_blocks(ranges: &[(u128, u128)], v4: bool) -> Option<Vec<LeadBlock>> {
+fn lead_blocks(ranges: &[(u128, u128)], v4: bool) -> Option<Vec<LeadBlock>> {
     let leads = leads(ranges, v4)?;
     let (lead_bits, shift) = if v4 { (8u32, 24u32) } else { (16, 112) };
     let mut blocks = Vec::new();
@@ -1101,21 +1118,17 @@ pub fn lead_blocks(ranges: &[(u128, u128)], v4: bool) -> Option<Vec<LeadBlock>> 
 /// fast paths for loads of 1, 2 and 4 bytes and for masks and compares of
 /// 4; `nf_tables_core.c`).
 fn compare_lead(rule: &mut Builder, peers: &Peers, block: &LeadBlock) {
-    if block.bits % 8 == 0 && block.bits > 0 {
-        let len = block.bits / 8;
-        load_address(rule, peers, len);
-        compare(rule, NFT_CMP_EQ, &block.prefix.to_be_bytes()[..len as usize]);
-    } else {
-        let mask = lead_mask(block);
-        load_address(rule, peers, 4);
-        bitwise_and(rule, REG, REG, mask);
-        compare(rule, NFT_CMP_EQ, &(block.prefix & mask).to_be_bytes());
+    match block.whole_bytes() {
+        Some(len) => {
+            load_address(rule, peers, len as u32);
+            compare(rule, NFT_CMP_EQ, &block.prefix.to_be_bytes()[..len]);
+        }
+        None => {
+            load_address(rule, peers, 4);
+            bitwise_and(rule, REG, REG, block.mask());
+            compare(rule, NFT_CMP_EQ, &block.masked_prefix());
+        }
     }
-}
-
-/// The block's `bits` leading ones, over an address's first 32 bits.
-fn lead_mask(block: &LeadBlock) -> u32 {
-    u32::MAX.checked_shl(32 - block.bits).unwrap_or(0)
 }
 
 /// `reg to = reg from & MASK` over 4 bytes.
