@@ -26,7 +26,9 @@
 //! - one nftables harvest of 100,000 set elements (the dump of the
 //!   generation that holds them, then the swap), timed in this process.
 //!
-//! Run: make bench (BENCH_ROUNDS=N for more rounds than 3).
+//! Run: make bench (BENCH_ROUNDS=N for more rounds than 3). One part alone:
+//! `cargo bench --bench overhead -- --flood` (the flood's paired rounds),
+//! `--hook-cost`, `--harvest` or `--memory`.
 
 #[path = "../tests/lab/mod.rs"]
 #[allow(dead_code)]
@@ -89,13 +91,14 @@ fn main() {
         Some("--harvest") => return harvest_time(),
         Some("--memory") => return memory_table(&product_binary(), "nftables"),
         Some("--hook-cost") => return hook_cost(&product_binary()),
+        Some("--flood") => return throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, bench_rounds(), &product_binary(), udp_flood_run),
         _ => {}
     }
     if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {
         println!("| overhead | skipped: needs root, bpftrace, iftop, iperf3, nft and python3 (make deps) | |");
         return;
     }
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let rounds = bench_rounds();
     let bin = product_binary();
     throughput_table("TCP stream (iperf3)", "Gbit/s", 1e-9 * 8.0, rounds, &bin, tcp_stream);
     throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, rounds, &bin, udp_flood_run);
@@ -103,6 +106,11 @@ fn main() {
     memory_table(&bin, "bpftrace");
     memory_table(&bin, "nftables");
     harvest_time();
+}
+
+/// `BENCH_ROUNDS`, 3 if unset.
+fn bench_rounds() -> usize {
+    std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3)
 }
 
 /// The static binary users run, when `make release` built it.
@@ -372,7 +380,7 @@ fn hook_cost(bin: &str) {
         println!("| nftables hook cost per packet | skipped: needs perf (linux-perf) | |");
         return;
     }
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let rounds = bench_rounds();
     const BARE: &str = "table inet itm_hook_cost {\n chain tx { type filter hook postrouting priority 2147483647; }\n}\n";
     let names = [
         "no table",
@@ -507,7 +515,7 @@ fn memory_table(bin: &str, backend: &str) {
 /// one (as with `--state`), in `BENCH_ROUNDS` rounds (a round moves by
 /// ±10 % on a shared machine): each round's figure, then the median.
 fn harvest_time() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let rounds = bench_rounds();
     let journal = std::env::temp_dir().join(format!("itm-bench-{}.journal", std::process::id()));
     for with_journal in [false, true] {
         let with = if with_journal { ", written to a journal (--state)" } else { "" };
