@@ -388,7 +388,8 @@ fn edges(blocks: &[ip_traffic_monitor_cli::filter::Cidr]) -> Vec<IpAddr> {
 /// The handles of the monitor's table as `nft -a` shows them: of every set
 /// of peers, by name (`set tx4_7_a { # handle 42`), and of the rules of
 /// every shard chain, by chain (`update @tx4_7_a { … } return # handle 97`);
-/// and the front sets its rules count in. A set or rule made anew gets a
+/// and the front sets its rules count in (each in two rules: the fast
+/// one and the step-by-step one). A set or rule made anew gets a
 /// new handle.
 #[derive(Debug, PartialEq)]
 struct Handles {
@@ -407,7 +408,8 @@ fn handles(lab: &Lab) -> Handles {
     let mut handles = Handles { sets: BTreeMap::new(), rules: BTreeMap::new(), fronts: Vec::new() };
     let mut chain = None;
     for line in String::from_utf8_lossy(&listing.stdout).lines().map(str::trim) {
-        if let Some(front) = line.strip_prefix("update @").and_then(|rest| rest.split_once(' ')).map(|(set, _)| set) {
+        // The fast rule names it at its end, the step-by-step one at its start.
+        if let Some(front) = line.split_once("update @").and_then(|(_, rest)| rest.split_once(' ')).map(|(set, _)| set) {
             if front.contains("_front_") {
                 handles.fronts.push(front.to_string());
             }
@@ -508,7 +510,7 @@ fn each_harvest_hands_over_the_generation_before_and_the_last_reading_the_rest()
     // feed: written anew with each swap.
     assert!(before.fronts.iter().all(|front| front.ends_with("_front_b")), "after the first swap: {:?}", before.fronts);
     assert!(after_second.fronts.iter().all(|front| front.ends_with("_front_a")), "after the second: {:?}", after_second.fronts);
-    assert_eq!(after_second.fronts.len(), 4, "a front set per direction and family: {:?}", after_second.fronts);
+    assert_eq!(after_second.fronts.len(), 8, "a front set per direction and family, in two rules each: {:?}", after_second.fronts);
     // A quiet interval's harvest makes no set anew and changes no shard's
     // chain (only the maps, the base chains' few rules and the stamp).
     assert_eq!((&before_quiet.sets, &before_quiet.rules), (&after_quiet.sets, &after_quiet.rules), "a quiet harvest made nothing anew");
