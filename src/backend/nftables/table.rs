@@ -509,26 +509,19 @@ impl Counting<'_> {
         let skip = self.skip_sets.iter().find(|skip| skip.len == peers.len);
         rule(self.table, &family_chain(direction, peers), flags, seq, |r| {
             if peers.nfproto == NFPROTO_IPV4 {
-                expression(r, "meta", |e| {
-                    e.attr_u32(1, REG).attr_u32(2, direction.device); // NFTA_META_DREG, NFTA_META_KEY
-                });
+                load_meta(r, direction.device);
                 match &self.layout.iface {
                     Some(device) => compare(r, NFT_CMP_EQ, &device.index.to_ne_bytes()),
                     None => compare(r, NFT_CMP_NEQ, &LOOPBACK_IFINDEX.to_ne_bytes()),
                 }
-                expression(r, "meta", |e| {
-                    e.attr_u32(1, REG).attr_u32(2, NFT_META_NFPROTO);
-                });
+                load_meta(r, NFT_META_NFPROTO);
                 compare(r, NFT_CMP_EQ, &[peers.nfproto]);
             }
             load_address(r, peers, peers.len);
             if let Some(skip) = skip {
                 not_skipped(r, skip);
             }
-            expression(r, "dynset", |e| {
-                // NFTA_DYNSET_SET_NAME, _OP (update), _SREG_KEY: the address loaded above
-                e.attr_str(1, &front_name(direction, peers, self.generation)).attr_u32(3, 1).attr_u32(4, REG);
-            });
+            update_set(r, &front_name(direction, peers, self.generation));
             verdict_return(r);
         })
     }
@@ -864,20 +857,14 @@ fn rule(table: &str, chain: &str, flags: u16, seq: u32, expressions: impl FnOnce
 fn device_rule(table: &str, direction: &Direction, iface: Option<&Device>, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, direction.name, flags, seq, |r| match iface {
         Some(device) => {
-            expression(r, "meta", |e| {
-                e.attr_u32(1, REG).attr_u32(2, direction.device); // NFTA_META_DREG, NFTA_META_KEY
-            });
+            load_meta(r, direction.device);
             compare(r, NFT_CMP_NEQ, &device.index.to_ne_bytes()); // an ifindex is kept in host order
-            expression(r, "meta", |e| {
-                e.attr_u32(1, REG).attr_u32(2, direction.device_name);
-            });
+            load_meta(r, direction.device_name);
             compare(r, NFT_CMP_NEQ, &ifname(&device.name));
             verdict_return(r);
         }
         None => {
-            expression(r, "meta", |e| {
-                e.attr_u32(1, REG).attr_u32(2, direction.device);
-            });
+            load_meta(r, direction.device);
             compare(r, NFT_CMP_EQ, &LOOPBACK_IFINDEX.to_ne_bytes()); // an ifindex is kept in host order
             verdict_return(r);
         }
@@ -1148,6 +1135,21 @@ fn load_address(rule: &mut Builder, peers: &Peers, len: u32) {
     });
 }
 
+/// `meta KEY`, into the register.
+fn load_meta(rule: &mut Builder, key: u32) {
+    expression(rule, "meta", |e| {
+        e.attr_u32(1, REG).attr_u32(2, key); // NFTA_META_DREG, NFTA_META_KEY
+    });
+}
+
+/// `update @SET { reg 1 }`: the address in the register counted in the
+/// set (a full set refuses it, which ends the rule).
+fn update_set(rule: &mut Builder, set: &str) {
+    expression(rule, "dynset", |e| {
+        e.attr_str(1, set).attr_u32(3, 1).attr_u32(4, REG); // NFTA_DYNSET_SET_NAME, _OP (update), _SREG_KEY
+    });
+}
+
 /// `@SET`: a miss ends the rule. (`set_id`: the set's, if it is made in the
 /// same transaction, else 0.)
 fn lookup(rule: &mut Builder, set: &str, set_id: u32) {
@@ -1243,10 +1245,7 @@ fn refused_rule(table: &str, chain: &str, counter: &str, flags: u16, seq: u32) -
 fn update_rule(table: &str, chain: &str, set: &str, peers: &Peers, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, chain, flags, seq, |r| {
         load_address(r, peers, peers.len);
-        expression(r, "dynset", |e| {
-            // NFTA_DYNSET_SET_NAME, _OP (update), _SREG_KEY
-            e.attr_str(1, set).attr_u32(3, 1).attr_u32(4, REG);
-        });
+        update_set(r, set);
         verdict_return(r);
     })
 }
@@ -1271,9 +1270,7 @@ fn dispatch_rule(table: &str, chain: &str, peers: &Peers, map: &str, map_id: u32
 /// In a base chain: `meta nfproto ipv6 goto rx6`.
 fn ipv6_rule(table: &str, direction: &Direction, ipv6: &Peers, flags: u16, seq: u32) -> Vec<u8> {
     rule(table, direction.name, flags, seq, |r| {
-        expression(r, "meta", |e| {
-            e.attr_u32(1, REG).attr_u32(2, NFT_META_NFPROTO); // NFTA_META_DREG, NFTA_META_KEY
-        });
+        load_meta(r, NFT_META_NFPROTO);
         compare(r, NFT_CMP_EQ, &[ipv6.nfproto]);
         verdict(r, NFT_GOTO, Some(&family_chain(direction, ipv6)));
     })
