@@ -374,7 +374,9 @@ fn udp_sink() {
 /// in nftables can do), then that update with the parts issue 17 asks for
 /// added one by one, each in its least form for the flood's IPv4 packets
 /// ([`least_table`]), and the monitor's own table (the monitor stopped, so
-/// only the packet path differs).
+/// only the packet path differs): as it starts, where a new peer takes the
+/// common path, and once it gave the flood's peer a lane, as it does for a
+/// busy peer from its second interval on.
 fn hook_cost(bin: &str) {
     if !lab::on_path("perf") {
         println!("| nftables hook cost per packet | skipped: needs perf (linux-perf) | |");
@@ -390,6 +392,7 @@ fn hook_cost(bin: &str) {
         "+ the skipped blocks (leading byte, then ranges)",
         "+ 32 seeded shards (jhash, verdict map, a chain each)",
         "the monitor's table (-i vh)",
+        "the monitor's table, the flood's peer in a lane (-i vh)",
     ];
     let mut floods: Vec<Vec<Flood>> = (0..names.len()).map(|_| Vec::new()).collect();
     for _ in 0..rounds {
@@ -399,9 +402,12 @@ fn hook_cost(bin: &str) {
             match variant {
                 0 => {}
                 1 => lab.nft_load(BARE),
-                6 => {
-                    let mut started = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q"]);
+                6 | 7 => {
+                    let mut started = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q", "-s", "1"]);
                     started.wait_for_stderr("counting with", Duration::from_secs(60));
+                    if variant == 7 {
+                        give_the_flood_a_lane(&lab);
+                    }
                     lab::signal("-STOP", started.pid());
                     monitor = Some(started);
                 }
@@ -436,6 +442,21 @@ fn hook_cost(bin: &str) {
             each(&whole),
             whole_none / (whole_none + added)
         );
+    }
+}
+
+/// Sends the flood's peer 5,000 datagrams (to a closed port) and waits
+/// until the running monitor has given it a lane (two harvests later).
+fn give_the_flood_a_lane(lab: &Lab) {
+    lab.host_shell("python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x' * 72, ('198.51.100.7', 9)) for _ in range(5000)]\"");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rules = Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "chain", "inet", "ip_traffic_monitor", "tx"]).output().expect("nft");
+        if String::from_utf8_lossy(&rules.stdout).contains("0xc6336407 @nh,0,8 0x45") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the flood's peer got no lane");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

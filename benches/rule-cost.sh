@@ -37,6 +37,13 @@
 #   fused            the same tests in one rule before them (`oif "vh"
 #                    meta nfproto ipv4 @nh,128,8 != @lead4 update …
 #                    return`): what a rule costs beyond its expressions
+#   lane             the flood's peer in a lane (table.rs, lane_rules): its
+#                    address, the header's first byte, the device, then a
+#                    counter object, `return`; the update after it unused
+#   lane-inline      the same with the rule's own counter instead of an
+#                    object (what the objref's call costs)
+#   +lane-miss       update, after a lane of another peer: what a lane
+#                    costs every other packet
 #   BINARY           the table a monitor binary makes with -i vh (stopped
 #                    with SIGSTOP while the flood runs)
 #
@@ -84,6 +91,7 @@ update='update @peers { @nh,128,32 }'
 table() {
     cat <<EOF
 table inet itm_rule_cost {
+ counter lane { }
  set peers { typeof @nh,128,32; size 131072; flags dynamic; counter; }
  set front { typeof @nh,128,32; size ${front_room:-4096}; flags dynamic; counter; ${front_elements:-} }
  set lead4 { typeof @nh,128,8; flags constant; elements = { 0, 10, 100, 127, 169, 172, 192, $(seq -s ', ' 224 255) } }
@@ -114,12 +122,15 @@ declare -A rule=(
     [front-full]="@nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [concat-shards]="@nh,128,8 . jhash @nh,128,32 mod 32 seed 0x1234 $lead_shards"
     [+version-fast]="@nh,0,32 & 0xf0000000 == 0x60000000 return; $update"
+    [lane]="@nh,128,32 0xc6336407 @nh,0,8 0x45 oif != \"lo\" counter name \"lane\" return; $update"
+    [lane-inline]="@nh,128,32 0xc6336407 @nh,0,8 0x45 oif != \"lo\" counter return; $update"
+    [+lane-miss]="@nh,128,32 0xc6336408 @nh,0,8 0x45 oif != \"lo\" counter name \"lane\" return; $update"
     [+cmp1]="@nh,128,8 10 return; $update"
     [+cmp8]="$(for b in 0 10 100 127 169 172 192; do printf '@nh,128,8 %s return; ' $b; done)@nh,128,32 & 0xe0000000 == 0xe0000000 return; $update"
     [stacked]="oif != \"vh\" return; meta nfproto ipv6 return; @nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
     [fused]="oif \"vh\" meta nfproto ipv4 @nh,128,8 != @lead4 update @front { @nh,128,32 } return; oif != \"vh\" return; meta nfproto ipv6 return; @nh,128,8 @lead4 return; update @front { @nh,128,32 } return; jhash @nh,128,32 mod 32 seed 0x1234 $shards"
 )
-variants=(update +meta-nfproto +version-inline +oifname +oif +lead shards-jhash shards-byte +lead+shards concat-shards front front-full stacked fused "${binaries[@]}")
+variants=(update +meta-nfproto +version-inline +oifname +oif +lead lane lane-inline +lane-miss shards-jhash shards-byte +lead+shards concat-shards front front-full stacked fused "${binaries[@]}")
 [ -z "${VARIANTS:-}" ] || read -r -a variants <<< "$VARIANTS"
 
 # One flood with the variant's table in place: prints its line.

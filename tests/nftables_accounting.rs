@@ -416,3 +416,113 @@ fn json_lines_give_every_interval_and_the_summary_exactly() {
     let summed: u64 = intervals.iter().map(|l| l["tx_bytes"].as_u64().expect("tx_bytes")).sum();
     assert_eq!(summed, last[0]["tx_bytes"].as_u64().expect("tx_bytes"), "the intervals' TX adds up to the summary's");
 }
+
+/// The monitor's table's rules, from inside the host namespace.
+fn table_text(lab: &Lab) -> String {
+    let out = std::process::Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "table", "inet", TABLE]).output().expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until the table holds every rule text of `rules`; the table then.
+fn wait_for_rules(lab: &Lab, rules: &[&str], timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = table_text(lab);
+        if rules.iter().all(|rule| text.contains(rule)) {
+            return text;
+        }
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("lane") || l.contains("hook")).collect();
+        assert!(std::time::Instant::now() < deadline, "no rule {rules:?} in time; the table's lanes and hooks:\n{}", lines.join("\n"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// From namespace `ns`, `pps` UDP datagrams a second of 1000 bytes at L3
+/// (IPv4; 1020 over IPv6) from `from` to `to` port `port`, for `seconds`.
+fn paced_udp(ns: &str, from: &str, to: &str, port: u16, pps: u32, seconds: u32) -> std::process::Child {
+    let (family, payload) = if to.contains(':') { ("AF_INET6", 972) } else { ("AF_INET", 972) };
+    let script = format!(
+        "import socket, time\n\
+s = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n\
+s.bind(('{from}', 0))\n\
+start = time.time()\n\
+n = 0\n\
+while time.time() < start + {seconds}:\n\
+\x20   s.sendto(b'x' * {payload}, ('{to}', {port}))\n\
+\x20   n += 1\n\
+\x20   ahead = start + n / {pps} - time.time()\n\
+\x20   if ahead > 0:\n\
+\x20       time.sleep(ahead)\n"
+    );
+    std::process::Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &script]).spawn().expect("python3")
+}
+
+/// A peer that sends an eighth of its direction's packets gets a lane, a
+/// rule and counter of its own before the common path, from the interval
+/// after the one that showed it (IPv4 in the base chain, after its address
+/// the header's first byte and the device; IPv6 in its chain, on all 16
+/// bytes), and loses it when quiet: those peers and every other, light ones
+/// passing the lanes' rules among them, stay equal to the truth to the byte.
+#[test]
+fn a_busy_peer_is_counted_in_a_lane_of_its_own_to_the_byte_and_leaves_it_when_quiet() {
+    if !lab::require_lab("a_busy_peer_is_counted_in_a_lane_of_its_own_to_the_byte_and_leaves_it_when_quiet") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_iperf_server();
+    // Every device but loopback: the lanes' device test is `!= "lo"`.
+    let monitor = start(&mut lab, &["-d", "0", "-s", "1", "--top", "1000"]);
+    // Also leaves UDP receivers on 203.0.113.9:9999 (remote) and 192.0.2.1:9998 (host).
+    lab.mixed_traffic();
+    let (remote, host) = (lab.remote.clone(), lab.host.clone());
+    // Light peers, all along: 5 datagrams a second to a closed port (and the
+    // port-unreachable errors back).
+    let mut light = [paced_udp(&host, "192.0.2.1", "192.0.2.2", 9, 5, 14), paced_udp(&host, "2001:db8::1", "2001:db8::2", 9, 5, 14)];
+    let mut v4 = [paced_udp(&host, "192.0.2.1", "203.0.113.9", 9999, 2000, 6), paced_udp(&remote, "198.51.100.7", "192.0.2.1", 9998, 2000, 6)];
+    let rules = wait_for_rules(
+        &lab,
+        &[
+            "@nh,128,32 0xcb007109 @nh,0,8 0x45 oif != \"lo\" counter name \"tx_",
+            "@nh,96,32 0xc6336407 @nh,0,8 0x45 iif != \"lo\" counter name \"rx_",
+        ],
+        Duration::from_secs(5),
+    );
+    for light_peer in ["c0000202", "20010db8000000000000000000000002"] {
+        assert!(!rules.contains(light_peer), "a light peer got a lane: {light_peer}");
+    }
+    v4.iter_mut().for_each(|sender| assert!(sender.wait().expect("sender").success()));
+    let mut v6 = [
+        paced_udp(&host, "2001:db8::1", "2001:db8:2::7", 9999, 2000, 6),
+        paced_udp(&remote, "2001:db8:2::7", "2001:db8::1", 9998, 2000, 6),
+    ];
+    wait_for_rules(
+        &lab,
+        &[
+            "@nh,192,128 0x20010db8000200000000000000000007 counter name \"tx_",
+            "@nh,64,128 0x20010db8000200000000000000000007 counter name \"rx_",
+        ],
+        Duration::from_secs(5),
+    );
+    v6.iter_mut().for_each(|sender| assert!(sender.wait().expect("sender").success()));
+    light.iter_mut().for_each(|sender| assert!(sender.wait().expect("sender").success()));
+    // Two quiet harvests: no rule and no counter of a lane is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while table_text(&lab).contains("_lane_") {
+        assert!(std::time::Instant::now() < deadline, "lanes left when quiet:\n{}", table_text(&lab));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.wait_until_quiet();
+
+    let finished = monitor.interrupt();
+    assert_eq!(finished.code, Some(0), "stderr: {:?}", finished.stderr);
+    let counted = lab::summary_rows(&finished.stdout);
+    let truth = lab.truth();
+    let (_, failures) = lab::compare_with_nftables(&counted, &truth, 0.0);
+    assert!(failures.is_empty(), "not equal to the byte: {failures:?}");
+    // Evidence that the lanes' peers were busy (the equality is the check):
+    // 6 s of 2000 datagrams a second is 12 MB.
+    for (peer, dir) in [("203.0.113.9", "tx"), ("198.51.100.7", "rx"), ("2001:db8:2::7", "tx"), ("2001:db8:2::7", "rx")] {
+        let moved = truth[&(peer.to_string(), dir)];
+        assert!(moved > 10_000_000, "{peer} {dir}: {moved} bytes");
+    }
+}

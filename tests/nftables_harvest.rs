@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use ip_traffic_monitor_cli::backend::nftables::{FAMILY_INET, dump_set, socket::Socket};
+use ip_traffic_monitor_cli::backend::nftables::{FAMILY_INET, dump_set, elements, socket::Socket};
 use lab::Lab;
 
 const TABLE: &str = "itm_harvest";
 
 /// Dumps `set` from inside network namespace `ns`.
-fn dump_in(ns: &str, set: &'static str) -> (Vec<(IpAddr, u64)>, usize) {
+fn dump_in(ns: &str, set: &'static str) -> (Vec<elements::Counted>, usize) {
     in_netns(ns, move |socket| dump_set(socket, FAMILY_INET, TABLE, set)).expect("dump")
 }
 
@@ -71,7 +71,7 @@ fn a_set_dumped_over_netlink_holds_exactly_the_truth_counters() {
     dumped.extend(v6);
     unreadable += bad6;
     assert_eq!(unreadable, 0);
-    let dumped: BTreeMap<String, u64> = dumped.into_iter().map(|(ip, bytes)| (ip.to_string(), bytes)).collect();
+    let dumped: BTreeMap<String, u64> = dumped.into_iter().map(|e| (e.ip.to_string(), e.bytes)).collect();
     let truth = lab.truth();
     println!("{:<16} {:>10} {:>10}", "remote", "nftables", "dumped");
     for ip in lab::REMOTE_V4.iter().chain(lab::REMOTE_V6.iter()) {
@@ -124,7 +124,7 @@ fn a_table_created_over_netlink_counts_every_peer_exactly_and_goes_away() {
         let name = set.clone();
         let (elements, unreadable) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_created", &name)).expect("dump");
         assert_eq!(unreadable, 0);
-        for (ip, bytes) in elements {
+        for elements::Counted { ip, bytes, .. } in elements {
             assert!(filter.counts(ip), "{ip} ({bytes} bytes in {set}) should have been left out in the kernel");
             assert!(counted.insert((ip.to_string(), dir), bytes).is_none(), "{ip} in two sets");
         }
@@ -252,7 +252,7 @@ fn a_table_counts_no_skipped_peer_from_its_first_packet() {
             for (set, _) in table::sets(table::Generation::A) {
                 let (elements, unreadable) = dump_set(s, FAMILY_INET, "itm_first", &set).expect("dump");
                 assert_eq!(unreadable, 0);
-                counted.extend(elements.into_iter().map(|(ip, bytes)| (set.clone(), ip, bytes)));
+                counted.extend(elements.into_iter().map(|e| (set.clone(), e.ip, e.bytes)));
             }
             table::delete(s, "itm_first").expect("deleted");
             counted
@@ -301,7 +301,7 @@ fn the_first_peers_of_an_interval_count_in_the_front_set_and_the_others_in_their
         }
         // Two CPUs racing for the front set's last room could put one peer
         // in two sets, each with its own packets: added up, as a harvest does.
-        elements.into_iter().for_each(|(ip, bytes)| *counted.entry(ip).or_default() += bytes);
+        elements.into_iter().for_each(|e| *counted.entry(e.ip).or_default() += e.bytes);
     }
     let want = lab.truth()[&(lab::MANY_IPS_RANGE.to_string(), "rx")];
     let got: u64 = counted.values().sum();
@@ -348,7 +348,7 @@ fn the_kernel_skips_what_the_filter_leaves_out_at_each_blocks_edges_with_either_
         let mut counted: BTreeMap<IpAddr, u64> = BTreeMap::new();
         for (set, _) in table::sets(table::Generation::A).into_iter().filter(|(set, _)| set.starts_with("rx")) {
             let (elements, _) = in_netns(&lab.host, move |s| dump_set(s, FAMILY_INET, "itm_edges", &set)).expect("dump");
-            elements.into_iter().for_each(|(ip, bytes)| *counted.entry(ip).or_default() += bytes);
+            elements.into_iter().for_each(|e| *counted.entry(e.ip).or_default() += e.bytes);
         }
         in_netns(&lab.host, |s| table::delete(s, "itm_edges")).expect("deleted");
         let (mut kept, mut left_out) = (0, 0);

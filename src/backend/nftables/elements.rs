@@ -1,6 +1,6 @@
 //! The elements of an nf_tables set with counters, as a set-element dump
 //! (`NFT_MSG_NEWSETELEM` messages) carries them: each element's key (a
-//! remote IPv4 or IPv6 address) and its counter's bytes. The grammar, from
+//! remote IPv4 or IPv6 address) and its counter's bytes and packets. The grammar, from
 //! the kernel's `nf_tables.h`:
 //!
 //! ```text
@@ -28,10 +28,19 @@ const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 
-/// Adds each element of a set-element message to `out` as `(address, bytes)`;
-/// returns how many elements could not be read.
-pub fn read_elements(message: &Message, out: &mut Vec<(IpAddr, u64)>) -> usize {
+/// One element: a peer and what its counter holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub ip: IpAddr,
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// Adds each element of a set-element message to `out`; returns how many
+/// elements could not be read.
+pub fn read_elements(message: &Message, out: &mut Vec<Counted>) -> usize {
     let Some(list) = message.attributes().find(NFTA_SET_ELEM_LIST_ELEMENTS) else { return 0 };
     let mut unreadable = 0;
     for (kind, element) in attributes(list) {
@@ -46,27 +55,27 @@ pub fn read_elements(message: &Message, out: &mut Vec<(IpAddr, u64)>) -> usize {
     unreadable
 }
 
-fn read_element(element: &[u8]) -> Option<(IpAddr, u64)> {
+fn read_element(element: &[u8]) -> Option<Counted> {
     let key = attributes(attributes(element).find(NFTA_SET_ELEM_KEY)?).find(NFTA_DATA_VALUE)?;
     let ip = match key.len() {
         4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(key).ok()?)),
         16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key).ok()?)),
         _ => return None,
     };
-    let bytes = attributes(element).find_map(|(kind, payload)| match kind {
-        NFTA_SET_ELEM_EXPR => counter_bytes(payload),
-        NFTA_SET_ELEM_EXPRESSIONS => {
-            attributes(payload).filter(|(k, _)| *k == NFTA_LIST_ELEM).find_map(|(_, expr)| counter_bytes(expr))
-        }
+    let (bytes, packets) = attributes(element).find_map(|(kind, payload)| match kind {
+        NFTA_SET_ELEM_EXPR => counter(payload),
+        NFTA_SET_ELEM_EXPRESSIONS => attributes(payload).filter(|(k, _)| *k == NFTA_LIST_ELEM).find_map(|(_, expr)| counter(expr)),
         _ => None,
     })?;
-    Some((ip, bytes))
+    Some(Counted { ip, bytes, packets })
 }
 
-/// The bytes of a `counter` expression; `None` for any other expression.
-fn counter_bytes(expr: &[u8]) -> Option<u64> {
+/// The bytes and packets of a `counter` expression; `None` for any other
+/// expression.
+fn counter(expr: &[u8]) -> Option<(u64, u64)> {
     (attributes(expr).find(NFTA_EXPR_NAME)? == b"counter\0").then_some(())?;
-    be_u64(attributes(attributes(expr).find(NFTA_EXPR_DATA)?).find(NFTA_COUNTER_BYTES)?)
+    let data = attributes(expr).find(NFTA_EXPR_DATA)?;
+    Some((be_u64(attributes(data).find(NFTA_COUNTER_BYTES)?)?, be_u64(attributes(data).find(NFTA_COUNTER_PACKETS)?)?))
 }
 
 #[cfg(test)]
@@ -113,6 +122,7 @@ mod tests {
         let message = messages(&bytes).next().unwrap();
         let mut out = Vec::new();
         assert_eq!(read_elements(&message, &mut out), 2, "two unreadable elements");
-        assert_eq!(out, [("198.51.100.7".parse().unwrap(), 20_992_712), ("2001:db8::2".parse().unwrap(), 10_506_212)]);
+        let counted = |ip: &str, bytes| Counted { ip: ip.parse().unwrap(), bytes, packets: 3 };
+        assert_eq!(out, [counted("198.51.100.7", 20_992_712), counted("2001:db8::2", 10_506_212)]);
     }
 }

@@ -11,16 +11,19 @@
 //! is so handed over one to two intervals after its packet, exactly once,
 //! and a harvest costs what the last interval's peers cost, whatever the
 //! table held before. The counters of bytes a full set refused are read and
-//! zeroed in one step (`Record::Unkeyed`).
+//! zeroed in one step (`Record::Unkeyed`), and so are the counters of its
+//! lanes (`super::lanes`), whose packets, with its elements', choose the
+//! lanes of the generation the swap makes anew.
 
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::journal::{Entry, Journal};
+use super::lanes::Traffic;
 use super::socket::Socket;
 use super::table::{self, Generation, HARVESTS, Layout, Stamp};
-use super::{FAMILY_INET, OTHERS, TABLE, dump_set, flowtables, read_counter, read_counter_values};
+use super::{FAMILY_INET, OTHERS, TABLE, dump_counters, dump_set, flowtables, read_counter_values};
 use crate::backend::in_process::Counter;
 use crate::filter::canonical;
 use crate::store::{HarvestMarks, Record};
@@ -261,8 +264,9 @@ impl Counter for Harvester {
     fn harvest(&mut self, report: &mut Vec<Record>, marks: HarvestMarks) -> Result<(), String> {
         let retired = self.active.other();
         let sockets = self.sockets()?;
-        let (_, occupied) = read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
-        let refused = read_refused(&mut sockets[0], retired, report).map_err(|e| lost_table(&e))?;
+        let (_, occupied, mut traffic) = read_generation(sockets, retired, report).map_err(|e| lost_table(&e))?;
+        let refused = read_refused(&mut sockets[0], retired, report, &mut traffic).map_err(|e| lost_table(&e))?;
+        let old_lanes = read_lanes(&mut sockets[0], retired, report, &mut traffic).map_err(|e| lost_table(&e))?;
         let number = self.number + 1;
         // Every harvest written down so far is in a saved state: start afresh.
         if marks.saved >= self.number && self.journal.as_ref().is_some_and(|j| j.written() > 0) {
@@ -272,7 +276,8 @@ impl Counter for Harvester {
         self.write_down(|journal| journal.append(number, report));
         let (layout, stamp) = (self.layout.clone(), self.stamp(number, retired));
         let sockets = self.sockets()?;
-        table::swap(&mut sockets[0], TABLE, &layout, stamp, &occupied, refused.map(|bytes| bytes > 0)).map_err(|e| lost_table(&e))?;
+        let made_anew = table::Retired { occupied: &occupied, refused: refused.map(|bytes| bytes > 0), lanes: &old_lanes };
+        table::swap(&mut sockets[0], TABLE, &layout, stamp, &made_anew, &traffic.lanes()).map_err(|e| lost_table(&e))?;
         (self.number, self.active) = (number, retired);
         self.write_down(|journal| journal.done(number));
         report.append(&mut self.leftover);
@@ -326,11 +331,12 @@ fn readers() -> usize {
 }
 
 /// Adds the records of every set of `generation` to `report`, the sets
-/// shared among `sockets`; returns their bytes, and which of the sets
-/// ([`table::sets`] order) held elements.
-fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut Vec<Record>) -> io::Result<(u64, Vec<bool>)> {
+/// shared among `sockets`; returns their bytes, which of the sets
+/// ([`table::sets`] order) held elements, and their packets.
+fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut Vec<Record>) -> io::Result<(u64, Vec<bool>, Traffic)> {
     let sets = table::sets(generation);
     let mut occupied = vec![false; sets.len()];
+    let mut traffic = Traffic::default();
     let n = sockets.len();
     let bytes = std::thread::scope(|scope| {
         let mut readers = Vec::new();
@@ -346,6 +352,7 @@ fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut 
         let mut take = |reading: SetsRead| {
             report.extend(reading.records);
             reading.occupied.iter().for_each(|&i| occupied[i] = true);
+            traffic.merge(reading.traffic);
             reading.bytes
         };
         let mut bytes = take(read_sets(own_socket, own_sets)?);
@@ -354,7 +361,7 @@ fn read_generation(sockets: &mut [Socket], generation: Generation, report: &mut 
         }
         Ok(bytes)
     })?;
-    Ok((bytes, occupied))
+    Ok((bytes, occupied, traffic))
 }
 
 /// What one reader found in its share of a generation's sets.
@@ -363,12 +370,13 @@ struct SetsRead {
     bytes: u64,
     /// The indices of the sets that held elements.
     occupied: Vec<usize>,
+    traffic: Traffic,
 }
 
 /// The records of `sets` (`(index, (name, direction))`), their bytes, and
 /// which of them held elements.
 fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = (usize, &'a (String, usize))>) -> io::Result<SetsRead> {
-    let mut read = SetsRead { records: Vec::new(), bytes: 0, occupied: Vec::new() };
+    let mut read = SetsRead { records: Vec::new(), bytes: 0, occupied: Vec::new(), traffic: Traffic::default() };
     for (index, (set, dir)) in sets {
         let (elements, unreadable) = dump_set(socket, FAMILY_INET, TABLE, set)?;
         if elements.is_empty() && unreadable == 0 {
@@ -376,20 +384,23 @@ fn read_sets<'a>(socket: &mut Socket, sets: impl Iterator<Item = (usize, &'a (St
         }
         read.occupied.push(index);
         read.records.reserve(elements.len());
-        for (ip, n) in elements.into_iter().filter(|(_, n)| *n > 0) {
-            read.bytes += n;
-            read.records.push(record(*dir, ip, n));
+        for element in elements.into_iter().filter(|e| e.bytes > 0) {
+            read.bytes += element.bytes;
+            read.records.push(record(*dir, element.ip, element.bytes));
+            read.traffic.add(*dir, element.ip, element.packets);
         }
     }
     Ok(read)
 }
 
-/// Adds the bytes the full sets of `generation` refused to `report`;
-/// returns them by direction (0 tx, 1 rx).
-fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>) -> io::Result<[u64; 2]> {
+/// Adds the bytes the full sets of `generation` refused to `report`, and
+/// their packets to `traffic`; returns the bytes by direction (0 tx, 1 rx).
+fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>, traffic: &mut Traffic) -> io::Result<[u64; 2]> {
     let mut refused = [0; 2];
     for (dir, name) in table::refused(generation).iter().enumerate() {
-        refused[dir] = read_counter(socket, TABLE, name)?;
+        let (bytes, packets) = read_counter_values(socket, TABLE, name)?;
+        refused[dir] = bytes;
+        traffic.add_unkeyed(dir, packets);
     }
     if refused != [0, 0] {
         report.push(Record::Unkeyed(refused[0], refused[1]));
@@ -397,14 +408,33 @@ fn read_refused(socket: &mut Socket, generation: Generation, report: &mut Vec<Re
     Ok(refused)
 }
 
+/// Adds what the lanes of `generation` counted to `report`, and their
+/// packets to `traffic`; returns their counters' names.
+fn read_lanes(socket: &mut Socket, generation: Generation, report: &mut Vec<Record>, traffic: &mut Traffic) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for (name, bytes, packets) in dump_counters(socket, TABLE)? {
+        let Some((lane, _)) = table::lane_of(&name).filter(|(_, of)| *of == generation) else { continue };
+        if bytes > 0 {
+            report.push(record(lane.dir, lane.ip, bytes));
+        }
+        traffic.add(lane.dir, lane.ip, packets);
+        names.push(name);
+    }
+    Ok(names)
+}
+
 /// Everything the table holds that no harvest handed over: both
-/// generations' sets and refused bytes, into `report`; their bytes. What
-/// cannot be read (a table of an older layout) is left out.
+/// generations' sets, lanes and refused bytes, into `report`; their bytes.
+/// What cannot be read (a table of an older layout) is left out.
 fn read_everything(sockets: &mut [Socket], report: &mut Vec<Record>) -> u64 {
     let mut bytes = 0;
+    let mut traffic = Traffic::default();
     for generation in [Generation::A, Generation::B] {
-        bytes += read_refused(&mut sockets[0], generation, report).map_or(0, |[tx, rx]| tx + rx);
-        bytes += read_generation(sockets, generation, report).map_or(0, |(bytes, _)| bytes);
+        bytes += read_refused(&mut sockets[0], generation, report, &mut traffic).map_or(0, |[tx, rx]| tx + rx);
+        bytes += read_generation(sockets, generation, report).map_or(0, |(bytes, ..)| bytes);
+        let before = report.len();
+        let _ = read_lanes(&mut sockets[0], generation, report, &mut traffic);
+        bytes += report[before..].iter().map(record_bytes).sum::<u64>();
     }
     bytes
 }

@@ -3,7 +3,8 @@
 //! of the monitor reads them over netlink every interval ([`harvest`]): no
 //! child process, no user-space package, no packet copied to user space.
 //! [`netlink`] builds and walks messages (pure, checked), [`socket`] is the
-//! one NETLINK_NETFILTER exchange, [`elements`] reads a set-element dump.
+//! one NETLINK_NETFILTER exchange, [`elements`] reads a set-element dump,
+//! [`lanes`] picks the peers busy enough for a rule of their own.
 //! Process association comes from /proc, as for iftop
 //! ([`super::owners`]). What it needs: Linux 5.7+ with nf_tables (set
 //! expressions); no counter is ever reset, so nothing newer.
@@ -11,12 +12,12 @@
 pub mod elements;
 pub mod harvest;
 pub mod journal;
+pub mod lanes;
 pub mod netlink;
 pub mod socket;
 pub mod table;
 
 use std::io;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,9 +131,9 @@ impl Backend for Nftables {
     }
 }
 
-/// Every element of set `set` in table `table`: `(address, bytes)`, and how
-/// many elements could not be read.
-pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str) -> io::Result<(Vec<(IpAddr, u64)>, usize)> {
+/// Every element of set `set` in table `table`, and how many elements could
+/// not be read.
+pub fn dump_set(socket: &mut socket::Socket, family: u8, table: &str, set: &str) -> io::Result<(Vec<elements::Counted>, usize)> {
     let seq = socket.next_seq();
     let mut request = Builder::new(GET_SET_ELEMENTS, NLM_F_REQUEST | NLM_F_DUMP, seq, family);
     request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table).attr_str(NFTA_SET_ELEM_LIST_SET, set);
@@ -156,6 +157,25 @@ pub fn read_counter_values(socket: &mut socket::Socket, table: &str, name: &str)
     let mut values = None;
     socket.exchange(&request.finish(), seq, |message| values = counter_values(message))?;
     values.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("counter {name} came without its bytes")))
+}
+
+/// Every counter object of table `table` (inet): `(name, bytes, packets)`.
+pub fn dump_counters(socket: &mut socket::Socket, table: &str) -> io::Result<Vec<(String, u64, u64)>> {
+    let seq = socket.next_seq();
+    let mut request = Builder::new(GET_OBJECT, NLM_F_REQUEST | NLM_F_DUMP, seq, FAMILY_INET);
+    request.attr_str(1, table).attr_u32(3, table::NFT_OBJECT_COUNTER); // NFTA_OBJ_TABLE, NFTA_OBJ_TYPE: the dump's filter
+    let mut counters = Vec::new();
+    socket.exchange(&request.finish(), seq, |message| counters.extend(named_counter(message)))?;
+    Ok(counters)
+}
+
+/// A counter object message's name (`NFTA_OBJ_NAME (2)`, a string), bytes
+/// and packets ([`counter_values`]).
+pub fn named_counter(message: &netlink::Message) -> Option<(String, u64, u64)> {
+    let name = message.attributes().find(2)?;
+    let name = std::str::from_utf8(name.strip_suffix(&[0]).unwrap_or(name)).ok()?;
+    let (bytes, packets) = counter_values(message)?;
+    Some((name.to_string(), bytes, packets))
 }
 
 /// The bytes and packets of a counter object message (`NFT_MSG_NEWOBJ`):
