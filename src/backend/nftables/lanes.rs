@@ -54,27 +54,28 @@ impl Traffic {
 
     /// The lanes for the next interval, busiest first (a lane's rule is
     /// passed by the packets of every lane after it).
-    pub fn lanes(mut self) -> Vec<Lane> {
-        // One peer may count in a lane and a set (a packet with IP options).
-        self.busy.sort_unstable_by_key(|(lane, _)| (lane.dir, lane.ip));
-        let mut merged: Vec<(Lane, u64)> = Vec::with_capacity(self.busy.len());
-        for (lane, packets) in self.busy {
-            match merged.last_mut() {
-                Some((last, sum)) if *last == lane => *sum += packets,
-                _ => merged.push((lane, packets)),
+    pub fn lanes(&self) -> Vec<Lane> {
+        let busy_enough = |lane: &Lane, packets: u64| self.packets.get(lane.dir).is_some_and(|&total| packets.saturating_mul(SHARE) >= total);
+        // One peer may count in a lane and a set (a packet with IP options):
+        // its parts are added up, and one of them is at least half its
+        // share. (No sort: at most eight peers qualify.)
+        let mut chosen: Vec<(Lane, u64)> = Vec::new();
+        for (lane, _) in self.busy.iter().filter(|(lane, part)| busy_enough(lane, part.saturating_mul(2))) {
+            let packets = self.busy.iter().filter(|(other, _)| other == lane).map(|(_, p)| p).sum();
+            if busy_enough(lane, packets) && !chosen.iter().any(|(other, _)| other == lane) {
+                let at = chosen.iter().position(|&(_, more)| more < packets).unwrap_or(chosen.len());
+                chosen.insert(at, (*lane, packets));
             }
         }
-        merged.sort_unstable_by_key(|&(lane, packets)| (std::cmp::Reverse(packets), lane.dir, lane.ip));
         let mut per_direction = [0; 2];
-        let mut lanes = Vec::new();
-        for (lane, packets) in merged {
-            let total = self.packets.get(lane.dir).copied().unwrap_or(u64::MAX);
-            if packets.saturating_mul(SHARE) >= total && per_direction[lane.dir] < table::LANES {
+        chosen
+            .into_iter()
+            .filter(|(lane, _)| {
                 per_direction[lane.dir] += 1;
-                lanes.push(lane);
-            }
-        }
-        lanes
+                per_direction[lane.dir] <= table::LANES
+            })
+            .map(|(lane, _)| lane)
+            .collect()
     }
 }
 
@@ -90,14 +91,16 @@ mod tests {
     fn a_peer_with_an_eighth_of_its_directions_packets_gets_a_lane() {
         let mut traffic = Traffic::default();
         traffic.add(0, ip("198.51.100.7"), 8_000);
+        traffic.add(0, ip("198.51.100.8"), 1_000); // half an eighth here, and the other half:
+        traffic.add(0, ip("198.51.100.8"), 1_000);
         traffic.add(0, ip("203.0.113.9"), 1_999); // under an eighth of 16,000 packets (2,000)
         traffic.add(0, ip("203.0.113.10"), 2_000); // an eighth exactly
-        traffic.add_unkeyed(0, 4_001);
+        traffic.add_unkeyed(0, 2_001);
         traffic.add(1, ip("2001:db8::2"), LEAST_PACKETS - 1); // all of rx, but a trickle
         assert_eq!(
             traffic.lanes(),
-            [Lane { dir: 0, ip: ip("198.51.100.7") }, Lane { dir: 0, ip: ip("203.0.113.10") }],
-            "busiest first"
+            [Lane { dir: 0, ip: ip("198.51.100.7") }, Lane { dir: 0, ip: ip("198.51.100.8") }, Lane { dir: 0, ip: ip("203.0.113.10") }],
+            "busiest first (equals as read), a peer counted in two places once"
         );
     }
 

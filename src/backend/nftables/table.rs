@@ -272,8 +272,13 @@ fn refused_name(direction: &Direction, generation: Generation) -> String {
 /// A lane's counter in `generation`: `tx_a_lane_c6336407` (the address in
 /// hex, as the rule compares it: 8 digits for IPv4, 32 for IPv6).
 fn lane_name(direction: &Direction, generation: Generation, ip: IpAddr) -> String {
-    let hex: String = address_bytes(ip).iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}_{}_lane_{hex}", direction.name, generation.suffix())
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut name = format!("{}_{}_lane_", direction.name, generation.suffix());
+    for byte in address_bytes(ip) {
+        name.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        name.push(char::from(DIGITS[usize::from(byte & 15)]));
+    }
+    name
 }
 
 /// The lane whose counter object is named `name`, and its generation;
@@ -286,10 +291,13 @@ pub fn lane_of(name: &str) -> Option<(Lane, Generation)> {
     if !matches!(hex.len(), 8 | 32) {
         return None;
     }
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
     for (i, pair) in hex.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        (text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(())?;
-        bytes[i] = u8::from_str_radix(text, 16).ok()?;
+        bytes[i] = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     let ip = match hex.len() {
         8 => IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]),
