@@ -3,7 +3,8 @@
 //!
 //! - a 10 s TCP stream (iperf3) and a 10 s flood of 100-byte UDP packets
 //!   (72-byte payloads, sent by this binary re-run as a sender in the host
-//!   namespace, counted by itself re-run as a sink in the remote one), each
+//!   namespace, counted by itself re-run as a sink in the remote one; a
+//!   flood in progress: its peer sent 5,000 datagrams 5 s before), each
 //!   unmonitored, under the nftables backend (the kernel counts in sets,
 //!   the monitor reads them every 2 s), under the bpftrace backend, under the iftop backend and
 //!   under a plain iftop, and under bpftrace running empty programs on the
@@ -91,7 +92,7 @@ fn main() {
         Some("--harvest") => return harvest_time(),
         Some("--memory") => return memory_table(&product_binary(), "nftables"),
         Some("--hook-cost") => return hook_cost(&product_binary()),
-        Some("--flood") => return throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, bench_rounds(), &product_binary(), udp_flood_run),
+        Some("--flood") => return throughput_table(&FLOOD, bench_rounds(), &product_binary()),
         _ => {}
     }
     if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {
@@ -100,8 +101,8 @@ fn main() {
     }
     let rounds = bench_rounds();
     let bin = product_binary();
-    throughput_table("TCP stream (iperf3)", "Gbit/s", 1e-9 * 8.0, rounds, &bin, tcp_stream);
-    throughput_table("UDP flood, 100-byte packets", "k packets/s", 1e-3, rounds, &bin, udp_flood_run);
+    throughput_table(&TCP_STREAM, rounds, &bin);
+    throughput_table(&FLOOD, rounds, &bin);
     hook_cost(&bin);
     memory_table(&bin, "bpftrace");
     memory_table(&bin, "nftables");
@@ -119,15 +120,29 @@ fn product_binary() -> String {
     if std::path::Path::new(static_bin).exists() { static_bin.to_string() } else { lab::BIN.to_string() }
 }
 
-fn throughput_table(load: &str, unit: &str, scale: f64, rounds: usize, bin: &str, run: fn(&mut Lab) -> (f64, u64)) {
+/// What the throughput rounds put on the lab: its rows' name, the unit and
+/// scale of its rate, what gets it going (not measured), and a run: the
+/// rate and the IP bytes that got through.
+struct Load {
+    name: &'static str,
+    unit: &'static str,
+    scale: f64,
+    warm_up: fn(&Lab),
+    run: fn(&mut Lab) -> (f64, u64),
+}
+
+const TCP_STREAM: Load = Load { name: "TCP stream (iperf3)", unit: "Gbit/s", scale: 1e-9 * 8.0, warm_up: |_| {}, run: tcp_stream };
+const FLOOD: Load = Load { name: "UDP flood, 100-byte packets", unit: "k packets/s", scale: 1e-3, warm_up, run: udp_flood_run };
+
+fn throughput_table(load: &Load, rounds: usize, bin: &str) {
     let mut results: Vec<Vec<Run>> = MODES.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for (m, &mode) in MODES.iter().enumerate() {
-            results[m].push(measure(mode, bin, run));
+            results[m].push(measure(mode, bin, load));
         }
     }
-    print_rows(load, unit, scale, rounds, &results);
-    print_probe_cost(load, bin, run);
+    print_rows(load.name, load.unit, load.scale, rounds, &results);
+    print_probe_cost(load, bin);
 }
 
 fn print_rows(load: &str, unit: &str, scale: f64, rounds: usize, results: &[Vec<Run>]) {
@@ -147,7 +162,7 @@ fn print_rows(load: &str, unit: &str, scale: f64, rounds: usize, results: &[Vec<
     }
 }
 
-fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
+fn measure(mode: Mode, bin: &str, load: &Load) -> Run {
     let mut lab = Lab::new();
     let mut watchers: Vec<u32> = Vec::new();
     let mut monitor = None;
@@ -185,8 +200,9 @@ fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
             plain = Some(child);
         }
     }
+    (load.warm_up)(&lab);
     let before = cpu_seconds(&watchers);
-    let (rate, bytes) = run(&mut lab);
+    let (rate, bytes) = (load.run)(&mut lab);
     let cpu_seconds = cpu_seconds(&watchers) - before;
     drop(monitor);
     if let Some(mut child) = plain {
@@ -198,21 +214,23 @@ fn measure(mode: Mode, bin: &str, run: fn(&mut Lab) -> (f64, u64)) -> Run {
 
 /// One more run under the bpftrace backend with the kernel's BPF run-time
 /// statistics on: what the programs themselves cost per run and per GB.
-fn print_probe_cost(load: &str, bin: &str, run: fn(&mut Lab) -> (f64, u64)) {
+fn print_probe_cost(load: &Load, bin: &str) {
     let mut lab = Lab::new();
     let mut monitor = lab.spawn_in_host(&[bin, "-b", "bpftrace", "-i", "vh", "-d", "0", "-q", "-s", "2"]);
     monitor.wait_for_stderr("counting with", Duration::from_secs(120));
     let bpftrace = lab::children(monitor.pid());
+    (load.warm_up)(&lab);
     let stats = "/proc/sys/kernel/bpf_stats_enabled";
     let was = std::fs::read_to_string(stats).unwrap_or_else(|_| "0".into());
     let _ = std::fs::write(stats, "1");
     let before = program_stats(&bpftrace);
-    let (_, bytes) = run(&mut lab);
+    let (_, bytes) = (load.run)(&mut lab);
     let after = program_stats(&bpftrace);
     let _ = std::fs::write(stats, was.trim());
     let (ns, runs) = (after.0 - before.0, after.1 - before.1);
     println!(
-        "| {load}: bpftrace programs' own run time (bpf_stats) | {:.0} ns per run | {:.1} M runs | BPF CPU s/GB {:.3} |",
+        "| {}: bpftrace programs' own run time (bpf_stats) | {:.0} ns per run | {:.1} M runs | BPF CPU s/GB {:.3} |",
+        load.name,
         ns as f64 / runs.max(1) as f64,
         runs as f64 / 1e6,
         ns as f64 / 1e9 / (bytes as f64 / 1e9),
@@ -445,16 +463,39 @@ fn hook_cost(bin: &str) {
     }
 }
 
-/// Sends the flood's peer 5,000 datagrams (to a closed port) and waits
-/// until the running monitor has given it a lane (two harvests later).
-fn give_the_flood_a_lane(lab: &Lab) {
+/// What every mode's flood round begins with, as a flood that has gone on
+/// for some seconds would: the flood's peer has sent 5,000 datagrams (to a
+/// closed port), and 5 s have passed, two of the monitor's intervals (`-s
+/// 2`), in which the nftables backend gave the peer a lane (checked). The
+/// flood's cost before that, on the common path, is the hook cost's row
+/// "the monitor's table".
+fn warm_up(lab: &Lab) {
+    send_to_the_floods_peer(lab);
+    std::thread::sleep(Duration::from_secs(5));
+    if monitor_table(lab).is_some_and(|rules| !rules.contains(FLOOD_LANE)) {
+        panic!("the monitor gave the flood's peer no lane in 5 s");
+    }
+}
+
+/// The start of the flood's peer's lane rule in the monitor's `tx` chain.
+const FLOOD_LANE: &str = "0xc6336407 @nh,0,8 0x45";
+
+fn send_to_the_floods_peer(lab: &Lab) {
     lab.host_shell("python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x' * 72, ('198.51.100.7', 9)) for _ in range(5000)]\"");
+}
+
+/// The monitor's `tx` chain in the host namespace, if it has its table.
+fn monitor_table(lab: &Lab) -> Option<String> {
+    let rules = Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "chain", "inet", "ip_traffic_monitor", "tx"]).output().expect("nft");
+    rules.status.success().then(|| String::from_utf8_lossy(&rules.stdout).into_owned())
+}
+
+/// Sends the flood's peer 5,000 datagrams and waits until the running
+/// monitor (`-s 1`) has given it a lane (two harvests later).
+fn give_the_flood_a_lane(lab: &Lab) {
+    send_to_the_floods_peer(lab);
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rules = Command::new("ip").args(["netns", "exec", &lab.host, "nft", "list", "chain", "inet", "ip_traffic_monitor", "tx"]).output().expect("nft");
-        if String::from_utf8_lossy(&rules.stdout).contains("0xc6336407 @nh,0,8 0x45") {
-            return;
-        }
+    while !monitor_table(lab).is_some_and(|rules| rules.contains(FLOOD_LANE)) {
         assert!(Instant::now() < deadline, "the flood's peer got no lane");
         std::thread::sleep(Duration::from_millis(100));
     }
