@@ -1,5 +1,5 @@
 # Sourced by the bench scripts that flood (probe-cost.sh, rule-cost.sh,
-# monitor-cpu.sh): the host and remote namespaces of tests/lab/mod.rs, cut
+# monitor-cpu.sh, flood-pairs.sh): the host and remote namespaces of tests/lab/mod.rs, cut
 # to what a flood needs. The caller deletes them in its EXIT trap with
 # flood_lab_down, so they go also when it fails.
 #
@@ -10,6 +10,8 @@
 #   flood_bench                  prints the path of benches/overhead.rs's
 #                                binary (its --udp-flood and --udp-sink),
 #                                building it if needed
+#   stop_monitor                 stops the monitor whose PID is in $monitor
+#                                (stopped with SIGSTOP or not), if any
 
 flood_lab_up() {
     ip netns add "$1"
@@ -32,4 +34,13 @@ flood_lab_down() {
 
 flood_bench() {
     cargo bench --bench overhead --no-run 2>&1 | grep -o 'target/release/deps/overhead-[0-9a-f]*' | head -1
+}
+
+stop_monitor() {
+    if [ -n "${monitor:-}" ]; then
+        kill -CONT "$monitor" 2>/dev/null || true
+        kill -INT "$monitor" 2>/dev/null || true
+        wait "$monitor" 2>/dev/null || true
+        monitor=
+    fi
 }

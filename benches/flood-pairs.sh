@@ -33,14 +33,6 @@ flood=$(flood_bench)
 [ -x "$flood" ] || { echo "flood-pairs: could not build benches/overhead.rs" >&2; exit 1; }
 
 host=itm-pairs-h-$$ remote=itm-pairs-r-$$ work=$(mktemp -d) monitor=
-stop_monitor() {
-    if [ -n "$monitor" ]; then
-        kill -CONT "$monitor" 2>/dev/null || true
-        kill -INT "$monitor" 2>/dev/null || true
-        wait "$monitor" 2>/dev/null || true
-        monitor=
-    fi
-}
 cleanup() {
     stop_monitor
     flood_lab_down "$host" "$remote"

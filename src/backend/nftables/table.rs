@@ -741,11 +741,10 @@ pub fn swap(socket: &mut Socket, name: &str, layout: &Layout, stamp: Stamp, reti
     }
     // The old lanes' counters: no rule names them since the swap before.
     messages.extend(retired.lanes.iter().map(|lane| delete_object(name, lane, seq)));
-    let lanes: Vec<&Lane> = lanes.iter().filter(|lane| lane.dir < DIRECTIONS.len()).collect();
+    let lanes: Vec<Lane> = lanes.iter().copied().filter(|lane| lane.dir < DIRECTIONS.len()).collect();
     for lane in &lanes {
         messages.push(new_counter(name, &lane_name(&DIRECTIONS[lane.dir], to, lane.ip), 0, 0, seq));
     }
-    let lanes: Vec<Lane> = lanes.into_iter().copied().collect();
     let skip_sets: Vec<SkipSets> = DIRECTIONS[0].peers.iter().filter_map(|peers| SkipSets::made_for(layout, peers)).collect();
     let counting = Counting { table: name, layout, skip_sets: &skip_sets, maps: &[], generation: to, seed: hash_seed(), lanes: &lanes };
     for direction in &DIRECTIONS {
