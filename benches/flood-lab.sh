@@ -12,6 +12,11 @@
 #                                building it if needed
 #   stop_monitor                 stops the monitor whose PID is in $monitor
 #                                (stopped with SIGSTOP or not), if any
+#   flood_lab_start TAG          builds the flood binary into $flood, names
+#                                $host and $remote (itm-TAG-h-PID, …), makes
+#                                $work, and on exit stops $monitor and
+#                                deletes all three (flood_lab_up is the
+#                                caller's)
 
 flood_lab_up() {
     ip netns add "$1"
@@ -43,4 +48,17 @@ stop_monitor() {
         wait "$monitor" 2>/dev/null || true
         monitor=
     fi
+}
+
+flood_lab_start() {
+    flood=$(flood_bench)
+    [ -x "$flood" ] || { echo "$(basename "$0"): could not build benches/overhead.rs" >&2; exit 1; }
+    host=itm-$1-h-$$ remote=itm-$1-r-$$ work=$(mktemp -d) monitor=
+    trap flood_lab_cleanup EXIT
+}
+
+flood_lab_cleanup() {
+    stop_monitor
+    flood_lab_down "$host" "$remote"
+    rm -rf "$work"
 }

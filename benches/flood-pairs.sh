@@ -29,16 +29,7 @@ read -r -a modes <<< "${MODES:-none running stopped none2}"
 [ "$(id -u)" = 0 ] || { echo "flood-pairs: needs root" >&2; exit 1; }
 [ -x "$bin" ] || { echo "flood-pairs: no $bin (make release)" >&2; exit 1; }
 source benches/flood-lab.sh
-flood=$(flood_bench)
-[ -x "$flood" ] || { echo "flood-pairs: could not build benches/overhead.rs" >&2; exit 1; }
-
-host=itm-pairs-h-$$ remote=itm-pairs-r-$$ work=$(mktemp -d) monitor=
-cleanup() {
-    stop_monitor
-    flood_lab_down "$host" "$remote"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+flood_lab_start pairs
 
 # The monitor, given the flood's peer's lane (two harvests after 5,000
 # datagrams to it), as benches/overhead.rs's warm-up does.

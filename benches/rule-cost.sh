@@ -61,16 +61,7 @@ binaries=("$@")
 [ "$(id -u)" = 0 ] || { echo "rule-cost: needs root" >&2; exit 1; }
 command -v perf >/dev/null || { echo "rule-cost: needs perf (linux-perf)" >&2; exit 1; }
 source benches/flood-lab.sh
-flood=$(flood_bench)
-[ -x "$flood" ] || { echo "rule-cost: could not build benches/overhead.rs" >&2; exit 1; }
-
-host=itm-rule-h-$$ remote=itm-rule-r-$$ work=$(mktemp -d) monitor=
-cleanup() {
-    stop_monitor
-    flood_lab_down "$host" "$remote"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+flood_lab_start rule
 
 flood_lab_up "$host" "$remote"
 
