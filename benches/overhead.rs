@@ -9,9 +9,14 @@
 //!   the monitor reads them every 2 s), under the bpftrace backend, under the iftop backend and
 //!   under a plain iftop, and under bpftrace running empty programs on the
 //!   script's two tracepoints (the kernel's own cost of the attachment, a
-//!   floor no script can go under), in paired rounds (A B C D E, ...) so the
-//!   machine's drift hits every mode alike; figures are medians, and
-//!   throughput is given as a ratio to the unmonitored run of the same round;
+//!   floor no script can go under), in paired rounds (A B C D E, then E D C
+//!   B A, ...) so the machine's drift hits every mode alike; figures are
+//!   medians, and throughput is given as a ratio to the unmonitored run of
+//!   the same round;
+//! - what the nftables backend costs that flood, measured inside one flood
+//!   that switches every 3 s between with and without (the 10 s rounds move
+//!   by ±10 % here, more than that cost): its table hooked and unhooked,
+//!   then the monitor running and stopped;
 //! - the CPU seconds the monitor and its child spent per GB transferred
 //!   (utime + stime from /proc, over the traffic only; BPF programs run in
 //!   the kernel's packet path and show up as lost throughput instead);
@@ -28,7 +33,8 @@
 //!   generation that holds them, then the swap), timed in this process.
 //!
 //! Run: make bench (BENCH_ROUNDS=N for more rounds than 3). One part alone:
-//! `cargo bench --bench overhead -- --flood` (the flood's paired rounds),
+//! `cargo bench --bench overhead -- --flood` (the flood's paired rounds,
+//! then the switching floods),
 //! `--hook-cost`, `--harvest` or `--memory`.
 
 #[path = "../tests/lab/mod.rs"]
@@ -88,11 +94,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("--udp-flood") => return udp_flood(&args[2]),
+        Some("--udp-flood-ticks") => return udp_flood_ticks(&args[2]),
         Some("--udp-sink") => return udp_sink(),
         Some("--harvest") => return harvest_time(),
         Some("--memory") => return memory_table(&product_binary(), "nftables"),
         Some("--hook-cost") => return hook_cost(&product_binary()),
-        Some("--flood") => return throughput_table(&FLOOD, bench_rounds(), &product_binary()),
+        Some("--flood") => {
+            throughput_table(&FLOOD, bench_rounds(), &product_binary());
+            return alternating(&product_binary());
+        }
         _ => {}
     }
     if !lab::is_root() || !["bpftrace", "iftop", "iperf3", "nft", "python3"].iter().all(|t| lab::on_path(t)) {
@@ -103,6 +113,7 @@ fn main() {
     let bin = product_binary();
     throughput_table(&TCP_STREAM, rounds, &bin);
     throughput_table(&FLOOD, rounds, &bin);
+    alternating(&bin);
     hook_cost(&bin);
     memory_table(&bin, "bpftrace");
     memory_table(&bin, "nftables");
@@ -136,9 +147,16 @@ const FLOOD: Load = Load { name: "UDP flood, 100-byte packets", unit: "k packets
 
 fn throughput_table(load: &Load, rounds: usize, bin: &str) {
     let mut results: Vec<Vec<Run>> = MODES.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (m, &mode) in MODES.iter().enumerate() {
-            results[m].push(measure(mode, bin, load));
+    for round in 0..rounds {
+        // Odd rounds in reverse order, so that no mode always comes first
+        // after the one before it (and a drift within a round hits each
+        // mode from both sides).
+        let mut order: Vec<usize> = (0..MODES.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for m in order {
+            results[m].push(measure(MODES[m], bin, load));
         }
     }
     print_rows(load.name, load.unit, load.scale, rounds, &results);
@@ -347,9 +365,7 @@ fn samples_in(recording: &str, function: &str) -> u64 {
 /// first field of /proc/thread-self/schedstat: time on a CPU, not the time
 /// the hypervisor gave to others).
 fn udp_flood(to: &str) {
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
-    socket.connect((to, SINK_PORT)).expect("connect");
-    let payload = [0x5au8; PAYLOAD];
+    let socket = flood_socket(to);
     let runtime = || -> u64 {
         let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
         text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("run time")
@@ -358,12 +374,44 @@ fn udp_flood(to: &str) {
     let mut sent = 0u64;
     let end = Instant::now() + Duration::from_secs(SECONDS);
     while Instant::now() < end {
-        for _ in 0..256 {
-            // ENOBUFS under pressure: the packet is simply not sent.
-            sent += u64::from(socket.send(&payload).is_ok());
-        }
+        sent += send_burst(&socket);
     }
     let _ = writeln!(std::io::stdout(), "{sent} {}", runtime() - started);
+}
+
+/// As [`udp_flood`], for ALTERNATING_SECONDS, printing a line each TICK:
+/// the wall clock in ms since the epoch (the bench's clock too, which
+/// notes when it switched) and the datagrams sent since the line before.
+fn udp_flood_ticks(to: &str) {
+    let socket = flood_socket(to);
+    let mut lines = String::new();
+    let (mut sent, mut next) = (0u64, Instant::now() + TICK);
+    let end = Instant::now() + Duration::from_secs(ALTERNATING_SECONDS);
+    while Instant::now() < end {
+        sent += send_burst(&socket);
+        if Instant::now() >= next {
+            lines += &format!("{} {sent}\n", epoch_ms());
+            (sent, next) = (0, next + TICK);
+        }
+    }
+    let _ = std::io::stdout().write_all(lines.as_bytes());
+}
+
+fn flood_socket(to: &str) -> UdpSocket {
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    socket.connect((to, SINK_PORT)).expect("connect");
+    socket
+}
+
+/// 256 datagrams of PAYLOAD bytes: how many the kernel took (ENOBUFS under
+/// pressure: the packet is simply not sent).
+fn send_burst(socket: &UdpSocket) -> u64 {
+    let payload = [0x5au8; PAYLOAD];
+    (0..256).map(|_| u64::from(socket.send(&payload).is_ok())).sum()
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Counts datagrams until none came for a second, then prints the count.
@@ -380,6 +428,132 @@ fn udp_sink() {
         }
     }
     let _ = writeln!(std::io::stdout(), "{packets}");
+}
+
+/// One flood of the [`alternating`] measure, and its phases.
+const ALTERNATING_SECONDS: u64 = 120;
+const PHASE: Duration = Duration::from_secs(3);
+/// The sender counts in steps of this.
+const TICK: Duration = Duration::from_millis(250);
+/// What a phase leaves out at its start: the switch, and the `nft` or
+/// `kill` that made it.
+const SETTLE_MS: u64 = 500;
+
+/// What the nftables backend costs a flood in progress (its peer in a
+/// lane), measured inside one flood: two 10 s floods of the same kind a
+/// minute apart differ here by up to ±10 % (`benches/flood-pairs.sh`), more
+/// than the cost, so the paired rounds above cannot tell 0.95 from 0.90 in
+/// a few rounds; switching every PHASE inside one flood of
+/// ALTERNATING_SECONDS can. Two such floods, each after the warm-up:
+///
+/// - the monitor's table hooked and unhooked (its `dormant` flag: the
+///   table's hooks leave the kernel, so the packet path is as with no
+///   table), the monitor stopped, so that its lane stays;
+/// - the monitor running and stopped (SIGSTOP), its table hooked: what its
+///   harvests and its reading of /proc take from the flood.
+///
+/// Each phase "with" against the mean of the phases "without" beside it;
+/// the median of those ratios and their range; the product of the two
+/// medians is the whole cost.
+fn alternating(bin: &str) {
+    let table = alternate(bin, "its table hooked / unhooked (dormant), the monitor stopped", true, |lab, _, with| {
+        lab.host_shell(if with {
+            "echo 'table inet ip_traffic_monitor { }' | nft -f -" // no flags: awake
+        } else {
+            "nft add table inet ip_traffic_monitor '{ flags dormant; }'"
+        })
+    });
+    let process = alternate(bin, "the monitor running / stopped (SIGSTOP), its table hooked", false, |_, monitor, with| {
+        lab::signal(if with { "-CONT" } else { "-STOP" }, monitor)
+    });
+    println!(
+        "| UDP flood, 100-byte packets: monitor -b nftables, a flood in a lane, both (the product) | | ratio {:.3} | |",
+        table * process
+    );
+}
+
+/// One flood of ALTERNATING_SECONDS under the monitor (`-s 2`, after the
+/// warm-up; stopped first if `stopped`), `switch`ed to "without" and back
+/// every PHASE: prints its row and returns the median ratio.
+fn alternate(bin: &str, what: &str, stopped: bool, switch: fn(&Lab, u32, bool)) -> f64 {
+    let mut lab = Lab::new();
+    let mut monitor = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q", "-s", "2"]);
+    monitor.wait_for_stderr("counting with", Duration::from_secs(60));
+    warm_up(&lab);
+    let pid = monitor.pid();
+    if stopped {
+        lab::signal("-STOP", pid);
+    }
+    let me = std::env::current_exe().expect("own path");
+    let me = me.to_str().expect("utf-8 path");
+    let mut sink = Command::new("ip").args(["netns", "exec", &lab.remote, me, "--udp-sink"]).stdout(Stdio::null()).spawn().expect("sink");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sender = Command::new("ip")
+        .args(["netns", "exec", &lab.host, me, "--udp-flood-ticks", "198.51.100.7"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flood sender");
+    let mut phases = vec![(epoch_ms(), true)];
+    while sender.try_wait().expect("the sender").is_none() {
+        std::thread::sleep(PHASE);
+        let with = !phases[phases.len() - 1].1;
+        switch(&lab, pid, with);
+        phases.push((epoch_ms(), with));
+    }
+    let mut out = String::new();
+    let _ = sender.stdout.take().expect("sender stdout").read_to_string(&mut out);
+    let _ = sink.wait();
+    lab::signal("-CONT", pid);
+    drop(monitor);
+    let ticks: Vec<(u64, u64)> = out
+        .lines()
+        .filter_map(|line| {
+            let (ms, sent) = line.split_once(' ')?;
+            Some((ms.parse().ok()?, sent.parse().ok()?))
+        })
+        .collect();
+    let ratios = phase_ratios(&phases, &ticks);
+    let per_second = |with: bool| {
+        let rates: Vec<f64> = phase_rates(&phases, &ticks).iter().filter(|p| p.0 == with).map(|p| p.1).collect();
+        median(&rates) * 1000.0 / TICK.as_millis() as f64 / 1e3
+    };
+    println!(
+        "| UDP flood, 100-byte packets: monitor -b nftables, {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (min {:.3}, max {:.3}; {} phases) | |",
+        PHASE.as_secs(),
+        per_second(true),
+        per_second(false),
+        median(&ratios),
+        ratios.iter().cloned().fold(f64::INFINITY, f64::min),
+        ratios.iter().cloned().fold(0.0, f64::max),
+        ratios.len(),
+    );
+    median(&ratios)
+}
+
+/// Each phase (its start in ms and whether it was "with") and its mean
+/// count per TICK, over the ticks wholly inside it after SETTLE_MS.
+fn phase_rates(phases: &[(u64, bool)], ticks: &[(u64, u64)]) -> Vec<(bool, f64)> {
+    let ends = phases.iter().skip(1).map(|p| p.0).chain([u64::MAX]);
+    phases
+        .iter()
+        .zip(ends)
+        .filter_map(|(&(start, with), end)| {
+            let tick = TICK.as_millis() as u64;
+            let inside: Vec<u64> = ticks.iter().filter(|&&(t, _)| t >= start + SETTLE_MS + tick && t <= end).map(|t| t.1).collect();
+            (!inside.is_empty()).then(|| (with, inside.iter().sum::<u64>() as f64 / inside.len() as f64))
+        })
+        .collect()
+}
+
+/// Each "with" phase's rate over the mean of the "without" phases on
+/// either side of it.
+fn phase_ratios(phases: &[(u64, bool)], ticks: &[(u64, u64)]) -> Vec<f64> {
+    let rates = phase_rates(phases, ticks);
+    let beside = |i: usize| [i.checked_sub(1), Some(i + 1)].into_iter().flatten().filter_map(|j| rates.get(j)).filter(|p| !p.0).map(|p| p.1);
+    (0..rates.len())
+        .filter(|&i| rates[i].0 && beside(i).count() > 0)
+        .map(|i| rates[i].1 / (beside(i).sum::<f64>() / beside(i).count() as f64))
+        .collect()
 }
 
 /// What an nftables table costs each packet of the 100-byte flood, in the
