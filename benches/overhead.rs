@@ -559,7 +559,10 @@ fn phase_ratios(phases: &[(u64, bool)], ticks: &[(u64, u64)]) -> Vec<f64> {
 /// What an nftables table costs each packet of the 100-byte flood, in the
 /// sender's thread (where the postrouting hook runs): perf's samples inside
 /// netfilter's hooks per packet sent, which the throughput rounds show only
-/// through the machine's ±10 % drift; and the thread's whole run time per
+/// through the machine's ±10 % drift (a lower bound: a sample taken while a
+/// function is entered or left does not show its caller, so the hook's way
+/// in and out is missed; [`alternating`] has the whole cost, about twice
+/// this); and the thread's whole run time per
 /// packet beside it. Paired rounds of: no table (the lab's truth counters
 /// only, as in every variant), an empty base chain at the monitor's hook
 /// (the hook alone), one set update per packet (the least any per-IP count
