@@ -35,7 +35,11 @@
 //! Run: make bench (BENCH_ROUNDS=N for more rounds than 3). One part alone:
 //! `cargo bench --bench overhead -- --flood` (the flood's paired rounds,
 //! then the switching floods),
-//! `--hook-cost`, `--harvest` or `--memory`.
+//! `--hook-cost`, `--harvest` or `--memory`. And what one nftables table
+//! costs the flood over another, measured as the switching floods measure
+//! the monitor's: `cargo bench --bench overhead -- --table-ab A.nft [B.nft]`
+//! (each file a table named `v` whose base chain hooks postrouting; without
+//! B, A against no table).
 
 #[path = "../tests/lab/mod.rs"]
 #[allow(dead_code)]
@@ -99,6 +103,8 @@ fn main() {
         Some("--harvest") => return harvest_time(),
         Some("--memory") => return memory_table(&product_binary(), "nftables"),
         Some("--hook-cost") => return hook_cost(&product_binary()),
+        // cargo bench adds `--bench` after the arguments given.
+        Some("--table-ab") => return table_ab(args.get(2).expect("--table-ab A.nft [B.nft]"), args.get(3).filter(|b| *b != "--bench")),
         Some("--flood") => {
             throughput_table(&FLOOD, bench_rounds(), &product_binary());
             return alternating(&product_binary());
@@ -484,6 +490,35 @@ fn alternate(bin: &str, what: &str, stopped: bool, switch: fn(&Lab, u32, bool)) 
     if stopped {
         lab::signal("-STOP", pid);
     }
+    let ratio = switching_flood(&lab, &format!("monitor -b nftables, {what}"), &|lab, with| switch(lab, pid, with));
+    lab::signal("-CONT", pid);
+    drop(monitor);
+    ratio
+}
+
+/// What table A costs the flood over table B (over no table without B):
+/// both files hold a table named `v` (`table inet v { … }`) whose base
+/// chain hooks postrouting, where the flood's packets leave the host; both
+/// are loaded in the lab's host namespace, beside its truth counters as in
+/// every other row, and one of them is dormant at a time.
+fn table_ab(a: &str, b: Option<&String>) {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let lab = Lab::new();
+    lab.nft_load(&read(a).replace("table inet v ", "table inet a "));
+    lab.nft_load(&b.map_or_else(|| "table inet b { }\n".to_string(), |b| read(b).replace("table inet v ", "table inet b ")));
+    lab.nft_load("add table inet b { flags dormant; }\n");
+    let name = format!("{a} against {}", b.map_or("no table", String::as_str));
+    switching_flood(&lab, &name, &|lab, a_awake| {
+        let (sleeping, awake) = if a_awake { ("b", "a") } else { ("a", "b") };
+        lab.nft_load(&format!("add table inet {sleeping} {{ flags dormant; }}\ntable inet {awake} {{ }}\n")); // no flags: awake
+    });
+}
+
+/// One flood of ALTERNATING_SECONDS from the lab's host to its remote's
+/// sink, which `switch`es to "without" (false) and back every PHASE: prints
+/// its row, named `what`, and returns the median ratio of "with" to
+/// "without" ([`phase_ratios`]).
+fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
     let me = std::env::current_exe().expect("own path");
     let me = me.to_str().expect("utf-8 path");
     let mut sink = Command::new("ip").args(["netns", "exec", &lab.remote, me, "--udp-sink"]).stdout(Stdio::null()).spawn().expect("sink");
@@ -497,14 +532,12 @@ fn alternate(bin: &str, what: &str, stopped: bool, switch: fn(&Lab, u32, bool)) 
     while sender.try_wait().expect("the sender").is_none() {
         std::thread::sleep(PHASE);
         let with = !phases[phases.len() - 1].1;
-        switch(&lab, pid, with);
+        switch(lab, with);
         phases.push((epoch_ms(), with));
     }
     let mut out = String::new();
     let _ = sender.stdout.take().expect("sender stdout").read_to_string(&mut out);
     let _ = sink.wait();
-    lab::signal("-CONT", pid);
-    drop(monitor);
     let ticks: Vec<(u64, u64)> = out
         .lines()
         .filter_map(|line| {
@@ -518,7 +551,7 @@ fn alternate(bin: &str, what: &str, stopped: bool, switch: fn(&Lab, u32, bool)) 
         median(&rates) * 1000.0 / TICK.as_millis() as f64 / 1e3
     };
     println!(
-        "| UDP flood, 100-byte packets: monitor -b nftables, {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (min {:.3}, max {:.3}; {} phases) | |",
+        "| UDP flood, 100-byte packets: {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (min {:.3}, max {:.3}; {} phases) | |",
         PHASE.as_secs(),
         per_second(true),
         per_second(false),
