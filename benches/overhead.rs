@@ -323,12 +323,7 @@ fn flood(lab: &mut Lab) -> Flood {
 fn flood_profiled(lab: &mut Lab, profile: bool) -> Flood {
     let me = std::env::current_exe().expect("own path");
     let me = me.to_str().expect("utf-8 path");
-    let mut sink = Command::new("ip")
-        .args(["netns", "exec", &lab.remote, me, "--udp-sink"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sink");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut sink = start_sink(lab, me);
     let samples = std::env::temp_dir().join(format!("itm-bench-{}.perf", std::process::id()));
     let samples_path = samples.to_str().expect("utf-8 path");
     let perf = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-o", samples_path, "--"];
@@ -347,6 +342,14 @@ fn flood_profiled(lab: &mut Lab, profile: bool) -> Flood {
         in_hook as f64 * 250_000.0 / sent // a sample each 250 µs on a CPU (4000 Hz)
     });
     Flood { received: out.trim().parse().expect("sink count"), sender_ns_per_packet: runtime_ns / sent, hook_ns_per_packet }
+}
+
+/// This binary (`me`) as the flood's sink in the lab's remote namespace,
+/// given a moment to bind; it prints its count on stdout when it ends.
+fn start_sink(lab: &Lab, me: &str) -> Child {
+    let sink = Command::new("ip").args(["netns", "exec", &lab.remote, me, "--udp-sink"]).stdout(Stdio::piped()).spawn().expect("sink");
+    std::thread::sleep(Duration::from_millis(300));
+    sink
 }
 
 /// How many of a perf recording's samples have `function` in their stack.
@@ -521,8 +524,7 @@ fn table_ab(a: &str, b: Option<&String>) {
 fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
     let me = std::env::current_exe().expect("own path");
     let me = me.to_str().expect("utf-8 path");
-    let mut sink = Command::new("ip").args(["netns", "exec", &lab.remote, me, "--udp-sink"]).stdout(Stdio::null()).spawn().expect("sink");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut sink = start_sink(lab, me);
     let mut sender = Command::new("ip")
         .args(["netns", "exec", &lab.host, me, "--udp-flood-ticks", "198.51.100.7"])
         .stdout(Stdio::piped())
