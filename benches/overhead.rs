@@ -199,8 +199,7 @@ fn measure(mode: Mode, bin: &str, load: &Load) -> Run {
                 Mode::BpftraceBackend => "bpftrace",
                 _ => "iftop",
             };
-            let mut m = lab.spawn_in_host(&[bin, "-b", backend, "-i", "vh", "-d", "0", "-q", "-s", "2"]);
-            m.wait_for_stderr("counting with", Duration::from_secs(120));
+            let m = start_monitor(&mut lab, bin, backend, "2");
             watchers.push(m.pid());
             watchers.extend(lab::children(m.pid()));
             monitor = Some(m);
@@ -236,12 +235,19 @@ fn measure(mode: Mode, bin: &str, load: &Load) -> Run {
     Run { rate, bytes, cpu_seconds }
 }
 
+/// The monitor (`bin`) on the lab's `vh` with `backend`, quiet, exporting
+/// every IP, reporting every `seconds`, once it says it counts.
+fn start_monitor(lab: &mut Lab, bin: &str, backend: &str, seconds: &str) -> lab::Monitor {
+    let mut monitor = lab.spawn_in_host(&[bin, "-b", backend, "-i", "vh", "-d", "0", "-q", "-s", seconds]);
+    monitor.wait_for_stderr("counting with", Duration::from_secs(120));
+    monitor
+}
+
 /// One more run under the bpftrace backend with the kernel's BPF run-time
 /// statistics on: what the programs themselves cost per run and per GB.
 fn print_probe_cost(load: &Load, bin: &str) {
     let mut lab = Lab::new();
-    let mut monitor = lab.spawn_in_host(&[bin, "-b", "bpftrace", "-i", "vh", "-d", "0", "-q", "-s", "2"]);
-    monitor.wait_for_stderr("counting with", Duration::from_secs(120));
+    let monitor = start_monitor(&mut lab, bin, "bpftrace", "2");
     let bpftrace = lab::children(monitor.pid());
     (load.warm_up)(&lab);
     let stats = "/proc/sys/kernel/bpf_stats_enabled";
@@ -486,8 +492,7 @@ fn alternating(bin: &str) {
 /// every PHASE: prints its row and returns the median ratio.
 fn alternate(bin: &str, what: &str, stopped: bool, switch: fn(&Lab, u32, bool)) -> f64 {
     let mut lab = Lab::new();
-    let mut monitor = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q", "-s", "2"]);
-    monitor.wait_for_stderr("counting with", Duration::from_secs(60));
+    let monitor = start_monitor(&mut lab, bin, "nftables", "2");
     warm_up(&lab);
     let pid = monitor.pid();
     if stopped {
@@ -547,9 +552,10 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
             Some((ms.parse().ok()?, sent.parse().ok()?))
         })
         .collect();
-    let ratios = phase_ratios(&phases, &ticks);
+    let rates = phase_rates(&phases, &ticks);
+    let ratios = phase_ratios(&rates);
     let per_second = |with: bool| {
-        let rates: Vec<f64> = phase_rates(&phases, &ticks).iter().filter(|p| p.0 == with).map(|p| p.1).collect();
+        let rates: Vec<f64> = rates.iter().filter(|p| p.0 == with).map(|p| p.1).collect();
         median(&rates) * 1000.0 / TICK.as_millis() as f64 / 1e3
     };
     println!(
@@ -581,9 +587,8 @@ fn phase_rates(phases: &[(u64, bool)], ticks: &[(u64, u64)]) -> Vec<(bool, f64)>
 }
 
 /// Each "with" phase's rate over the mean of the "without" phases on
-/// either side of it.
-fn phase_ratios(phases: &[(u64, bool)], ticks: &[(u64, u64)]) -> Vec<f64> {
-    let rates = phase_rates(phases, ticks);
+/// either side of it ([`phase_rates`]).
+fn phase_ratios(rates: &[(bool, f64)]) -> Vec<f64> {
     let beside = |i: usize| [i.checked_sub(1), Some(i + 1)].into_iter().flatten().filter_map(|j| rates.get(j)).filter(|p| !p.0).map(|p| p.1);
     (0..rates.len())
         .filter(|&i| rates[i].0 && beside(i).count() > 0)
@@ -633,8 +638,7 @@ fn hook_cost(bin: &str) {
                 0 => {}
                 1 => lab.nft_load(BARE),
                 6 | 7 => {
-                    let mut started = lab.spawn_in_host(&[bin, "-b", "nftables", "-i", "vh", "-d", "0", "-q", "-s", "1"]);
-                    started.wait_for_stderr("counting with", Duration::from_secs(60));
+                    let started = start_monitor(&mut lab, bin, "nftables", "1");
                     if variant == 7 {
                         give_the_flood_a_lane(&lab);
                     }
