@@ -105,6 +105,7 @@ fn main() {
         Some("--hook-cost") => return hook_cost(&product_binary()),
         // cargo bench adds `--bench` after the arguments given.
         Some("--table-ab") => return table_ab(args.get(2).expect("--table-ab A.nft [B.nft]"), args.get(3).filter(|b| *b != "--bench")),
+        Some("--alternating") => return alternating(&product_binary()),
         Some("--flood") => {
             throughput_table(&FLOOD, bench_rounds(), &product_binary());
             return alternating(&product_binary());
@@ -445,14 +446,21 @@ fn udp_sink() {
     let _ = writeln!(std::io::stdout(), "{packets}");
 }
 
-/// One flood of the [`alternating`] measure, and its phases.
+/// One flood of the [`alternating`] measure, and its phases. The flood's
+/// rate drifts by ±15 % within seconds here, but its 100 ms counts are
+/// correlated (0.9 from one to the next, 0.4 a second apart): phases a
+/// second long pair a phase "with" closely with those "without" beside it.
+/// Replayed on a recorded 120 s flood with nothing switched, this method
+/// gives medians of 0.999–1.014 at 1 s phases, 0.978–1.015 at 3 s
+/// (docs/PERFORMANCE.md, ninth session).
 const ALTERNATING_SECONDS: u64 = 120;
-const PHASE: Duration = Duration::from_secs(3);
+const PHASE: Duration = Duration::from_secs(1);
 /// The sender counts in steps of this.
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(100);
 /// What a phase leaves out at its start: the switch, and the `nft` or
-/// `kill` that made it.
-const SETTLE_MS: u64 = 500;
+/// `kill` that made it (an `nft -f` that wakes or puts a table to sleep
+/// takes about 10 ms here).
+const SETTLE_MS: u64 = 200;
 
 /// What the nftables backend costs a flood in progress (its peer in a
 /// lane), measured inside one flood: two 10 s floods of the same kind a
@@ -467,37 +475,61 @@ const SETTLE_MS: u64 = 500;
 /// - the monitor running and stopped (SIGSTOP), its table hooked: what its
 ///   harvests and its reading of /proc take from the flood.
 ///
+/// - the monitor's table against the least table that counts the flood's
+///   peer ([`LEAST_COUNTING`]), one of them dormant, the monitor stopped:
+///   what its table costs over the floor of counting in nftables at all,
+///   on this machine, at this moment (the cost of a hook and a rule moves
+///   with the machine: a table's ratio to none changes from run to run more
+///   than a run's interval says; docs/PERFORMANCE.md, ninth session).
+///
 /// Each phase "with" against the mean of the phases "without" beside it;
-/// the median of those ratios and their range; the product of the two
-/// medians is the whole cost.
+/// the median of those ratios, its 90 % bootstrap interval and the range;
+/// the product of the first two medians is the whole cost.
 fn alternating(bin: &str) {
-    let table = alternate(bin, "its table hooked / unhooked (dormant), the monitor stopped", true, |lab, _, with| {
+    let table = alternate(bin, "its table hooked / unhooked (dormant), the monitor stopped", stop, |lab, _, with| {
         lab.host_shell(if with {
             "echo 'table inet ip_traffic_monitor { }' | nft -f -" // no flags: awake
         } else {
             "nft add table inet ip_traffic_monitor '{ flags dormant; }'"
         })
     });
-    let process = alternate(bin, "the monitor running / stopped (SIGSTOP), its table hooked", false, |_, monitor, with| {
+    let process = alternate(bin, "the monitor running / stopped (SIGSTOP), its table hooked", |_, _| {}, |_, monitor, with| {
         lab::signal(if with { "-CONT" } else { "-STOP" }, monitor)
     });
     println!(
         "| UDP flood, 100-byte packets: monitor -b nftables, a flood in a lane, both (the product) | | ratio {:.3} | |",
         table * process
     );
+    let stop_and_load_the_least = |lab: &Lab, monitor| {
+        stop(lab, monitor);
+        lab.nft_load(LEAST_COUNTING);
+        lab.nft_load("add table inet itm_least { flags dormant; }\n");
+    };
+    alternate(bin, "its table against the least that counts the flood's peer, the monitor stopped", stop_and_load_the_least, |lab, _, with| {
+        let (sleeping, awake) = if with { ("itm_least", "ip_traffic_monitor") } else { ("ip_traffic_monitor", "itm_least") };
+        lab.nft_load(&format!("add table inet {sleeping} {{ flags dormant; }}\ntable inet {awake} {{ }}\n")); // no flags: awake
+    });
+}
+
+/// The least a table can do to count the flood's peer exactly: one rule,
+/// its address compared and the packet counted (no device, no family: an
+/// IPv6 packet with these bytes there would count too, which the monitor's
+/// lane must rule out).
+const LEAST_COUNTING: &str = "table inet itm_least {\n chain tx {\n  type filter hook postrouting priority 2147483647;\n  @nh,128,32 0xc6336407 counter return\n }\n}\n";
+
+fn stop(_: &Lab, monitor: u32) {
+    lab::signal("-STOP", monitor);
 }
 
 /// One flood of ALTERNATING_SECONDS under the monitor (`-s 2`, after the
-/// warm-up; stopped first if `stopped`), `switch`ed to "without" and back
-/// every PHASE: prints its row and returns the median ratio.
-fn alternate(bin: &str, what: &str, stopped: bool, switch: fn(&Lab, u32, bool)) -> f64 {
+/// warm-up and `prepare`), `switch`ed to "without" and back every PHASE:
+/// prints its row and returns the median ratio.
+fn alternate(bin: &str, what: &str, prepare: fn(&Lab, u32), switch: fn(&Lab, u32, bool)) -> f64 {
     let mut lab = Lab::new();
     let monitor = start_monitor(&mut lab, bin, "nftables", "2");
     warm_up(&lab);
     let pid = monitor.pid();
-    if stopped {
-        lab::signal("-STOP", pid);
-    }
+    prepare(&lab, pid);
     let ratio = switching_flood(&lab, &format!("monitor -b nftables, {what}"), &|lab, with| switch(lab, pid, with));
     lab::signal("-CONT", pid);
     drop(monitor);
@@ -554,16 +586,19 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
         .collect();
     let rates = phase_rates(&phases, &ticks);
     let ratios = phase_ratios(&rates);
+    let (low, high) = median_interval(&ratios);
     let per_second = |with: bool| {
         let rates: Vec<f64> = rates.iter().filter(|p| p.0 == with).map(|p| p.1).collect();
         median(&rates) * 1000.0 / TICK.as_millis() as f64 / 1e3
     };
     println!(
-        "| UDP flood, 100-byte packets: {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (min {:.3}, max {:.3}; {} phases) | |",
+        "| UDP flood, 100-byte packets: {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (90 % interval {:.3}–{:.3}; min {:.3}, max {:.3}; {} phases) | |",
         PHASE.as_secs(),
         per_second(true),
         per_second(false),
         median(&ratios),
+        low,
+        high,
         ratios.iter().cloned().fold(f64::INFINITY, f64::min),
         ratios.iter().cloned().fold(0.0, f64::max),
         ratios.len(),
@@ -883,6 +918,25 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A 90 % bootstrap interval of the median of `values`: the 5th and 95th
+/// percentiles of the medians of 2,000 resamples (drawn with a fixed
+/// xorshift, so a run's figures can be recomputed).
+fn median_interval(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut draw = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        values[(state % values.len() as u64) as usize]
+    };
+    let mut medians: Vec<f64> = (0..2000).map(|_| median(&(0..values.len()).map(|_| draw()).collect::<Vec<_>>())).collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[100], medians[1899])
 }
 
 fn median(values: &[f64]) -> f64 {
