@@ -14,9 +14,11 @@
 //!   medians, and throughput is given as a ratio to the unmonitored run of
 //!   the same round;
 //! - what the nftables backend costs that flood, measured inside one flood
-//!   that switches every 3 s between with and without (the 10 s rounds move
-//!   by ±10 % here, more than that cost): its table hooked and unhooked,
-//!   then the monitor running and stopped;
+//!   that switches every second between with and without (the 10 s rounds
+//!   move by ±10 % here, more than that cost): its table hooked and
+//!   unhooked, the monitor running and stopped, and its table against the
+//!   least table that counts the flood's peer (the floor of counting in
+//!   nftables on this machine);
 //! - the CPU seconds the monitor and its child spent per GB transferred
 //!   (utime + stime from /proc, over the traffic only; BPF programs run in
 //!   the kernel's packet path and show up as lost throughput instead);
@@ -34,7 +36,7 @@
 //!
 //! Run: make bench (BENCH_ROUNDS=N for more rounds than 3). One part alone:
 //! `cargo bench --bench overhead -- --flood` (the flood's paired rounds,
-//! then the switching floods),
+//! then the switching floods; `--alternating`: those alone),
 //! `--hook-cost`, `--harvest` or `--memory`. And what one nftables table
 //! costs the flood over another, measured as the switching floods measure
 //! the monitor's: `cargo bench --bench overhead -- --table-ab A.nft [B.nft]`
