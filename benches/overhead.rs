@@ -108,6 +108,7 @@ fn main() {
         // cargo bench adds `--bench` after the arguments given.
         Some("--table-ab") => return table_ab(args.get(2).expect("--table-ab A.nft [B.nft]"), args.get(3).filter(|b| *b != "--bench")),
         Some("--alternating") => return alternating(&product_binary()),
+        Some("--calibrate") => return calibrate(),
         Some("--flood") => {
             throughput_table(&FLOOD, bench_rounds(), &product_binary());
             return alternating(&product_binary());
@@ -545,12 +546,17 @@ fn alternate(bin: &str, what: &str, prepare: fn(&Lab, u32), switch: fn(&Lab, u32
 /// every other row, and one of them is dormant at a time.
 fn table_ab(a: &str, b: Option<&String>) {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let lab = Lab::new();
-    lab.nft_load(&read(a).replace("table inet v ", "table inet a "));
-    lab.nft_load(&b.map_or_else(|| "table inet b { }\n".to_string(), |b| read(b).replace("table inet v ", "table inet b ")));
-    lab.nft_load("add table inet b { flags dormant; }\n");
     let name = format!("{a} against {}", b.map_or("no table", String::as_str));
-    switching_flood(&lab, &name, &|lab, a_awake| {
+    tables_switched(&read(a), b.map(|b| read(b)).as_deref(), &name);
+}
+
+/// [`table_ab`] of the tables `a` and `b` (nft's text), its row named `name`.
+fn tables_switched(a: &str, b: Option<&str>, name: &str) {
+    let lab = Lab::new();
+    lab.nft_load(&a.replace("table inet v ", "table inet a "));
+    lab.nft_load(&b.map_or_else(|| "table inet b { }\n".to_string(), |b| b.replace("table inet v ", "table inet b ")));
+    lab.nft_load("add table inet b { flags dormant; }\n");
+    switching_flood(&lab, name, &|lab, a_awake| {
         let (sleeping, awake) = if a_awake { ("b", "a") } else { ("a", "b") };
         lab.nft_load(&format!("add table inet {sleeping} {{ flags dormant; }}\ntable inet {awake} {{ }}\n")); // no flags: awake
     });
@@ -561,32 +567,8 @@ fn table_ab(a: &str, b: Option<&String>) {
 /// its row, named `what`, and returns the median ratio of "with" to
 /// "without" ([`phase_ratios`]).
 fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
-    let me = std::env::current_exe().expect("own path");
-    let me = me.to_str().expect("utf-8 path");
-    let mut sink = start_sink(lab, me);
-    let mut sender = Command::new("ip")
-        .args(["netns", "exec", &lab.host, me, "--udp-flood-ticks", "198.51.100.7"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("flood sender");
-    let mut phases = vec![(epoch_ms(), true)];
-    while sender.try_wait().expect("the sender").is_none() {
-        std::thread::sleep(PHASE);
-        let with = !phases[phases.len() - 1].1;
-        switch(lab, with);
-        phases.push((epoch_ms(), with));
-    }
-    let mut out = String::new();
-    let _ = sender.stdout.take().expect("sender stdout").read_to_string(&mut out);
-    let _ = sink.wait();
-    let ticks: Vec<(u64, u64)> = out
-        .lines()
-        .filter_map(|line| {
-            let (ms, sent) = line.split_once(' ')?;
-            Some((ms.parse().ok()?, sent.parse().ok()?))
-        })
-        .collect();
-    let rates = phase_rates(&phases, &ticks);
+    let (phases, ticks) = ticking_flood(lab, switch);
+    let rates = phase_rates(&phases, &ticks, SETTLE_MS);
     let ratios = phase_ratios(&rates);
     let (low, high) = median_interval(&ratios);
     let per_second = |with: bool| {
@@ -608,16 +590,79 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
     median(&ratios)
 }
 
+/// The flood of [`switching_flood`]: its phases (when each began, in ms
+/// since the epoch, and whether it was "with") and the sender's counts
+/// (the end of each TICK, in ms since the epoch, and what it sent in it).
+fn ticking_flood(lab: &Lab, switch: &dyn Fn(&Lab, bool)) -> (Vec<(u64, bool)>, Vec<(u64, u64)>) {
+    let me = std::env::current_exe().expect("own path");
+    let me = me.to_str().expect("utf-8 path");
+    let mut sink = start_sink(lab, me);
+    let mut sender = Command::new("ip")
+        .args(["netns", "exec", &lab.host, me, "--udp-flood-ticks", "198.51.100.7"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flood sender");
+    let mut phases = vec![(epoch_ms(), true)];
+    while sender.try_wait().expect("the sender").is_none() {
+        std::thread::sleep(PHASE);
+        let with = !phases[phases.len() - 1].1;
+        switch(lab, with);
+        phases.push((epoch_ms(), with));
+    }
+    let mut out = String::new();
+    let _ = sender.stdout.take().expect("sender stdout").read_to_string(&mut out);
+    let _ = sink.wait();
+    let ticks = out
+        .lines()
+        .filter_map(|line| {
+            let (ms, sent) = line.split_once(' ')?;
+            Some((ms.parse().ok()?, sent.parse().ok()?))
+        })
+        .collect();
+    (phases, ticks)
+}
+
+/// What the switching method reports when nothing differs, so that its
+/// figures can be read to the right precision: one flood with nothing
+/// switched, its counts cut into phases as if switched, for phases of
+/// several lengths, at every offset (by TICK): the range of the medians;
+/// then two identical empty tables, one dormant at a time, as `--table-ab`
+/// switches them.
+fn calibrate() {
+    let lab = Lab::new();
+    let (_, ticks) = ticking_flood(&lab, &|_, _| {});
+    let tick = TICK.as_millis() as u64;
+    for (phase, settle) in [(3000, 500), (2000, 300), (PHASE.as_millis() as u64, SETTLE_MS), (500, 200)] {
+        let first = ticks.first().map_or(0, |t| t.0 - tick);
+        let last = ticks.last().map_or(0, |t| t.0);
+        let medians: Vec<f64> = (0..phase / tick)
+            .map(|offset| {
+                let phases: Vec<(u64, bool)> = (0..).map(|i| (first + offset * tick + i * phase, i % 2 == 0)).take_while(|p| p.0 < last).collect();
+                median(&phase_ratios(&phase_rates(&phases, &ticks, settle)))
+            })
+            .collect();
+        println!(
+            "| UDP flood, 100-byte packets: nothing switched, cut into {phase} ms phases ({settle} ms left out) at {} offsets | | medians {:.3}–{:.3} | |",
+            medians.len(),
+            medians.iter().cloned().fold(f64::INFINITY, f64::min),
+            medians.iter().cloned().fold(0.0, f64::max),
+        );
+    }
+    drop(lab);
+    const EMPTY: &str = "table inet v {\n chain tx {\n  type filter hook postrouting priority 2147483647;\n }\n}\n";
+    tables_switched(EMPTY, Some(EMPTY), "an empty base chain against another");
+}
+
 /// Each phase (its start in ms and whether it was "with") and its mean
-/// count per TICK, over the ticks wholly inside it after SETTLE_MS.
-fn phase_rates(phases: &[(u64, bool)], ticks: &[(u64, u64)]) -> Vec<(bool, f64)> {
+/// count per TICK, over the ticks wholly inside it after `settle` ms.
+fn phase_rates(phases: &[(u64, bool)], ticks: &[(u64, u64)], settle: u64) -> Vec<(bool, f64)> {
     let ends = phases.iter().skip(1).map(|p| p.0).chain([u64::MAX]);
     phases
         .iter()
         .zip(ends)
         .filter_map(|(&(start, with), end)| {
             let tick = TICK.as_millis() as u64;
-            let inside: Vec<u64> = ticks.iter().filter(|&&(t, _)| t >= start + SETTLE_MS + tick && t <= end).map(|t| t.1).collect();
+            let inside: Vec<u64> = ticks.iter().filter(|&&(t, _)| t >= start + settle + tick && t <= end).map(|t| t.1).collect();
             (!inside.is_empty()).then(|| (with, inside.iter().sum::<u64>() as f64 / inside.len() as f64))
         })
         .collect()
