@@ -36,7 +36,8 @@
 //!
 //! Run: make bench (BENCH_ROUNDS=N for more rounds than 3). One part alone:
 //! `cargo bench --bench overhead -- --flood` (the flood's paired rounds,
-//! then the switching floods; `--alternating`: those alone),
+//! then the switching floods; `--alternating`: those alone; `--calibrate`:
+//! what the switching method reports when nothing differs),
 //! `--hook-cost`, `--harvest` or `--memory`. And what one nftables table
 //! costs the flood over another, measured as the switching floods measure
 //! the monitor's: `cargo bench --bench overhead -- --table-ab A.nft [B.nft]`
