@@ -180,13 +180,12 @@ fn print_rows(load: &str, unit: &str, scale: f64, rounds: usize, results: &[Vec<
         let ratios: Vec<f64> = (0..rounds).map(|i| results[m][i].rate / results[0][i].rate).collect();
         let per_gb: Vec<f64> = results[m].iter().map(|r| r.cpu_seconds / (r.bytes as f64 / 1e9)).collect();
         let cpu = if mode == Mode::Unmonitored { "-".to_string() } else { format!("{:.3}", median(&per_gb)) };
+        let (low, high) = spread(&ratios);
         println!(
-            "| {load}: {} | {:.2} {unit} | ratio {:.3} (min {:.3}, max {:.3}) | CPU s/GB {cpu} |",
+            "| {load}: {} | {:.2} {unit} | ratio {:.3} (min {low:.3}, max {high:.3}) | CPU s/GB {cpu} |",
             mode.name(),
             median(&rates) * scale,
             median(&ratios),
-            ratios.iter().cloned().fold(f64::INFINITY, f64::min),
-            ratios.iter().cloned().fold(0.0, f64::max),
         );
     }
 }
@@ -454,9 +453,9 @@ fn udp_sink() {
 /// rate drifts by ±15 % within seconds here, but its 100 ms counts are
 /// correlated (0.9 from one to the next, 0.4 a second apart): phases a
 /// second long pair a phase "with" closely with those "without" beside it.
-/// Replayed on a recorded 120 s flood with nothing switched, this method
-/// gives medians of 0.999–1.014 at 1 s phases, 0.978–1.015 at 3 s
-/// (docs/PERFORMANCE.md, ninth session).
+/// Cut into phases as if switched, four floods with nothing switched gave
+/// medians within 0.983–1.030 at 1 s phases (three of them within ±1 %),
+/// 0.955–1.057 at 3 s (`--calibrate`; docs/PERFORMANCE.md, ninth session).
 const ALTERNATING_SECONDS: u64 = 120;
 const PHASE: Duration = Duration::from_secs(1);
 /// The sender counts in steps of this.
@@ -572,20 +571,17 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
     let rates = phase_rates(&phases, &ticks, SETTLE_MS);
     let ratios = phase_ratios(&rates);
     let (low, high) = median_interval(&ratios);
+    let (least, most) = spread(&ratios);
     let per_second = |with: bool| {
         let rates: Vec<f64> = rates.iter().filter(|p| p.0 == with).map(|p| p.1).collect();
         median(&rates) * 1000.0 / TICK.as_millis() as f64 / 1e3
     };
     println!(
-        "| UDP flood, 100-byte packets: {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (90 % interval {:.3}–{:.3}; min {:.3}, max {:.3}; {} phases) | |",
+        "| UDP flood, 100-byte packets: {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (90 % interval {low:.3}–{high:.3}; min {least:.3}, max {most:.3}; {} phases) | |",
         PHASE.as_secs(),
         per_second(true),
         per_second(false),
         median(&ratios),
-        low,
-        high,
-        ratios.iter().cloned().fold(f64::INFINITY, f64::min),
-        ratios.iter().cloned().fold(0.0, f64::max),
         ratios.len(),
     );
     median(&ratios)
@@ -633,20 +629,19 @@ fn calibrate() {
     let lab = Lab::new();
     let (_, ticks) = ticking_flood(&lab, &|_, _| {});
     let tick = TICK.as_millis() as u64;
+    let first = ticks.first().map_or(0, |t| t.0 - tick);
+    let last = ticks.last().map_or(0, |t| t.0);
     for (phase, settle) in [(3000, 500), (2000, 300), (PHASE.as_millis() as u64, SETTLE_MS), (500, 200)] {
-        let first = ticks.first().map_or(0, |t| t.0 - tick);
-        let last = ticks.last().map_or(0, |t| t.0);
         let medians: Vec<f64> = (0..phase / tick)
             .map(|offset| {
                 let phases: Vec<(u64, bool)> = (0..).map(|i| (first + offset * tick + i * phase, i % 2 == 0)).take_while(|p| p.0 < last).collect();
                 median(&phase_ratios(&phase_rates(&phases, &ticks, settle)))
             })
             .collect();
+        let (least, most) = spread(&medians);
         println!(
-            "| UDP flood, 100-byte packets: nothing switched, cut into {phase} ms phases ({settle} ms left out) at {} offsets | | medians {:.3}–{:.3} | |",
+            "| UDP flood, 100-byte packets: nothing switched, cut into {phase} ms phases ({settle} ms left out) at {} offsets | | medians {least:.3}–{most:.3} | |",
             medians.len(),
-            medians.iter().cloned().fold(f64::INFINITY, f64::min),
-            medians.iter().cloned().fold(0.0, f64::max),
         );
     }
     drop(lab);
@@ -985,6 +980,11 @@ fn median_interval(values: &[f64]) -> (f64, f64) {
     let mut medians: Vec<f64> = (0..2000).map(|_| median(&(0..values.len()).map(|_| draw()).collect::<Vec<_>>())).collect();
     medians.sort_by(f64::total_cmp);
     (medians[100], medians[1899])
+}
+
+/// The least and the greatest of `values`.
+fn spread(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &v| (low.min(v), high.max(v)))
 }
 
 fn median(values: &[f64]) -> f64 {
