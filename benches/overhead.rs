@@ -451,13 +451,13 @@ fn udp_sink() {
 
 /// One flood of the [`alternating`] measure, and its phases. The flood's
 /// rate drifts by ±15 % within seconds here, but its 100 ms counts are
-/// correlated (0.9 from one to the next, 0.4 a second apart): phases a
-/// second long pair a phase "with" closely with those "without" beside it.
-/// Cut into phases as if switched, four floods with nothing switched gave
-/// medians within 0.983–1.030 at 1 s phases (three of them within ±1 %),
-/// 0.955–1.057 at 3 s (`--calibrate`; docs/PERFORMANCE.md, ninth session).
+/// correlated (0.9 from one to the next, 0.4 a second apart): short phases
+/// pair a phase "with" closely with those "without" beside it. Cut into
+/// phases as if switched, floods with nothing switched gave medians within
+/// 0.986–1.007 at 0.5 s phases (four floods), 0.983–1.030 at 1 s, 0.955–1.057
+/// at 3 s (`--calibrate`; docs/PERFORMANCE.md, ninth session).
 const ALTERNATING_SECONDS: u64 = 120;
-const PHASE: Duration = Duration::from_secs(1);
+const PHASE: Duration = Duration::from_millis(500);
 /// The sender counts in steps of this.
 const TICK: Duration = Duration::from_millis(100);
 /// What a phase leaves out at its start: the switch, and the `nft` or
@@ -577,8 +577,8 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
         median(&rates) * 1000.0 / TICK.as_millis() as f64 / 1e3
     };
     println!(
-        "| UDP flood, 100-byte packets: {what}, {} s each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (90 % interval {low:.3}–{high:.3}; min {least:.3}, max {most:.3}; {} phases) | |",
-        PHASE.as_secs(),
+        "| UDP flood, 100-byte packets: {what}, {} ms each in one {ALTERNATING_SECONDS} s flood | {:.2} k packets/s (without: {:.2}) | ratio {:.3} (90 % interval {low:.3}–{high:.3}; min {least:.3}, max {most:.3}; {} phases) | |",
+        PHASE.as_millis(),
         per_second(true),
         per_second(false),
         median(&ratios),
@@ -631,7 +631,7 @@ fn calibrate() {
     let tick = TICK.as_millis() as u64;
     let first = ticks.first().map_or(0, |t| t.0 - tick);
     let last = ticks.last().map_or(0, |t| t.0);
-    for (phase, settle) in [(3000, 500), (2000, 300), (PHASE.as_millis() as u64, SETTLE_MS), (500, 200)] {
+    for (phase, settle) in [(3000, 500), (2000, 300), (1000, 200), (500, 200)] {
         let medians: Vec<f64> = (0..phase / tick)
             .map(|offset| {
                 let phases: Vec<(u64, bool)> = (0..).map(|i| (first + offset * tick + i * phase, i % 2 == 0)).take_while(|p| p.0 < last).collect();
