@@ -331,8 +331,7 @@ fn flood(lab: &mut Lab) -> Flood {
 
 /// A flood, the sender sampled by `perf record` if `profile`.
 fn flood_profiled(lab: &mut Lab, profile: bool) -> Flood {
-    let me = std::env::current_exe().expect("own path");
-    let me = me.to_str().expect("utf-8 path");
+    let me = &own_path();
     let mut sink = start_sink(lab, me);
     let samples = std::env::temp_dir().join(format!("itm-bench-{}.perf", std::process::id()));
     let samples_path = samples.to_str().expect("utf-8 path");
@@ -356,6 +355,11 @@ fn flood_profiled(lab: &mut Lab, profile: bool) -> Flood {
 
 /// This binary (`me`) as the flood's sink in the lab's remote namespace,
 /// given a moment to bind; it prints its count on stdout when it ends.
+/// This bench's binary, re-run as the flood's sender and sink.
+fn own_path() -> String {
+    std::env::current_exe().expect("own path").to_str().expect("utf-8 path").to_string()
+}
+
 fn start_sink(lab: &Lab, me: &str) -> Child {
     let sink = Command::new("ip").args(["netns", "exec", &lab.remote, me, "--udp-sink"]).stdout(Stdio::piped()).spawn().expect("sink");
     std::thread::sleep(Duration::from_millis(300));
@@ -490,11 +494,11 @@ const SETTLE_MS: u64 = 200;
 /// the product of the first two medians is the whole cost.
 fn alternating(bin: &str) {
     let table = alternate(bin, "its table hooked / unhooked (dormant), the monitor stopped", stop, |lab, _, with| {
-        lab.host_shell(if with {
-            "echo 'table inet ip_traffic_monitor { }' | nft -f -" // no flags: awake
+        if with {
+            hook_tables(lab, &["ip_traffic_monitor"], &[])
         } else {
-            "nft add table inet ip_traffic_monitor '{ flags dormant; }'"
-        })
+            hook_tables(lab, &[], &["ip_traffic_monitor"])
+        }
     });
     let process = alternate(bin, "the monitor running / stopped (SIGSTOP), its table hooked", |_, _| {}, |_, monitor, with| {
         lab::signal(if with { "-CONT" } else { "-STOP" }, monitor)
@@ -506,12 +510,21 @@ fn alternating(bin: &str) {
     let stop_and_load_the_least = |lab: &Lab, monitor| {
         stop(lab, monitor);
         lab.nft_load(LEAST_COUNTING);
-        lab.nft_load("add table inet itm_least { flags dormant; }\n");
+        hook_tables(lab, &[], &["itm_least"]);
     };
     alternate(bin, "its table against the least that counts the flood's peer, the monitor stopped", stop_and_load_the_least, |lab, _, with| {
         let (sleeping, awake) = if with { ("itm_least", "ip_traffic_monitor") } else { ("ip_traffic_monitor", "itm_least") };
-        lab.nft_load(&format!("add table inet {sleeping} {{ flags dormant; }}\ntable inet {awake} {{ }}\n")); // no flags: awake
+        hook_tables(lab, &[awake], &[sleeping]);
     });
+}
+
+/// In one transaction, in the lab's host: the `inet` tables `awake` get
+/// their hooks back (a table named without flags is awake), the tables
+/// `dormant` lose theirs, so their rules see no packet.
+fn hook_tables(lab: &Lab, awake: &[&str], dormant: &[&str]) {
+    let mut text: String = dormant.iter().map(|t| format!("add table inet {t} {{ flags dormant; }}\n")).collect();
+    text.extend(awake.iter().map(|t| format!("table inet {t} {{ }}\n")));
+    lab.nft_load(&text);
 }
 
 /// The least a table can do to count the flood's peer exactly: one rule,
@@ -555,10 +568,10 @@ fn tables_switched(a: &str, b: Option<&str>, name: &str) {
     let lab = Lab::new();
     lab.nft_load(&a.replace("table inet v ", "table inet a "));
     lab.nft_load(&b.map_or_else(|| "table inet b { }\n".to_string(), |b| b.replace("table inet v ", "table inet b ")));
-    lab.nft_load("add table inet b { flags dormant; }\n");
+    hook_tables(&lab, &[], &["b"]);
     switching_flood(&lab, name, &|lab, a_awake| {
         let (sleeping, awake) = if a_awake { ("b", "a") } else { ("a", "b") };
-        lab.nft_load(&format!("add table inet {sleeping} {{ flags dormant; }}\ntable inet {awake} {{ }}\n")); // no flags: awake
+        hook_tables(lab, &[awake], &[sleeping]);
     });
 }
 
@@ -591,8 +604,7 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
 /// since the epoch, and whether it was "with") and the sender's counts
 /// (the end of each TICK, in ms since the epoch, and what it sent in it).
 fn ticking_flood(lab: &Lab, switch: &dyn Fn(&Lab, bool)) -> (Vec<(u64, bool)>, Vec<(u64, u64)>) {
-    let me = std::env::current_exe().expect("own path");
-    let me = me.to_str().expect("utf-8 path");
+    let me = &own_path();
     let mut sink = start_sink(lab, me);
     let mut sender = Command::new("ip")
         .args(["netns", "exec", &lab.host, me, "--udp-flood-ticks", "198.51.100.7"])
