@@ -495,9 +495,9 @@ const SETTLE_MS: u64 = 200;
 fn alternating(bin: &str) {
     let table = alternate(bin, "its table hooked / unhooked (dormant), the monitor stopped", stop, |lab, _, with| {
         if with {
-            hook_tables(lab, &["ip_traffic_monitor"], &[])
+            hook_tables(lab, &["inet ip_traffic_monitor"], &[])
         } else {
-            hook_tables(lab, &[], &["ip_traffic_monitor"])
+            hook_tables(lab, &[], &["inet ip_traffic_monitor"])
         }
     });
     let process = alternate(bin, "the monitor running / stopped (SIGSTOP), its table hooked", |_, _| {}, |_, monitor, with| {
@@ -510,20 +510,21 @@ fn alternating(bin: &str) {
     let stop_and_load_the_least = |lab: &Lab, monitor| {
         stop(lab, monitor);
         lab.nft_load(LEAST_COUNTING);
-        hook_tables(lab, &[], &["itm_least"]);
+        hook_tables(lab, &[], &["inet itm_least"]);
     };
     alternate(bin, "its table against the least that counts the flood's peer, the monitor stopped", stop_and_load_the_least, |lab, _, with| {
-        let (sleeping, awake) = if with { ("itm_least", "ip_traffic_monitor") } else { ("ip_traffic_monitor", "itm_least") };
+        let (sleeping, awake) = if with { ("inet itm_least", "inet ip_traffic_monitor") } else { ("inet ip_traffic_monitor", "inet itm_least") };
         hook_tables(lab, &[awake], &[sleeping]);
     });
 }
 
-/// In one transaction, in the lab's host: the `inet` tables `awake` get
-/// their hooks back (a table named without flags is awake), the tables
-/// `dormant` lose theirs, so their rules see no packet.
+/// In one transaction, in the lab's host: the tables `awake` (each named
+/// with its family: "inet itm_least") get their hooks back (a table named
+/// without flags is awake), the tables `dormant` lose theirs, so their
+/// rules see no packet.
 fn hook_tables(lab: &Lab, awake: &[&str], dormant: &[&str]) {
-    let mut text: String = dormant.iter().map(|t| format!("add table inet {t} {{ flags dormant; }}\n")).collect();
-    text.extend(awake.iter().map(|t| format!("table inet {t} {{ }}\n")));
+    let mut text: String = dormant.iter().map(|t| format!("add table {t} {{ flags dormant; }}\n")).collect();
+    text.extend(awake.iter().map(|t| format!("table {t} {{ }}\n")));
     lab.nft_load(&text);
 }
 
@@ -554,7 +555,8 @@ fn alternate(bin: &str, what: &str, prepare: fn(&Lab, u32), switch: fn(&Lab, u32
 
 /// What table A costs the flood over table B (over no table without B):
 /// both files hold a table named `v` (`table inet v { … }`) whose base
-/// chain hooks postrouting, where the flood's packets leave the host; both
+/// chain hooks postrouting, where the flood's packets leave the host, or
+/// any hook they pass (`table netdev v`, `hook egress device "vh"`); both
 /// are loaded in the lab's host namespace, beside its truth counters as in
 /// every other row, and one of them is dormant at a time.
 fn table_ab(a: &str, b: Option<&String>) {
@@ -566,13 +568,22 @@ fn table_ab(a: &str, b: Option<&String>) {
 /// [`table_ab`] of the tables `a` and `b` (nft's text), its row named `name`.
 fn tables_switched(a: &str, b: Option<&str>, name: &str) {
     let lab = Lab::new();
-    lab.nft_load(&a.replace("table inet v ", "table inet a "));
-    lab.nft_load(&b.map_or_else(|| "table inet b { }\n".to_string(), |b| b.replace("table inet v ", "table inet b ")));
-    hook_tables(&lab, &[], &["b"]);
+    let (a_text, a) = renamed(a, "a");
+    let (b_text, b) = renamed(b.unwrap_or("table inet v { }\n"), "b");
+    lab.nft_load(&a_text);
+    lab.nft_load(&b_text);
+    hook_tables(&lab, &[], &[&b]);
     switching_flood(&lab, name, &|lab, a_awake| {
-        let (sleeping, awake) = if a_awake { ("b", "a") } else { ("a", "b") };
+        let (sleeping, awake) = if a_awake { (&b, &a) } else { (&a, &b) };
         hook_tables(lab, &[awake], &[sleeping]);
     });
+}
+
+/// nft's `text` of a table `v` with the table named `name` instead, and
+/// the table's family and name as [`hook_tables`] takes them ("inet a").
+fn renamed(text: &str, name: &str) -> (String, String) {
+    let family = text.split_whitespace().skip_while(|word| *word != "table").nth(1).unwrap_or("inet");
+    (text.replacen(&format!("table {family} v "), &format!("table {family} {name} "), 1), format!("{family} {name}"))
 }
 
 /// One flood of ALTERNATING_SECONDS from the lab's host to its remote's
