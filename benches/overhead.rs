@@ -45,7 +45,6 @@
 //! B, A against no table).
 
 #[path = "../tests/lab/mod.rs"]
-#[allow(dead_code)]
 mod lab;
 
 use std::io::{Read, Write};
@@ -611,10 +610,18 @@ fn switching_flood(lab: &Lab, what: &str, switch: &dyn Fn(&Lab, bool)) -> f64 {
     median(&ratios)
 }
 
+/// When each phase of a switching flood began (ms since the epoch) and
+/// whether it was "with".
+type Phases = Vec<(u64, bool)>;
+
+/// The end of each TICK of a flood (ms since the epoch) and what the
+/// sender sent in it.
+type Ticks = Vec<(u64, u64)>;
+
 /// The flood of [`switching_flood`]: its phases (when each began, in ms
 /// since the epoch, and whether it was "with") and the sender's counts
 /// (the end of each TICK, in ms since the epoch, and what it sent in it).
-fn ticking_flood(lab: &Lab, switch: &dyn Fn(&Lab, bool)) -> (Vec<(u64, bool)>, Vec<(u64, u64)>) {
+fn ticking_flood(lab: &Lab, switch: &dyn Fn(&Lab, bool)) -> (Phases, Ticks) {
     let me = &own_path();
     let mut sink = start_sink(lab, me);
     let mut sender = Command::new("ip")

@@ -131,6 +131,11 @@ unsafe fn ip_of(sockaddr: *const libc::sockaddr) -> Option<IpAddr> {
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,9 +153,4 @@ mod tests {
         assert_eq!(clock_ticks_per_second(), 100);
         assert!(page_size().is_power_of_two() && page_size() >= 4096);
     }
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

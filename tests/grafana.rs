@@ -351,6 +351,10 @@ const FLEET: &[(&str, &str)] = &[
     (r#"scrape_duration_seconds{job="itm",instance="a"}"#, "0.01x60"),
 ];
 
+/// Panels' queries with what each must give: (panel title, query ref,
+/// (series, value) pairs).
+type Expected<'a> = Vec<(&'a str, &'a str, Vec<(&'a str, f64)>)>;
+
 /// Every panel query of the dashboard, evaluated by promtool on [`FLEET`]
 /// at minute 60 with the range the whole hour, against figures worked out
 /// by hand below.
@@ -367,7 +371,7 @@ fn every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_se
     let b = 5950.0;
     let a_tx = 60_000.0 + 600.0; // 中国 + Unknown
     let a_rx = 6_000.0 + 60.0;
-    let expectations: Vec<(&str, &str, Vec<(&str, f64)>)> = vec![
+    let expectations: Expected = vec![
         ("Upload this billing period", "A", vec![("{}", 8_000_000.0)]),
         ("Download this billing period", "A", vec![("{}", 1_750_000.0)]),
         ("Billing period began", "A", vec![("{}", 1.7e12)]),
@@ -384,7 +388,7 @@ fn every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_se
     let talker = |ip: &str, process: &str| format!("{{{ip},process=\"{process}\"}}");
     let (t1, t2) = (talker(ip1, "curl"), talker(ip2, "(unknown)"));
     let (g1, g2) = (format!("{{job=\"itm\",{ip1}}}"), format!("{{job=\"itm\",{ip2}}}"));
-    let talkers: Vec<(&str, &str, Vec<(&str, f64)>)> = vec![
+    let talkers: Expected = vec![
         ("Top talkers", "A", vec![(&t1, 36_000.0), (&t2, 12_000.0)]),
         ("Top talkers", "B", vec![(&t1, 3_600.0), (&t2, 1_200.0)]),
         ("Top talkers", "C", vec![(&t1, 39_600.0), (&t2, 13_200.0)]),
@@ -392,7 +396,7 @@ fn every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_se
         ("Upload rate of the top talkers", "A", vec![(&g1, 10.0), (&g2, 400.0 / 60.0)]),
         ("Download rate of the top talkers", "A", vec![(&g1, 1.0), (&g2, 40.0 / 60.0)]),
     ];
-    let places: Vec<(&str, &str, Vec<(&str, f64)>)> = vec![
+    let places: Expected = vec![
         ("By country", "A", vec![(r#"{country="中国"}"#, 60_000.0), (r#"{country="Unknown"}"#, 900.0), (r#"{country="美国"}"#, b)]),
         ("By country", "B", vec![(r#"{country="中国"}"#, 6_000.0), (r#"{country="Unknown"}"#, 360.0), (r#"{country="美国"}"#, 0.0)]),
         ("By province", "A", vec![
@@ -430,7 +434,7 @@ fn every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_se
         ]),
     ];
     let hosts = |a: f64, b: f64, c: f64| vec![(r#"{instance="a"}"#, a), (r#"{instance="b"}"#, b), (r#"{instance="c"}"#, c)];
-    let fleet: Vec<(&str, &str, Vec<(&str, f64)>)> = vec![
+    let fleet: Expected = vec![
         ("Traffic per host", "A", hosts(a_tx, b, 300.0)),
         ("Traffic per host", "B", hosts(a_rx, 0.0, 300.0)),
         ("Traffic per host", "C", hosts(5e6, 2e6, 1e6)),
@@ -439,7 +443,7 @@ fn every_panel_is_right_on_a_fleet_with_a_restart_a_new_ip_and_a_host_without_se
         ("Rate per host", "B", hosts(101.0 / 60.0, 0.0, 5.0 / 60.0)),
     ];
     let a = r#"{job="itm",instance="a"}"#;
-    let health: Vec<(&str, &str, Vec<(&str, f64)>)> = vec![
+    let health: Expected = vec![
         ("Backend up", "A", vec![(a, 1.0), (r#"{job="itm",instance="b"}"#, 1.0), (r#"{job="itm",instance="c"}"#, 0.0)]),
         ("Report age", "A", vec![(a, 10.0)]),
         ("Backend restarts", "A", vec![(r#"{job="itm",instance="b"}"#, 1.0)]),

@@ -15,6 +15,8 @@ pub use hiargs::{Config, Iface};
 
 use crate::error::Error;
 
+// Made once and moved once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     Run(Config),
     /// `--help` or `--version` was answered; nothing more to do.

@@ -154,7 +154,7 @@ fn byte_counters(out: &mut String, snap: &Exported, locator: &Locator) {
     };
     // Each address is formatted once for its three lines.
     let ips = AddressTexts::new(&snap.series);
-    let values: [(&Metric, fn(&Series) -> u64); 2] = [(&TX_BYTES, |s| s.tx), (&RX_BYTES, |s| s.rx)];
+    let values: [Column<Series>; 2] = [(&TX_BYTES, |s| s.tx), (&RX_BYTES, |s| s.rx)];
     for (metric, value) in values {
         header(out, metric);
         for (i, s) in snap.series.iter().enumerate() {
@@ -172,9 +172,12 @@ fn byte_counters(out: &mut String, snap: &Exported, locator: &Locator) {
     sample(out, &UNEXPORTED_RX, snap.unexported_rx);
 }
 
+/// One counter of a family of series: its metric and its value in a series.
+type Column<T> = (&'static Metric, fn(&T) -> u64);
+
 fn location_counters(out: &mut String, places: &[PlaceTotals]) {
     let labels: Vec<String> = places.iter().map(|(labels, _, _)| location_labels(labels)).collect();
-    let values: [(&Metric, fn(&PlaceTotals) -> u64); 2] = [(&LOCATION_TX, |p| p.1), (&LOCATION_RX, |p| p.2)];
+    let values: [Column<PlaceTotals>; 2] = [(&LOCATION_TX, |p| p.1), (&LOCATION_RX, |p| p.2)];
     for (metric, value) in values {
         header(out, metric);
         for (place, labels) in places.iter().zip(&labels) {

@@ -175,10 +175,14 @@ fn country_of(place: &str) -> Option<(&'static str, &'static str)> {
     Some(*country)
 }
 
+/// Spellings by their first character, each with its country (its Chinese
+/// and English names, as in COUNTRIES).
+type SpellingIndex = HashMap<char, Vec<(&'static str, (&'static str, &'static str))>>;
+
 /// Every spelling (names, qqwry.dat's own spellings) with its country, by
 /// first character.
-fn country_index() -> &'static HashMap<char, Vec<(&'static str, (&'static str, &'static str))>> {
-    static INDEX: OnceLock<HashMap<char, Vec<(&'static str, (&'static str, &'static str))>>> = OnceLock::new();
+fn country_index() -> &'static SpellingIndex {
+    static INDEX: OnceLock<SpellingIndex> = OnceLock::new();
     INDEX.get_or_init(|| {
         let names = REGIONS.iter().chain(COUNTRIES);
         let spellings = SPELLINGS.iter().filter_map(|(spelling, name)| Some((*spelling, *names.clone().find(|(zh, _)| zh == name)?)));

@@ -358,11 +358,11 @@ pub mod writer {
         }
         let mut tree = Vec::new();
         for (n, children) in nodes.iter().enumerate() {
-            for bit in 0..2 {
+            for (bit, &child) in children.iter().enumerate() {
                 let value = match leaves.iter().find(|(node, b, _)| *node == n && *b == bit) {
                     Some((_, _, rec)) => node_count + record_at[*rec],
-                    None if children[bit] == usize::MAX => node_count,
-                    None => children[bit],
+                    None if child == usize::MAX => node_count,
+                    None => child,
                 };
                 tree.extend((value as u32).to_be_bytes());
             }
