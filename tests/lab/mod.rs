@@ -354,16 +354,14 @@ impl Lab {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
-        let tx2 = tx.clone();
         let out = thread::spawn(move || {
             BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
         });
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx2.send(line);
+                let _ = tx.send(line);
             }
         });
-        drop(tx);
         Monitor { child: Some(child), stderr_lines: lines, stderr: Vec::new(), stdout: Some(out) }
     }
 
@@ -891,7 +889,9 @@ impl Monitor {
         let code = child.wait().expect("wait").code();
         let stdout = self.stdout.take().expect("stdout").join().expect("stdout thread");
         let mut stderr = std::mem::take(&mut self.stderr);
-        stderr.extend(self.stderr_lines.try_iter());
+        // To the end of the pipe, as stdout: when the child has exited, its
+        // last lines may still be on their way through the reader thread.
+        stderr.extend(self.stderr_lines.iter());
         Finished { code, stdout, stderr }
     }
 }
