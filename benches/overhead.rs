@@ -618,9 +618,7 @@ type Phases = Vec<(u64, bool)>;
 /// sender sent in it.
 type Ticks = Vec<(u64, u64)>;
 
-/// The flood of [`switching_flood`]: its phases (when each began, in ms
-/// since the epoch, and whether it was "with") and the sender's counts
-/// (the end of each TICK, in ms since the epoch, and what it sent in it).
+/// The flood of [`switching_flood`]: its phases and the sender's counts.
 fn ticking_flood(lab: &Lab, switch: &dyn Fn(&Lab, bool)) -> (Phases, Ticks) {
     let me = &own_path();
     let mut sink = start_sink(lab, me);
