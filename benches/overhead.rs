@@ -14,7 +14,7 @@
 //!   medians, and throughput is given as a ratio to the unmonitored run of
 //!   the same round;
 //! - what the nftables backend costs that flood, measured inside one flood
-//!   that switches every second between with and without (the 10 s rounds
+//!   that switches every 0.5 s between with and without (the 10 s rounds
 //!   move by ±10 % here, more than that cost): its table hooked and
 //!   unhooked, the monitor running and stopped, and its table against the
 //!   least table that counts the flood's peer (the floor of counting in
@@ -352,13 +352,13 @@ fn flood_profiled(lab: &mut Lab, profile: bool) -> Flood {
     Flood { received: out.trim().parse().expect("sink count"), sender_ns_per_packet: runtime_ns / sent, hook_ns_per_packet }
 }
 
-/// This binary (`me`) as the flood's sink in the lab's remote namespace,
-/// given a moment to bind; it prints its count on stdout when it ends.
 /// This bench's binary, re-run as the flood's sender and sink.
 fn own_path() -> String {
     std::env::current_exe().expect("own path").to_str().expect("utf-8 path").to_string()
 }
 
+/// This binary (`me`) as the flood's sink in the lab's remote namespace,
+/// given a moment to bind; it prints its count on stdout when it ends.
 fn start_sink(lab: &Lab, me: &str) -> Child {
     let sink = Command::new("ip").args(["netns", "exec", &lab.remote, me, "--udp-sink"]).stdout(Stdio::piped()).spawn().expect("sink");
     std::thread::sleep(Duration::from_millis(300));
@@ -533,6 +533,7 @@ fn hook_tables(lab: &Lab, awake: &[&str], dormant: &[&str]) {
 /// lane must rule out).
 const LEAST_COUNTING: &str = "table inet itm_least {\n chain tx {\n  type filter hook postrouting priority 2147483647;\n  @nh,128,32 0xc6336407 counter return\n }\n}\n";
 
+/// Stops the monitor (SIGSTOP): its harvests no longer touch the table.
 fn stop(_: &Lab, monitor: u32) {
     lab::signal("-STOP", monitor);
 }
@@ -662,7 +663,7 @@ fn calibrate() {
     for (phase, settle) in [(3000, 500), (2000, 300), (1000, 200), (500, 200)] {
         let medians: Vec<f64> = (0..phase / tick)
             .map(|offset| {
-                let phases: Vec<(u64, bool)> = (0..).map(|i| (first + offset * tick + i * phase, i % 2 == 0)).take_while(|p| p.0 < last).collect();
+                let phases: Phases = (0..).map(|i| (first + offset * tick + i * phase, i % 2 == 0)).take_while(|p| p.0 < last).collect();
                 median(&phase_ratios(&phase_rates(&phases, &ticks, settle)))
             })
             .collect();
