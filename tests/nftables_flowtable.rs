@@ -10,9 +10,13 @@
 //!   with bpftrace, which sees offloaded packets at the device: equal to
 //!   what crossed the WAN device, to the byte.
 //!
-//! What crossed is counted at the far end (the remote namespace's own input
-//! and output hooks, for the LAN client's addresses): a flowtable hides
-//! packets from the router's hooks, truth counters there included.
+//! What crossed is counted on the WAN device itself, by nftables' netdev
+//! hooks of `vh`: its ingress hook (before the flowtable's, which steals
+//! what it offloads) and its egress hook see the very packets bpftrace's
+//! tracepoints see, GSO super-packets whole. The inet hooks a flowtable
+//! hides packets from (prerouting, forward, postrouting) cannot be the
+//! truth. The far end (the remote namespace's own input and output hooks)
+//! is printed beside it as evidence that the flows got there.
 //!
 //! The machine that runs the tests may have a kernel without flowtables
 //! (this one's has CONFIG_NF_FLOW_TABLE unset), so the lab runs in a qemu
@@ -66,6 +70,19 @@ fn a_router_with_a_flowtable_is_named_at_start_and_counted_by_bpftrace() {
 const FLOWTABLE: &str = "table inet fw4 {\n flowtable ft { hook ingress priority 0; devices = { vh, vl }; }\n\
     chain forward { type filter hook forward priority 0; meta l4proto { tcp, udp } flow add @ft; }\n}\n";
 
+/// What crossed the WAN device `vh`, to and from each WAN peer, at its
+/// netdev hooks: ingress before the flowtable's hook (priority 0), egress
+/// where bpftrace's net_dev_queue fires, in __dev_queue_xmit.
+const WIRE: &str = "table netdev itm_wire {\n\
+    chain ingress { type filter hook ingress device vh priority -500;\n\
+    ip saddr 198.51.100.8 counter\n ip6 saddr 2001:db8:2::7 counter\n }\n\
+    chain egress { type filter hook egress device vh priority -500;\n\
+    ip daddr 198.51.100.8 counter\n ip6 daddr 2001:db8:2::7 counter\n }\n}\n";
+
+/// The Ethernet header an egress counter counts and an IP-layer count does
+/// not: at the egress hook the link-layer header has been pushed.
+const ETHERNET_HEADER: u64 = 14;
+
 /// The far end's view of the LAN client's traffic: what the remote
 /// namespace received from it and sent to it crossed the router's WAN
 /// device `vh`.
@@ -95,6 +112,7 @@ fn in_the_vm_a_router_with_a_flowtable() {
     lab.nft_load(FLOWTABLE);
     let remote = lab.remote.clone();
     lab.nft_load_in(&remote, FAR_END);
+    lab.nft_load(WIRE);
     // The kernel lists the devices in an order of its own.
     let named = |line: &String| {
         ["flowtable inet fw4 ft (devices ", "vh", "vl", ") offloads established flows past the nftables hooks"]
@@ -103,82 +121,142 @@ fn in_the_vm_a_router_with_a_flowtable() {
     };
 
     // -b nftables: warned, and blind to the offloaded packets.
-    let (counted, crossed, stderr) = count(&mut lab, "nftables", "counting with nftables");
+    let run = count(&mut lab, "nftables", "counting with nftables");
     assert!(
-        stderr.iter().any(|line| line.starts_with("warning: ") && named(line)),
-        "the start-up warning names the flowtable: {stderr:?}"
+        run.stderr.iter().any(|line| line.starts_with("warning: ") && named(line)),
+        "the start-up warning names the flowtable: {:?}",
+        run.stderr
     );
-    println!("-b nftables on a router with a flowtable (bytes):");
-    println!("{:<14} {:<3} {:>10} {:>10} {:>10}", "remote", "dir", "crossed", "counted", "unseen");
-    for (peer, dir, _, _) in FLOWS {
-        let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
-        println!("{peer:<14} {dir:<3} {want:>10} {got:>10} {:>10}", want.saturating_sub(got));
-    }
+    run.print("-b nftables on a router with a flowtable");
     // The forward rule offloads a flow once conntrack has seen its
     // handshake: of the 10 MB each way the hooks see the first packets
     // only, less than one 64 KiB GSO packet (seen here: 432 and 448 bytes).
-    // (What crossed is evidence only: iperf3's -n counts what its client
+    // (How much crossed is evidence only: iperf3's -n counts what its client
     // wrote, and the end of a run can cut the tail short, seen at 1.7 of
     // 2 MB in another test; a flow of more than 5 MB leaves no doubt.)
     for (peer, dir) in [("198.51.100.8", "tx"), ("2001:db8:2::7", "rx")] {
-        let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
+        let (want, got) = (run.wire[&(peer, dir)], run.counted(peer, dir));
         assert!(want > 5_000_000, "{peer} {dir}: the flow crossed vh ({want} bytes)");
         assert!(got < 65_536, "{peer} {dir}: offloaded packets are not seen by the hooks, yet {got} of {want} were counted");
     }
 
     // -b auto: nftables passed over, named, and bpftrace counts them all.
-    let (counted, crossed, stderr) = count(&mut lab, "auto", "counting with bpftrace");
+    let run = count(&mut lab, "auto", "counting with bpftrace");
     assert!(
-        stderr.iter().any(|line| line.contains("auto: not nftables, because flowtable") && named(line)),
-        "the start-up line says why nftables was passed over: {stderr:?}"
+        run.stderr.iter().any(|line| line.contains("auto: not nftables, because flowtable") && named(line)),
+        "the start-up line says why nftables was passed over: {:?}",
+        run.stderr
     );
-    println!("-b auto (bpftrace) on the same router (bytes):");
+    run.print("-b auto (bpftrace) on the same router");
     for (peer, dir, _, _) in FLOWS {
-        let (want, got) = (crossed[&(peer, dir)], counted_on(&counted, peer, dir));
-        println!("{peer:<14} {dir:<3} {want:>10} {got:>10}");
-        assert_eq!(got, want, "{peer} {dir}: bpftrace counts what crossed vh, offloaded or not, to the byte");
+        assert_eq!(
+            run.counted(peer, dir),
+            run.wire[&(peer, dir)],
+            "{peer} {dir}: bpftrace counts what crossed vh, offloaded or not, to the byte; its stderr: {:?}",
+            run.stderr
+        );
     }
 }
 
-/// The bytes the monitor's summary has for `peer` in direction `dir`.
-fn counted_on(counted: &BTreeMap<String, (u64, u64, String)>, peer: &str, dir: &str) -> u64 {
-    counted.get(peer).map_or(0, |(tx, rx, _)| if dir == "tx" { *tx } else { *rx })
+/// (WAN peer, direction as the router counts it) → bytes.
+type Crossed = BTreeMap<(&'static str, &'static str), u64>;
+
+/// One run of the monitor, and what crossed while it counted.
+struct Run {
+    /// Its summary: remote IP → (tx, rx, process).
+    summary: BTreeMap<String, (u64, u64, String)>,
+    /// IP-layer bytes across vh's netdev hooks.
+    wire: Crossed,
+    /// What the far end saw of the LAN client's traffic.
+    far: Crossed,
+    /// What crossed vh while the monitor was starting (bpftrace compiling),
+    /// which it cannot have counted: zero unless a packet of the run
+    /// before came late.
+    while_starting: Crossed,
+    stderr: Vec<String>,
+}
+
+impl Run {
+    /// The bytes the monitor's summary has for `peer` in direction `dir`.
+    fn counted(&self, peer: &str, dir: &str) -> u64 {
+        self.summary.get(peer).map_or(0, |(tx, rx, _)| if dir == "tx" { *tx } else { *rx })
+    }
+
+    fn print(&self, title: &str) {
+        println!("{title} (bytes):");
+        println!("{:<14} {:<3} {:>10} {:>10} {:>10} {:>10}", "remote", "dir", "crossed", "counted", "unseen", "far end");
+        for (peer, dir, _, _) in FLOWS {
+            let (want, got) = (self.wire[&(peer, dir)], self.counted(peer, dir));
+            println!("{peer:<14} {dir:<3} {want:>10} {got:>10} {:>10} {:>10}", want.saturating_sub(got), self.far[&(peer, dir)]);
+        }
+        println!("crossed vh while it started: {} bytes", self.while_starting.values().sum::<u64>());
+    }
 }
 
 /// Runs the monitor with `-b backend` on the router's WAN device while the
 /// LAN client moves 10 MB up to the IPv4 peer and 10 MB down from the IPv6
-/// one; returns its summary, what crossed `vh` meanwhile (peer, direction),
-/// and its stderr.
-#[allow(clippy::type_complexity)]
-fn count(
-    lab: &mut Lab,
-    backend: &str,
-    started: &str,
-) -> (BTreeMap<String, (u64, u64, String)>, BTreeMap<(&'static str, &'static str), u64>, Vec<String>) {
-    let before = far_end(lab);
+/// one.
+fn count(lab: &mut Lab, backend: &str, started: &str) -> Run {
+    let at_spawn = wire(lab);
     let mut monitor = lab.spawn_in_host(&[BIN, "-b", backend, "-i", "vh", "-d", "0", "-s", "1", "--top", "1000"]);
     // bpftrace compiles its script first: tens of seconds in an emulated VM.
     monitor.wait_for_stderr("counting with", Duration::from_secs(300));
     let chosen = monitor.stderr.last().cloned().unwrap_or_default();
     assert!(chosen.starts_with(started), "-b {backend}: {chosen}");
+    // The monitor counts from here on, and so does the truth.
+    let (wire_before, far_before) = (wire(lab), far_end(lab));
     lab.iperf_from_lan(&["-c", "198.51.100.8", "-n", "10M"]);
     lab.iperf_from_lan(&["-6", "-c", "2001:db8:2::7", "-n", "10M", "-R"]);
-    let after = wait_until_far_end_quiet(lab);
+    let far_after = wait_until_far_end_quiet(lab);
+    let wire_after = wire(lab);
     let finished = monitor.interrupt();
     assert_eq!(finished.code, Some(0), "-b {backend} ends cleanly: {:?}", finished.stderr);
-    let crossed = after.into_iter().map(|(key, bytes)| (key, bytes - before.get(&key).copied().unwrap_or(0))).collect();
-    (lab::summary_rows(&finished.stdout), crossed, finished.stderr)
+    Run {
+        summary: lab::summary_rows(&finished.stdout),
+        wire: difference(&wire_after, &wire_before),
+        far: difference(&far_after, &far_before),
+        while_starting: difference(&wire_before, &at_spawn),
+        stderr: finished.stderr,
+    }
+}
+
+fn difference(after: &Crossed, before: &Crossed) -> Crossed {
+    after.iter().map(|(&key, &bytes)| (key, bytes - before.get(&key).copied().unwrap_or(0))).collect()
+}
+
+/// What crossed vh so far, by its netdev counters ([`WIRE`]), at the IP
+/// layer as the monitor counts: the egress hook's counts lose the Ethernet
+/// header of each packet.
+fn wire(lab: &Lab) -> Crossed {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.host, "nft", "list", "table", "netdev", "itm_wire"])
+        .output()
+        .expect("nft list table netdev itm_wire");
+    assert!(out.status.success(), "nft list: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut crossed = Crossed::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [_, field, ip, "counter", "packets", packets, "bytes", bytes] = words[..] {
+            let (packets, bytes): (u64, u64) = (packets.parse().expect("packets"), bytes.parse().expect("bytes"));
+            let peer = FLOWS.iter().map(|flow| flow.0).find(|&peer| peer == ip).expect("a WAN peer of WIRE");
+            let dir = if field == "saddr" { "rx" } else { "tx" };
+            let link_layer = if dir == "tx" { ETHERNET_HEADER * packets } else { 0 };
+            crossed.insert((peer, dir), bytes - link_layer);
+        }
+    }
+    crossed
 }
 
 /// (WAN peer, direction as the router counts it) → bytes the far end saw.
-fn far_end(lab: &Lab) -> BTreeMap<(&'static str, &'static str), u64> {
+fn far_end(lab: &Lab) -> Crossed {
     let far = lab.counters_in(&lab.remote, "itm_far");
     FLOWS.iter().map(|&(peer, dir, lan, far_dir)| ((peer, dir), far[&(lan.to_string(), far_dir)])).collect()
 }
 
 /// The far end's counters once they stand still for a second (a flow's
 /// last packets may still be on the way when its client returns).
-fn wait_until_far_end_quiet(lab: &Lab) -> BTreeMap<(&'static str, &'static str), u64> {
+fn wait_until_far_end_quiet(lab: &Lab) -> Crossed {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = far_end(lab);
     while Instant::now() < deadline {
