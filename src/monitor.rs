@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
-use crate::backend::{self, Backend, Event, Running};
+use crate::backend::{self, Backend, Event, Running, Stopped};
 use crate::cli::Config;
 use crate::error::Error;
 use crate::exporter;
@@ -305,8 +305,20 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
             }
         }
     }
-    await_final_report(ctx, running, &mut seen);
-    running.stop(STOP_GRACE);
+    let asked_and_came = await_final_report(ctx, running, &mut seen);
+    let stopped = running.stop(STOP_GRACE);
+    // A backend not asked for its last report gives it as it ends.
+    if !asked_and_came.unwrap_or(stopped == Stopped::Ended) {
+        eprintln!(
+            "warning: the last report of {} did not come ({}); what it counted since its report \
+             before is missing from these totals",
+            running.name,
+            match stopped {
+                Stopped::Killed => format!("it had not ended {} s after SIGINT and was killed", STOP_GRACE.as_secs()),
+                Stopped::Ended => format!("none within {} s of asking", FINAL_REPORT_TIMEOUT.as_secs()),
+            }
+        );
+    }
     Ok(())
 }
 
@@ -437,18 +449,19 @@ fn show_totals(ctx: &Ctx) {
 
 /// Before stopping: a backend that does not print its last report when
 /// stopped (iftop) is asked for it now, and it is read, so every byte up to
-/// now is counted.
-fn await_final_report(ctx: &Ctx, running: &Running, seen: &mut Seen) {
-    let Some(asked) = ctx.backend.request_final_report(running, ctx.store.progress().last_report) else { return };
+/// now is counted. Whether it came; `None` for a backend not asked.
+fn await_final_report(ctx: &Ctx, running: &Running, seen: &mut Seen) -> Option<bool> {
+    let asked = ctx.backend.request_final_report(running, ctx.store.progress().last_report)?;
     let deadline = Instant::now() + FINAL_REPORT_TIMEOUT;
     while let Ok(event) = ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
             on_report(ctx, running, seen);
             if ctx.store.progress().last_report.is_some_and(|t| t >= asked) {
-                return;
+                return Some(true);
             }
         }
     }
+    Some(false)
 }
 
 /// What the warnings have already told the user.

@@ -3,6 +3,10 @@
 //! and counted on, without the monitor knowing what it is. The fake's child
 //! is a small `sh` script printing reports in the bpftrace script's format,
 //! so no kernel tracing is involved; the monitor still needs root.
+//!
+//! What only the monitor's stderr shows is tested on the binary, with a
+//! fake `bpftrace` put first in its search path in a private mount
+//! namespace (nothing outside it sees the fake).
 
 mod lab;
 
@@ -170,4 +174,52 @@ fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
     assert!(down < back, "down before the restart");
     assert!(back >= ONE_REPORT_THEN_SILENCE.interval * 10, "not killed before 10 intervals of silence: {back:?}");
     assert_eq!(run.join().expect("the monitor thread"), Ok(0));
+}
+
+/// The fake bpftrace: one report of 5 bytes, then it waits; on SIGINT it
+/// does `on_sigint` (a shell trap's action; empty: it ignores SIGINT).
+const FAKE_BPFTRACE: &str = "#!/bin/sh\ntrap '{on_sigint}' INT\n\
+    printf '@attached\\n@tx[198.51.100.7]: 5\\n@end\\n'\nsleep 600 & child=$!\nwait\nkill $child\n";
+
+/// Runs the monitor for 2 s with the fake bpftrace; its exit code, the
+/// summary's tx bytes for 198.51.100.7 and its stderr.
+fn stop_the_fake_bpftrace(on_sigint: &str) -> (Option<i32>, u64, String) {
+    let fake = lab::TempFile::new("fake-bpftrace", FAKE_BPFTRACE.replace("{on_sigint}", on_sigint).as_bytes());
+    let port = lab::free_port().to_string();
+    // /usr/local/sbin is the first directory the monitor looks in.
+    let setup = "mount -t tmpfs itm-fake /usr/local/sbin && cp \"$1\" /usr/local/sbin/bpftrace && \
+        chmod 755 /usr/local/sbin/bpftrace && { mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; true; } && \
+        shift && exec \"$@\"";
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", setup, "sh", fake.path()])
+        .args([lab::BIN, "-b", "bpftrace", "-d", "2", "-s", "1", "-q", "-p", &port])
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare");
+    let stdout: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let tx = lab::summary_rows(&stdout).get("198.51.100.7").map_or(0, |row| row.0);
+    (out.status.code(), tx, stderr)
+}
+
+#[test]
+fn a_backend_killed_before_its_last_report_is_said_to_have_lost_it() {
+    if !lab::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED a_backend_killed_before_its_last_report_is_said_to_have_lost_it: the monitor needs root");
+        return;
+    }
+    let lost = "warning: the last report of bpftrace did not come (it had not ended 5 s after SIGINT and was killed)";
+
+    // As bpftrace does: its last report (7 bytes more) as it ends.
+    let (code, tx, stderr) = stop_the_fake_bpftrace("kill $child; printf \"@tx[198.51.100.7]: 7\\n@end\\n\"; exit 0");
+    println!("reports as it ends: exit {code:?}, tx {tx}\n{stderr}");
+    assert_eq!((code, tx), (Some(0), 12), "both reports counted: {stderr}");
+    assert!(!stderr.contains("the last report of"), "nothing lost, nothing said: {stderr}");
+
+    // Deaf to SIGINT: killed after the grace time, its last report never printed.
+    let (code, tx, stderr) = stop_the_fake_bpftrace("");
+    println!("deaf to SIGINT: exit {code:?}, tx {tx}\n{stderr}");
+    assert_eq!((code, tx), (Some(0), 5), "the report before is counted, and the run ends as usual: {stderr}");
+    assert!(stderr.lines().any(|line| line.starts_with(lost)), "the loss is said: {stderr}");
 }

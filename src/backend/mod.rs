@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::store::{Record, Store};
-pub use running::{Event, Running};
+pub use running::{Event, Running, Stopped};
 
 /// The backends there are, in the order `-b auto` tries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

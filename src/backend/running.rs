@@ -34,6 +34,15 @@ pub enum Event {
     SaveSoon,
 }
 
+/// How a backend asked to stop went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It ended by itself, after its last report (a thread always does).
+    Ended,
+    /// It had not ended within the grace time and was killed.
+    Killed,
+}
+
 /// The last lines a backend wrote to stderr (a child) or said went wrong
 /// (a thread).
 #[derive(Default)]
@@ -125,29 +134,33 @@ impl Running {
     /// Asks the backend to finish with a last report (SIGINT lets bpftrace
     /// print what its maps still hold; a thread harvests once more), waits
     /// for the reader to consume it, and kills a child that has not gone
-    /// within `grace`.
-    pub fn stop(&mut self, grace: Duration) {
-        match &mut self.worker {
+    /// within `grace`: then its last report may be missing or cut short.
+    pub fn stop(&mut self, grace: Duration) -> Stopped {
+        let stopped = match &mut self.worker {
             Worker::Child { child, .. } => {
                 sys::signal_group(child.id(), sys::SIGINT);
                 let deadline = Instant::now() + grace;
                 loop {
                     match child.try_wait() {
-                        Ok(Some(_)) => break,
+                        Ok(Some(_)) => break Stopped::Ended,
                         Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                         _ => {
                             sys::signal_group(child.id(), sys::SIGKILL);
                             let _ = child.wait();
-                            break;
+                            break Stopped::Killed;
                         }
                     }
                 }
             }
-            Worker::Thread { stop } => drop(stop.get_mut().ok().and_then(Option::take)),
-        }
+            Worker::Thread { stop } => {
+                drop(stop.get_mut().ok().and_then(Option::take));
+                Stopped::Ended
+            }
+        };
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
+        stopped
     }
 
     /// Ends a hung backend at once: a child and its process group are
