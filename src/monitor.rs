@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
@@ -306,9 +306,12 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
         }
     }
     let asked_and_came = await_final_report(ctx, running, &mut seen);
+    let stop_asked = SystemTime::now();
     let stopped = running.stop(STOP_GRACE);
-    // A backend not asked for its last report gives it as it ends.
-    if !asked_and_came.unwrap_or(stopped == Stopped::Ended) {
+    // A backend not asked for its last report gives it as it ends (bpftrace
+    // prints its END report before it detaches, which may be slow).
+    let came_as_it_ended = stopped == Stopped::Ended || reported_since(ctx.store, stop_asked);
+    if !asked_and_came.unwrap_or(came_as_it_ended) {
         eprintln!(
             "warning: the last report of {} did not come ({}); what it counted since its report \
              before is missing from these totals",
@@ -456,12 +459,17 @@ fn await_final_report(ctx: &Ctx, running: &Running, seen: &mut Seen) -> Option<b
     while let Ok(event) = ctx.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Event::Report = event {
             on_report(ctx, running, seen);
-            if ctx.store.progress().last_report.is_some_and(|t| t >= asked) {
+            if reported_since(ctx.store, asked) {
                 return Some(true);
             }
         }
     }
     Some(false)
+}
+
+/// Whether a report was applied at `time` or later.
+fn reported_since(store: &Store, time: SystemTime) -> bool {
+    store.progress().last_report.is_some_and(|t| t >= time)
 }
 
 /// What the warnings have already told the user.

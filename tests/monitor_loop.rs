@@ -217,6 +217,13 @@ fn a_backend_killed_before_its_last_report_is_said_to_have_lost_it() {
     assert_eq!((code, tx), (Some(0), 12), "both reports counted: {stderr}");
     assert!(!stderr.contains("the last report of"), "nothing lost, nothing said: {stderr}");
 
+    // Its last report, then slow to end (as bpftrace detaching its probes
+    // on a slow machine): killed, but nothing was lost, so nothing is said.
+    let (code, tx, stderr) = stop_the_fake_bpftrace("kill $child; printf \"@tx[198.51.100.7]: 7\\n@end\\n\"; exec sleep 600");
+    println!("reports, then does not end: exit {code:?}, tx {tx}\n{stderr}");
+    assert_eq!((code, tx), (Some(0), 12), "both reports counted: {stderr}");
+    assert!(!stderr.contains("the last report of"), "nothing lost, nothing said: {stderr}");
+
     // Deaf to SIGINT: killed after the grace time, its last report never printed.
     let (code, tx, stderr) = stop_the_fake_bpftrace("");
     println!("deaf to SIGINT: exit {code:?}, tx {tx}\n{stderr}");
