@@ -29,6 +29,9 @@ use crate::sys;
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the backend may take to print its final report when stopped.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a backend whose output closed may take to exit before it is
+/// killed (a dying one takes milliseconds).
+const OUTPUT_CLOSED_GRACE: Duration = Duration::from_secs(1);
 /// How long a backend asked for a final report may take to print it.
 const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -189,7 +192,7 @@ fn wait_attached(backend: &dyn Backend, events: &Receiver<Event>, running: &mut 
                 return Ok(false);
             }
             Ok(Event::Exited) => {
-                running.wait();
+                running.wait(OUTPUT_CLOSED_GRACE);
                 return Err(Error::fatal(backend.explain_start_failure(&running.stderr.lines())));
             }
             Ok(Event::Report | Event::ShowTotals | Event::SaveSoon) => {}
@@ -395,7 +398,7 @@ impl Watchdog {
 /// signal or the end of the run comes first.
 fn restart(ctx: &Ctx, dead: &mut Running, delay: &mut Duration, deadline: Option<Instant>) -> Option<Running> {
     ctx.store.health().set_up(false);
-    let status = dead.wait();
+    let status = dead.wait(OUTPUT_CLOSED_GRACE);
     let last = dead.stderr.lines().pop().map(|l| format!(": {l}")).unwrap_or_default();
     eprintln!("{} exited unexpectedly ({status}){last}", dead.name);
     loop {

@@ -45,6 +45,11 @@ const ONE_REPORT_THEN_EXIT: Fake = Fake { name: "fake", script: "", interval: Du
 const ONE_REPORT_THEN_SILENCE: Fake =
     Fake { name: "silent", script: "; exec sleep 600", interval: Duration::from_millis(200) };
 
+/// Prints one report, then closes its output and lives on: it can report
+/// nothing more, yet it has not exited (30 s, so a failing run leaves
+/// nothing behind for long).
+const ONE_REPORT_THEN_CLOSED: Fake = Fake { name: "closed", script: "; exec sleep 30 >&-", interval: Duration::from_secs(1) };
+
 impl Backend for Fake {
     fn name(&self) -> &'static str {
         self.name
@@ -176,23 +181,68 @@ fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
     assert_eq!(run.join().expect("the monitor thread"), Ok(0));
 }
 
+#[test]
+fn a_backend_that_closes_its_output_and_lives_on_is_killed_and_restarted() {
+    if !lab::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED a_backend_that_closes_its_output_and_lives_on_is_killed_and_restarted: the monitor needs root");
+        return;
+    }
+    let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
+    let config = config(Arc::new(ONE_REPORT_THEN_CLOSED), listen, 5);
+    let run = std::thread::spawn(move || monitor::run(&config).map_err(|e| e.to_string()));
+
+    // The first child's output closes at once; it is killed 1 s later and
+    // a second one started 1 s after that (the backoff), adding its 5 bytes.
+    let series = lab::byte_series("tx", "198.51.100.7");
+    let deadline = Instant::now() + Duration::from_millis(4500);
+    let mut metrics = String::new();
+    while Instant::now() < deadline {
+        metrics = scrape(listen).unwrap_or_default();
+        if lab::metric_value(&metrics, &series) == Some(10.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restarts = lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total");
+    assert_eq!(
+        (restarts, lab::metric_value(&metrics, &series)),
+        (Some(1.0), Some(10.0)),
+        "the child that closed its output was killed and replaced, and the new one counted: {metrics}"
+    );
+    assert_eq!(run.join().expect("the monitor thread"), Ok(0), "the run ends at -d");
+}
+
 /// The fake bpftrace: one report of 5 bytes, then it waits; on SIGINT it
 /// does `on_sigint` (a shell trap's action; empty: it ignores SIGINT).
 const FAKE_BPFTRACE: &str = "#!/bin/sh\ntrap '{on_sigint}' INT\n\
     printf '@attached\\n@tx[198.51.100.7]: 5\\n@end\\n'\nsleep 600 & child=$!\nwait\nkill $child\n";
 
-/// Runs the monitor for 2 s with the fake bpftrace; its exit code, the
-/// summary's tx bytes for 198.51.100.7 and its stderr.
-fn stop_the_fake_bpftrace(on_sigint: &str) -> (Option<i32>, u64, String) {
-    let fake = lab::TempFile::new("fake-bpftrace", FAKE_BPFTRACE.replace("{on_sigint}", on_sigint).as_bytes());
+/// The fake iftop: a block in which 127.0.0.1 has sent 198.51.100.7 5
+/// bytes, then `then` (shell). iftop's frame, cut to what the parser reads.
+const FAKE_IFTOP: &str = "#!/bin/sh\nblock() {\n\
+    printf '   # Host name (port/service if enabled)   last 2s   last 10s   last 40s cumulative\\n---\\n'\n\
+    printf '   1 127.0.0.1  =>  0B  0B  0B  %s\\n     198.51.100.7  <=  0B  0B  0B  0B\\n' \"$1\"\n\
+    printf -- '---\\nTotal send rate: 0B 0B 0B\\n=====\\n'\n}\n\
+    printf 'Listening on lo\\n'\nblock 5B\n{then}\n";
+
+/// Runs the monitor for 2 s as `-b backend` (with `args`), the program it
+/// runs being the shell script `fake`: in private mount and network
+/// namespaces (only `lo`, up), on a tmpfs over /usr/local/sbin, the first
+/// directory the monitor looks in. Its exit code, the summary's tx bytes
+/// for 198.51.100.7, and its stderr.
+fn run_with_fake(backend: &str, fake: &str, args: &[&str]) -> (Option<i32>, u64, String) {
+    let script = lab::TempFile::new(&format!("fake-{backend}"), fake.as_bytes());
     let port = lab::free_port().to_string();
-    // /usr/local/sbin is the first directory the monitor looks in.
-    let setup = "mount -t tmpfs itm-fake /usr/local/sbin && cp \"$1\" /usr/local/sbin/bpftrace && \
-        chmod 755 /usr/local/sbin/bpftrace && { mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; true; } && \
-        shift && exec \"$@\"";
+    let setup = format!(
+        "ip link set lo up && mount -t tmpfs itm-fake /usr/local/sbin && cp \"$1\" /usr/local/sbin/{backend} && \
+         chmod 755 /usr/local/sbin/{backend} && {{ mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; true; }} && \
+         shift && exec \"$@\""
+    );
     let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", setup, "sh", fake.path()])
-        .args([lab::BIN, "-b", "bpftrace", "-d", "2", "-s", "1", "-q", "-p", &port])
+        .args(["-m", "-n", "--propagation", "private", "sh", "-c", &setup, "sh", script.path()])
+        .args([lab::BIN, "-b", backend, "-d", "2", "-s", "1", "-q", "-p", &port])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("unshare");
@@ -200,6 +250,14 @@ fn stop_the_fake_bpftrace(on_sigint: &str) -> (Option<i32>, u64, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let tx = lab::summary_rows(&stdout).get("198.51.100.7").map_or(0, |row| row.0);
     (out.status.code(), tx, stderr)
+}
+
+fn stop_the_fake_bpftrace(on_sigint: &str) -> (Option<i32>, u64, String) {
+    run_with_fake("bpftrace", &FAKE_BPFTRACE.replace("{on_sigint}", on_sigint), &[])
+}
+
+fn stop_the_fake_iftop(then: &str) -> (Option<i32>, u64, String) {
+    run_with_fake("iftop", &FAKE_IFTOP.replace("{then}", then), &["-i", "lo"])
 }
 
 #[test]
@@ -228,5 +286,28 @@ fn a_backend_killed_before_its_last_report_is_said_to_have_lost_it() {
     let (code, tx, stderr) = stop_the_fake_bpftrace("");
     println!("deaf to SIGINT: exit {code:?}, tx {tx}\n{stderr}");
     assert_eq!((code, tx), (Some(0), 5), "the report before is counted, and the run ends as usual: {stderr}");
+    assert!(stderr.lines().any(|line| line.starts_with(lost)), "the loss is said: {stderr}");
+}
+
+#[test]
+fn an_iftop_that_never_prints_the_block_asked_for_is_said_to_have_lost_it() {
+    if !lab::is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED an_iftop_that_never_prints_the_block_asked_for_is_said_to_have_lost_it: the monitor needs root");
+        return;
+    }
+    // As iftop does: a block for each key the monitor sends (the refresh
+    // key `u`), here with 12 bytes sent in all.
+    let answers = "while key=$(dd bs=1 count=1 2>/dev/null) && [ -n \"$key\" ]; do block 12B; done";
+    let (code, tx, stderr) = stop_the_fake_iftop(answers);
+    println!("answers: exit {code:?}, tx {tx}\n{stderr}");
+    assert_eq!((code, tx), (Some(0), 12), "both blocks counted: {stderr}");
+    assert!(!stderr.contains("the last report of"), "nothing lost, nothing said: {stderr}");
+
+    // Deaf to keys: the block asked for at the end never comes.
+    let (code, tx, stderr) = stop_the_fake_iftop("exec sleep 600");
+    println!("deaf to keys: exit {code:?}, tx {tx}\n{stderr}");
+    assert_eq!((code, tx), (Some(0), 5), "the block before is counted, and the run ends as usual: {stderr}");
+    let lost = "warning: the last report of iftop did not come (none within 3 s of asking)";
     assert!(stderr.lines().any(|line| line.starts_with(lost)), "the loss is said: {stderr}");
 }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::process::{Child, ChildStdin};
+use std::process::{Child, ChildStdin, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -139,18 +139,7 @@ impl Running {
         let stopped = match &mut self.worker {
             Worker::Child { child, .. } => {
                 sys::signal_group(child.id(), sys::SIGINT);
-                let deadline = Instant::now() + grace;
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(_)) => break Stopped::Ended,
-                        Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                        _ => {
-                            sys::signal_group(child.id(), sys::SIGKILL);
-                            let _ = child.wait();
-                            break Stopped::Killed;
-                        }
-                    }
-                }
+                reap(child, grace).0
             }
             Worker::Thread { stop } => {
                 drop(stop.get_mut().ok().and_then(Option::take));
@@ -173,14 +162,35 @@ impl Running {
         }
     }
 
-    /// Waits for a backend whose reader already ended; how it ended.
-    pub fn wait(&mut self) -> String {
+    /// Waits for a backend whose reader already ended; how it ended. A
+    /// child that closed its output but lives on can report nothing more:
+    /// it is killed after `grace`, so the monitor never waits on it for good.
+    pub fn wait(&mut self, grace: Duration) -> String {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
         match &mut self.worker {
-            Worker::Child { child, .. } => child.wait().map_or_else(|_| "unknown status".into(), |s| s.to_string()),
+            Worker::Child { child, .. } => match reap(child, grace) {
+                (Stopped::Ended, status) => status.map_or_else(|| "unknown status".into(), |s| s.to_string()),
+                (Stopped::Killed, _) => format!("it closed its output, and was killed still running {} s later", grace.as_secs_f64()),
+            },
             Worker::Thread { .. } => "its thread ended".into(),
+        }
+    }
+}
+
+/// Waits up to `grace` for `child` to exit, then kills its process group;
+/// whether it had to be killed, and how it ended.
+fn reap(child: &mut Child, grace: Duration) -> (Stopped, Option<ExitStatus>) {
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return (Stopped::Ended, Some(status)),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                sys::signal_group(child.id(), sys::SIGKILL);
+                return (Stopped::Killed, child.wait().ok());
+            }
         }
     }
 }
