@@ -101,6 +101,25 @@ fn config(backend: Arc<dyn Backend>, listen: SocketAddr, seconds: u64) -> Config
     }
 }
 
+/// Whether `test` can run: the monitor needs root, and the test `tools`.
+fn as_root(test: &str, tools: &[&str]) -> bool {
+    let root = (!lab::is_root()).then(|| "root".to_string());
+    lab::skip_unless_none_missing(test, root.into_iter().chain(tools.iter().filter(|t| !lab::on_path(t)).map(|t| t.to_string())).collect())
+}
+
+/// Scrapes `addr` until `done` holds for its metrics or `within` has
+/// passed; the last metrics scraped.
+fn scrape_until(addr: SocketAddr, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let metrics = scrape(addr).unwrap_or_default();
+        if done(&metrics) || Instant::now() >= deadline {
+            return metrics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn scrape(addr: SocketAddr) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
@@ -111,9 +130,7 @@ fn scrape(addr: SocketAddr) -> Option<String> {
 
 #[test]
 fn any_backend_is_supervised_restarted_and_counted_on() {
-    if !lab::is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIPPED any_backend_is_supervised_restarted_and_counted_on: the monitor needs root");
+    if !as_root("any_backend_is_supervised_restarted_and_counted_on", &[]) {
         return;
     }
     let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
@@ -123,17 +140,11 @@ fn any_backend_is_supervised_restarted_and_counted_on() {
     // Restarts come after 1 s, then 2 s of backoff: by then three children
     // have each added their 5 bytes, and the totals carried on.
     let series = lab::byte_series("tx", "198.51.100.7");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut metrics = String::new();
-    while Instant::now() < deadline {
-        metrics = scrape(listen).unwrap_or_default();
-        let restarts = lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total").unwrap_or(0.0);
+    let metrics = scrape_until(listen, Duration::from_secs(5), |metrics| {
+        let restarts = lab::metric_value(metrics, "ip_traffic_monitor_backend_restarts_total").unwrap_or(0.0);
         // A restart is counted when the new child attaches, before its report is read.
-        if restarts >= 2.0 && lab::metric_value(&metrics, &series).is_some_and(|tx| tx >= 5.0 * (restarts + 1.0)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        restarts >= 2.0 && lab::metric_value(metrics, &series).is_some_and(|tx| tx >= 5.0 * (restarts + 1.0))
+    });
     println!("{}", metrics.lines().filter(|l| l.starts_with("ip_traffic")).collect::<Vec<_>>().join("\n"));
     let restarts = lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total").expect("restarts");
     let tx = lab::metric_value(&metrics, &series).expect("a series for the fake's IP");
@@ -147,9 +158,7 @@ fn any_backend_is_supervised_restarted_and_counted_on() {
 
 #[test]
 fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
-    if !lab::is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIPPED a_silent_backend_is_marked_down_then_killed_and_restarted: the monitor needs root");
+    if !as_root("a_silent_backend_is_marked_down_then_killed_and_restarted", &[]) {
         return;
     }
     let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
@@ -183,9 +192,7 @@ fn a_silent_backend_is_marked_down_then_killed_and_restarted() {
 
 #[test]
 fn a_backend_that_closes_its_output_and_lives_on_is_killed_and_restarted() {
-    if !lab::is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIPPED a_backend_that_closes_its_output_and_lives_on_is_killed_and_restarted: the monitor needs root");
+    if !as_root("a_backend_that_closes_its_output_and_lives_on_is_killed_and_restarted", &[]) {
         return;
     }
     let listen: SocketAddr = ([127, 0, 0, 1], lab::free_port()).into();
@@ -195,15 +202,7 @@ fn a_backend_that_closes_its_output_and_lives_on_is_killed_and_restarted() {
     // The first child's output closes at once; it is killed 1 s later and
     // a second one started 1 s after that (the backoff), adding its 5 bytes.
     let series = lab::byte_series("tx", "198.51.100.7");
-    let deadline = Instant::now() + Duration::from_millis(4500);
-    let mut metrics = String::new();
-    while Instant::now() < deadline {
-        metrics = scrape(listen).unwrap_or_default();
-        if lab::metric_value(&metrics, &series) == Some(10.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let metrics = scrape_until(listen, Duration::from_millis(4500), |metrics| lab::metric_value(metrics, &series) == Some(10.0));
     let restarts = lab::metric_value(&metrics, "ip_traffic_monitor_backend_restarts_total");
     assert_eq!(
         (restarts, lab::metric_value(&metrics, &series)),
@@ -262,9 +261,7 @@ fn stop_the_fake_iftop(then: &str) -> (Option<i32>, u64, String) {
 
 #[test]
 fn a_backend_killed_before_its_last_report_is_said_to_have_lost_it() {
-    if !lab::is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIPPED a_backend_killed_before_its_last_report_is_said_to_have_lost_it: the monitor needs root");
+    if !as_root("a_backend_killed_before_its_last_report_is_said_to_have_lost_it", &["unshare"]) {
         return;
     }
     let lost = "warning: the last report of bpftrace did not come (it had not ended 5 s after SIGINT and was killed)";
@@ -291,9 +288,7 @@ fn a_backend_killed_before_its_last_report_is_said_to_have_lost_it() {
 
 #[test]
 fn an_iftop_that_never_prints_the_block_asked_for_is_said_to_have_lost_it() {
-    if !lab::is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIPPED an_iftop_that_never_prints_the_block_asked_for_is_said_to_have_lost_it: the monitor needs root");
+    if !as_root("an_iftop_that_never_prints_the_block_asked_for_is_said_to_have_lost_it", &["unshare"]) {
         return;
     }
     // As iftop does: a block for each key the monitor sends (the refresh
