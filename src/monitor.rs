@@ -315,17 +315,20 @@ fn count_until_stopped(ctx: &Ctx, running: &mut Running) -> Result<(), Error> {
     // prints its END report before it detaches, which may be slow).
     let came_as_it_ended = stopped == Stopped::Ended || reported_since(ctx.store, stop_asked);
     if !asked_and_came.unwrap_or(came_as_it_ended) {
-        eprintln!(
-            "warning: the last report of {} did not come ({}); what it counted since its report \
-             before is missing from these totals",
-            running.name,
-            match stopped {
-                Stopped::Killed => format!("it had not ended {} s after SIGINT and was killed", STOP_GRACE.as_secs()),
-                Stopped::Ended => format!("none within {} s of asking", FINAL_REPORT_TIMEOUT.as_secs()),
-            }
-        );
+        warn_about_lost_last_report(running.name, stopped);
     }
     Ok(())
+}
+
+fn warn_about_lost_last_report(backend: &str, stopped: Stopped) {
+    let why = match stopped {
+        Stopped::Killed => format!("it had not ended {} s after SIGINT and was killed", STOP_GRACE.as_secs()),
+        Stopped::Ended => format!("none within {} s of asking", FINAL_REPORT_TIMEOUT.as_secs()),
+    };
+    eprintln!(
+        "warning: the last report of {backend} did not come ({why}); what it counted since its report \
+         before is missing from these totals"
+    );
 }
 
 /// The periodic save of `--state`: a failure is said and tried again at the

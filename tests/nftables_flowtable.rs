@@ -228,22 +228,11 @@ fn difference(after: &Crossed, before: &Crossed) -> Crossed {
 /// layer as the monitor counts: the egress hook's counts lose the Ethernet
 /// header of each packet.
 fn wire(lab: &Lab) -> Crossed {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.host, "nft", "list", "table", "netdev", "itm_wire"])
-        .output()
-        .expect("nft list table netdev itm_wire");
-    assert!(out.status.success(), "nft list: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
     let mut crossed = Crossed::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let [_, field, ip, "counter", "packets", packets, "bytes", bytes] = words[..] {
-            let (packets, bytes): (u64, u64) = (packets.parse().expect("packets"), bytes.parse().expect("bytes"));
-            let peer = FLOWS.iter().map(|flow| flow.0).find(|&peer| peer == ip).expect("a WAN peer of WIRE");
-            let dir = if field == "saddr" { "rx" } else { "tx" };
-            let link_layer = if dir == "tx" { ETHERNET_HEADER * packets } else { 0 };
-            crossed.insert((peer, dir), bytes - link_layer);
-        }
+    for (ip, dir, packets, bytes) in lab.counter_rules_in(&lab.host, "netdev itm_wire") {
+        let peer = FLOWS.iter().map(|flow| flow.0).find(|&peer| peer == ip).expect("a WAN peer of WIRE");
+        let link_layer = if dir == "tx" { ETHERNET_HEADER * packets } else { 0 };
+        crossed.insert((peer, dir), bytes - link_layer);
     }
     crossed
 }

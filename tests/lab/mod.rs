@@ -315,17 +315,27 @@ impl Lab {
     /// (IP, "tx"|"rx") → bytes of the rules `ip daddr IP counter` (tx) and
     /// `ip saddr IP counter` (rx) of table `inet table` in namespace `ns`.
     pub fn counters_in(&self, ns: &str, table: &str) -> BTreeMap<(String, &'static str), u64> {
-        let out = run(&["ip", "netns", "exec", ns, "nft", "list", "table", "inet", table]);
+        let rules = self.counter_rules_in(ns, &format!("inet {table}"));
+        rules.into_iter().map(|(ip, dir, _packets, bytes)| ((ip, dir), bytes)).collect()
+    }
+
+    /// (IP, "tx"|"rx", packets, bytes) of each rule `… daddr IP counter`
+    /// (tx) and `… saddr IP counter` (rx) of `table` ("family name") in
+    /// namespace `ns`.
+    pub fn counter_rules_in(&self, ns: &str, table: &str) -> Vec<(String, &'static str, u64, u64)> {
+        let mut cmd = vec!["ip", "netns", "exec", ns, "nft", "list", "table"];
+        cmd.extend(table.split_whitespace());
+        let out = run(&cmd);
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut truth = BTreeMap::new();
+        let mut rules = Vec::new();
         for line in text.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
-            if let [_, dir, ip, "counter", "packets", _, "bytes", bytes] = words[..] {
-                let dir = if dir == "saddr" { "rx" } else { "tx" };
-                truth.insert((ip.to_string(), dir), bytes.parse().expect("byte count"));
+            if let [_, field, ip, "counter", "packets", packets, "bytes", bytes] = words[..] {
+                let dir = if field == "saddr" { "rx" } else { "tx" };
+                rules.push((ip.to_string(), dir, packets.parse().expect("packet count"), bytes.parse().expect("byte count")));
             }
         }
-        truth
+        rules
     }
 
     /// Runs `cmd` in the host namespace with tracefs mounted (ip netns exec
